@@ -1,0 +1,42 @@
+"""The `moqsrt` command: subcommands dispatch to the module that owns them.
+
+`moqsrt serve` runs the gateway (`gateway.serve`), `moqsrt probe` imports a TS file and reports
+on it (`gateway.probe`). Each subcommand module exposes `add_arguments(parser)` and
+`run(args) -> int`; this module only wires them together, so importing it stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand name -> (module, one-line help)
+_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("gateway.serve", "run the SRT gateway"),
+    "probe": ("gateway.probe", "import an MPEG-TS file and report what it contains"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="moqsrt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in _SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `moqsrt` console script; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args._module.run(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
