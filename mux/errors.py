@@ -19,3 +19,19 @@ class Malformed(MuxError, ValueError):
 
 class MalformedFrame(Malformed):
     """A legacy container frame (varint timestamp + payload) that does not parse."""
+
+
+class MalformedCatalog(Malformed):
+    """A `catalog.json` payload that is not JSON or does not have the hang catalog's shape."""
+
+
+class MalformedSection(Malformed):
+    """A PSI section (PAT, PMT) with a bad CRC, a bad length or fields out of range."""
+
+
+class MalformedPes(Malformed):
+    """A PES packet whose header does not parse (no start code, lengths past the end)."""
+
+
+class MalformedBitstream(Malformed):
+    """Codec data (an SPS, an ADTS header, an audio frame header) that does not parse."""
