@@ -1,0 +1,39 @@
+"""Wake-up lists: how producers (synchronous) wake consumers (async) on the loop thread.
+
+A consumer that has nothing to read appends its own future to the state's list and awaits it;
+the producer resolves every future in the list after a change. One future per waiter, so a
+cancelled consumer only cancels its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+logger = logging.getLogger("moqsrt.model")
+
+Waiters = list["asyncio.Future[None]"]
+
+
+def wake(waiters: Waiters) -> None:
+    """Resolve and forget every waiting future (loop thread only)."""
+    pending = waiters.copy()
+    waiters.clear()
+    for future in pending:
+        if not future.done():
+            # RuntimeError: the future's loop is closed (a finalizer firing at shutdown).
+            with contextlib.suppress(RuntimeError):
+                future.set_result(None)
+
+
+async def wait(waiters: Waiters) -> None:
+    """Register a future on `waiters` and wait until a producer calls `wake(waiters)`."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(future)
+    try:
+        await future
+    except asyncio.CancelledError:
+        with contextlib.suppress(ValueError):
+            waiters.remove(future)
+        raise

@@ -1,0 +1,81 @@
+"""Errors of the model layer: one base, `ModelError`, and a leaf per way a handle can fail.
+
+Producers raise them to the caller that misused a handle (`Closed`, `Duplicate`); consumers raise
+them when the content they read went away (`Evicted`, `Dropped`) or was never there (`NotFound`).
+`abort(err)` accepts any exception instance; consumers re-raise that instance unchanged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Closed",
+    "Dropped",
+    "Duplicate",
+    "Evicted",
+    "ModelError",
+    "NotFound",
+    "PublishConflict",
+]
+
+
+class ModelError(Exception):
+    """Base class of every error the model raises itself."""
+
+
+class Closed(ModelError):
+    """A producer was used after it ended (`finish()` / `abort(err)`), or its parent ended.
+
+    `what` names the handle, e.g. `"group 4"` or `"track 0.avc3"`.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is closed")
+        self.what = what
+
+
+class Dropped(ModelError):
+    """A producer (or an unanswered `TrackRequest`) was garbage collected without ending.
+
+    Consumers of its content see this error; the model also logs a warning for producers.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} was dropped without finish() or abort()")
+        self.what = what
+
+
+class NotFound(ModelError):
+    """A name, path or group sequence is not (or no longer) available. `what` names it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+        self.what = what
+
+
+class Duplicate(ModelError):
+    """A track name or a cached group sequence already exists. `what` names it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} already exists")
+        self.what = what
+
+
+class Evicted(ModelError):
+    """The cache dropped a group: `reason` is `"age"` (older than the track's `latency_max_s`),
+    `"budget"` (the `CachePool` byte budget) or `"size"` (the group outgrew the pool's
+    `max_group_bytes`). Consumers of that group see it; the producer's next write raises `Closed`.
+    """
+
+    def __init__(self, track: str, sequence: int, reason: str) -> None:
+        super().__init__(f"group {sequence} of track {track!r} evicted ({reason})")
+        self.track = track
+        self.sequence = sequence
+        self.reason = reason
+
+
+class PublishConflict(ModelError):
+    """`Origin.publish` found another live broadcast at `path` under `PublisherPolicy.REJECT`."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"a broadcast is already live at {path!r}")
+        self.path = path

@@ -1,0 +1,271 @@
+"""Groups: an ordered run of frames (a GOP for video, one frame for audio), written by one
+`GroupProducer` and read independently by any number of `GroupConsumer`s.
+
+A group lives in its track's cache from creation until evicted (age, byte budget, size) or until
+the track aborts. `finish()` ends it cleanly (readers get `None` after the last frame);
+`abort(err)` drops its frames and every reader gets `err`; a producer dropped without either
+logs a warning and readers get `Dropped`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from model._wait import Waiters, logger, wait, wake
+from model.errors import Closed, Dropped, Evicted
+
+if TYPE_CHECKING:
+    from model.pool import CachePool
+    from model.usage import Usage
+
+__all__ = ["GroupConsumer", "GroupProducer"]
+
+_INF = float("inf")
+
+
+class _GroupState:
+    """What producer and consumers of one group share. Loop thread only."""
+
+    __slots__ = (
+        "count",
+        "done",
+        "error",
+        "finished",
+        "frames",
+        "meter",
+        "nbytes",
+        "pool",
+        "sequence",
+        "superseded_s",
+        "track_name",
+        "waiters",
+    )
+
+    def __init__(
+        self, sequence: int, track_name: str, meter: Usage | None, pool: CachePool
+    ) -> None:
+        self.sequence = sequence
+        self.track_name = track_name
+        self.frames: list[bytes] = []
+        self.nbytes = 0  # payload bytes still charged to the pool (0 once released)
+        self.count = 0  # frame count recorded at finish (survives eviction)
+        self.finished = False
+        self.done = False  # finished or aborted: no more writes
+        self.error: BaseException | None = None
+        self.waiters: Waiters = []
+        self.meter = meter  # ingress meter, or None
+        self.pool = pool
+        self.superseded_s = _INF  # when a newer group appeared (the cache's age reference)
+
+    def write(self, payload: bytes) -> None:
+        """Append one frame: charge the pool, bump the ingress meter, wake readers."""
+        if self.done:
+            raise Closed(f"group {self.sequence} of track {self.track_name!r}")
+        n = len(payload)
+        pool = self.pool
+        if self.nbytes + n > pool.max_group_bytes:
+            self.drop(Evicted(self.track_name, self.sequence, "size"))
+            raise Closed(f"group {self.sequence} of track {self.track_name!r}")
+        self.frames.append(payload)
+        self.nbytes += n
+        meter = self.meter
+        if meter is not None:
+            meter.frames += 1
+            meter.bytes += n
+        pool.used_bytes += n
+        if pool.used_bytes > pool.limit_bytes:
+            pool.evict()
+        if self.waiters:
+            wake(self.waiters)
+
+    def finish(self) -> None:
+        """End cleanly (idempotent; ignored after abort)."""
+        if self.done:
+            return
+        self.done = True
+        self.finished = True
+        self.count = len(self.frames)
+        if self.waiters:
+            wake(self.waiters)
+
+    def release(self) -> None:
+        """Stop charging this group's bytes to the pool (it left the cache)."""
+        self.pool.used_bytes -= self.nbytes
+        self.nbytes = 0
+
+    def drop(self, err: BaseException) -> None:
+        """Abort or evict: forget the frames, release the bytes, readers get `err`.
+
+        A finished group keeps `count`, so a reader that already read every frame still ends
+        cleanly. Ignored when the group already carries an error.
+        """
+        if self.error is not None:
+            return
+        self.error = err
+        self.done = True
+        self.frames = []
+        self.release()
+        wake(self.waiters)
+
+
+def _group_dropped(state: _GroupState) -> None:
+    """Finalizer of a `GroupProducer` handle (static: it must not reference the handle)."""
+    if not state.done:
+        logger.warning(
+            "group %d of track %r dropped without finish() or abort()",
+            state.sequence,
+            state.track_name,
+        )
+        state.drop(Dropped(f"group {state.sequence} of track {state.track_name!r}"))
+
+
+class GroupProducer:
+    """Writes the frames of one group, in order. Made by `TrackProducer.append_group` /
+    `create_group`; the caller owns it and must end it once with `finish()` or `abort(err)`.
+
+    Frames are `bytes` (for media tracks, the hang legacy frame). Writing counts one frame and
+    its payload bytes on the broadcast's ingress meter, if any.
+    """
+
+    __slots__ = ("__weakref__", "_state", "sequence")
+
+    def __init__(self, state: _GroupState) -> None:
+        self._state = state
+        self.sequence: int = state.sequence
+        """The group's sequence number within its track (from 0)."""
+        weakref.finalize(self, _group_dropped, state)
+
+    def write_frame(self, payload: bytes) -> None:
+        """Append one frame (`payload` is kept, not copied).
+
+        Raises `Closed` after `finish()`/`abort()` or once the cache evicted the group (a group
+        growing past `CachePool.max_group_bytes` is evicted by the write that overflows it).
+        """
+        st = self._state
+        if st.done:
+            raise Closed(f"group {st.sequence} of track {st.track_name!r}")
+        n = len(payload)
+        pool = st.pool
+        if st.nbytes + n > pool.max_group_bytes:
+            st.write(payload)  # the slow path evicts the group and raises Closed
+            return
+        st.frames.append(payload)
+        st.nbytes += n
+        meter = st.meter
+        if meter is not None:
+            meter.frames += 1
+            meter.bytes += n
+        pool.used_bytes += n
+        if pool.used_bytes > pool.limit_bytes:
+            pool.evict()
+        if st.waiters:
+            wake(st.waiters)
+
+    def finish(self) -> None:
+        """End the group cleanly: readers get `None` after the last frame. Idempotent; a no-op
+        after `abort()` or eviction."""
+        self._state.finish()
+
+    def abort(self, err: BaseException) -> None:
+        """End the group with `err`: its frames are dropped and every reader raises `err`.
+        A no-op when the group already ended with an error."""
+        self._state.drop(err)
+
+    @property
+    def frame_count(self) -> int:
+        """Frames written so far (0 after an abort dropped them)."""
+        return len(self._state.frames)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the group finished, aborted or was evicted (writes would raise `Closed`)."""
+        return self._state.done
+
+
+class GroupConsumer:
+    """Reads one group's frames in order, independently of other readers. Made by
+    `TrackConsumer.next_group` / `fetch_group`; dropping it is all the cleanup it needs.
+
+    `next_frame()` returns each frame once, then `None` at a clean end; it raises the producer's
+    abort error, `Evicted` if the cache dropped the group before this reader got to the end, or
+    `Dropped`. Each frame returned counts one frame and its bytes on this consumer's meter.
+    """
+
+    __slots__ = ("_index", "_meter", "_state", "sequence")
+
+    def __init__(self, state: _GroupState, meter: Usage | None) -> None:
+        self._state = state
+        self._index = 0
+        self._meter = meter
+        self.sequence: int = state.sequence
+        """The group's sequence number within its track."""
+
+    async def next_frame(self) -> bytes | None:
+        """Wait for and return the next frame, or `None` once the group finished and every
+        frame was read. Raises the abort error, `Evicted` or `Dropped` (see the class)."""
+        st = self._state
+        while True:
+            i = self._index
+            frames = st.frames
+            if i < len(frames):
+                self._index = i + 1
+                frame = frames[i]
+                meter = self._meter
+                if meter is not None:
+                    meter.frames += 1
+                    meter.bytes += len(frame)
+                return frame
+            if st.finished and i >= st.count:
+                return None
+            if st.error is not None:
+                raise st.error
+            await wait(st.waiters)
+
+    def __aiter__(self) -> GroupConsumer:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """`async for frame in group`: like `next_frame()`, ending the loop at a clean end."""
+        st = self._state
+        while True:
+            i = self._index
+            frames = st.frames
+            if i < len(frames):
+                self._index = i + 1
+                frame = frames[i]
+                meter = self._meter
+                if meter is not None:
+                    meter.frames += 1
+                    meter.bytes += len(frame)
+                return frame
+            if st.finished and i >= st.count:
+                raise StopAsyncIteration
+            if st.error is not None:
+                raise st.error
+            await wait(st.waiters)
+
+    def read_ready(self) -> list[bytes]:
+        """Return (and count) every frame already written that this reader has not read yet,
+        without waiting; `[]` when none is. Never raises: call `next_frame()` to learn how the
+        group ended."""
+        st = self._state
+        i = self._index
+        frames = st.frames
+        if i >= len(frames):
+            return []
+        ready = frames[i:]
+        self._index = len(frames)
+        meter = self._meter
+        if meter is not None:
+            meter.frames += len(ready)
+            meter.bytes += sum(map(len, ready))
+        return ready
+
+    async def read_all(self) -> list[bytes]:
+        """Wait for the group to end and return the frames not read yet (each counted).
+        Raises like `next_frame()`."""
+        out: list[bytes] = []
+        while (frame := await self.next_frame()) is not None:
+            out.append(frame)
+        return out
