@@ -1,0 +1,182 @@
+"""One final usage record per SRT session, logged and handed to billing sinks.
+
+`SessionRecord` is the immutable summary of one connection (a publisher's ingress or a viewer's
+egress): who, which path and tier, how long, what the meter counted (payload groups, frames and
+bytes), the TS bytes that crossed the gateway, and libsrt's link figures (wire bytes with
+headers and retransmits, loss, drops, RTT). `emit_session` logs it as the structlog event
+`session.closed` and then gives it to every registered `SessionSink`; the server calls it exactly
+once per accepted connection, whatever way the connection ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import structlog
+
+Role = Literal["ingress", "egress"]
+"""`ingress`: a publisher sending TS in; `egress`: a viewer pulling TS out."""
+
+Outcome = Literal["eof", "error", "timeout", "closed", "rejected"]
+"""How a session ended: `eof` the publisher finished or the broadcast ended cleanly; `error` the
+link broke or media aborted; `timeout` a viewer's broadcast never appeared; `closed` the server
+or the embedder ended it; `rejected` the embedder refused the request after the handshake."""
+
+SessionSink = Callable[["SessionRecord"], Awaitable[None] | None]
+"""Receives every final record. A sink may be sync or async; it must not raise (failures are
+logged as `session.sink_failed` and do not reach other sinks or the connection), and an async
+sink is awaited for at most `SINK_TIMEOUT_S`."""
+
+SINK_TIMEOUT_S = 5.0
+
+_log = structlog.get_logger("moqsrt.session")
+
+
+class LinkStatsLike(Protocol):
+    """The libsrt link figures a record copies (`gateway.srt` `LinkStats`, from srt_bstats)."""
+
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def pkt_sent(self) -> int: ...
+    @property
+    def pkt_recv(self) -> int: ...
+    @property
+    def pkt_sent_loss(self) -> int: ...
+    @property
+    def pkt_recv_loss(self) -> int: ...
+    @property
+    def pkt_retrans(self) -> int: ...
+    @property
+    def pkt_recv_drop(self) -> int: ...
+    @property
+    def pkt_send_drop(self) -> int: ...
+    @property
+    def bytes_sent(self) -> int: ...
+    @property
+    def bytes_recv(self) -> int: ...
+    @property
+    def bytes_retrans(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkFigures:
+    """Cumulative libsrt figures for one connection (srt_bstats totals, read just before close).
+
+    `bytes_sent` / `bytes_recv` are wire bytes including IP/UDP/SRT headers and retransmissions
+    (libsrt's byteSentTotal / byteRecvTotal); `rtt_ms` is the smoothed RTT at the end.
+    """
+
+    rtt_ms: float = 0.0
+    pkts_sent: int = 0
+    pkts_recv: int = 0
+    pkts_send_loss: int = 0
+    pkts_recv_loss: int = 0
+    pkts_retrans: int = 0
+    pkts_send_drop: int = 0
+    pkts_recv_drop: int = 0
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    bytes_retrans: int = 0
+
+    @classmethod
+    def from_stats(cls, stats: LinkStatsLike) -> LinkFigures:
+        """Copy the figures out of a `gateway.srt` `LinkStats`."""
+        return cls(
+            rtt_ms=float(stats.rtt_ms),
+            pkts_sent=stats.pkt_sent,
+            pkts_recv=stats.pkt_recv,
+            pkts_send_loss=stats.pkt_sent_loss,
+            pkts_recv_loss=stats.pkt_recv_loss,
+            pkts_retrans=stats.pkt_retrans,
+            pkts_send_drop=stats.pkt_send_drop,
+            pkts_recv_drop=stats.pkt_recv_drop,
+            bytes_sent=stats.bytes_sent,
+            bytes_recv=stats.bytes_recv,
+            bytes_retrans=stats.bytes_retrans,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRecord:
+    """The final usage record of one SRT session; idempotent by `session` (a unique id).
+
+    Times are Unix epoch seconds (`started_at`, `ended_at`) and `duration_s` is measured on the
+    monotonic clock. `groups`, `frames`, `bytes` are what the model meter counted for this
+    session (model payload: legacy frames and catalog); ingress counts each once, egress counts
+    what this viewer read out of the model (including data later skipped for a slow link).
+    `ts_bytes` are MPEG-TS bytes received (ingress) or sent (egress) by the gateway;
+    `skipped_bytes` are TS bytes a slow viewer never got. `srt` holds libsrt's wire figures.
+    `user` and `stream_id` are what the caller sent ('' for none); `error` names the cause
+    when `outcome` is `error` or `timeout`.
+    """
+
+    session: str
+    node: str
+    role: Role
+    path: str
+    tier: str
+    peer: str
+    stream_id: str
+    user: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    groups: int
+    frames: int
+    bytes: int
+    ts_bytes: int
+    skipped_bytes: int = 0
+    outcome: Outcome = "eof"
+    error: str = ""
+    srt: LinkFigures = dataclasses.field(default_factory=LinkFigures)
+
+    @property
+    def wire_bytes(self) -> int:
+        """SRT wire bytes in this session's direction (received for ingress, sent for egress),
+        headers and retransmissions included."""
+        return self.srt.bytes_recv if self.role == "ingress" else self.srt.bytes_sent
+
+    def as_dict(self) -> dict[str, str | int | float]:
+        """Flat JSON-ready mapping: the record's fields, then `srt_*` link figures and
+        `wire_bytes`. This is the shape of the `session.closed` log event."""
+        out: dict[str, str | int | float] = {}
+        for f in dataclasses.fields(self):
+            if f.name != "srt":
+                out[f.name] = getattr(self, f.name)
+        for f in dataclasses.fields(self.srt):
+            out[f"srt_{f.name}"] = getattr(self.srt, f.name)
+        out["wire_bytes"] = self.wire_bytes
+        return out
+
+
+def default_node() -> str:
+    """The node id records carry when the embedder names none: this host's name."""
+    return socket.gethostname() or "moqsrt"
+
+
+async def emit_session(record: SessionRecord, sinks: Iterable[SessionSink]) -> None:
+    """Log `record` as `session.closed`, then give it to each sink in order.
+
+    Never raises for a sink's failure (logged as `session.sink_failed`); a cancelled caller
+    still propagates cancellation.
+    """
+    _log.info("session.closed", **record.as_dict())
+    for sink in sinks:
+        try:
+            result = sink(record)
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(SINK_TIMEOUT_S):
+                    await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a billing sink must never break the server)
+            _log.warning(
+                "session.sink_failed", session=record.session, sink=repr(sink), error=repr(exc)
+            )
