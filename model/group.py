@@ -25,17 +25,24 @@ _INF = float("inf")
 
 
 class _GroupState:
-    """What producer and consumers of one group share. Loop thread only."""
+    """What producer and consumers of one group share. Loop thread only.
+
+    Hot-path bookkeeping: `room` is how many more bytes the group may take before it outgrows
+    the pool's `max_group_bytes`, and -1 once the group ended, so a write needs one subtraction
+    and one comparison to check both. `frames` is never rebound (readers cache it).
+    """
 
     __slots__ = (
+        "charged",
         "count",
         "done",
         "error",
         "finished",
         "frames",
+        "limit",
         "meter",
-        "nbytes",
         "pool",
+        "room",
         "sequence",
         "superseded_s",
         "track_name",
@@ -48,7 +55,9 @@ class _GroupState:
         self.sequence = sequence
         self.track_name = track_name
         self.frames: list[bytes] = []
-        self.nbytes = 0  # payload bytes still charged to the pool (0 once released)
+        self.limit = pool.max_group_bytes
+        self.room = self.limit  # bytes left before the size cap; -1 once ended
+        self.charged = 0  # bytes charged to the pool, recorded when the group ends
         self.count = 0  # frame count recorded at finish (survives eviction)
         self.finished = False
         self.done = False  # finished or aborted: no more writes
@@ -58,32 +67,52 @@ class _GroupState:
         self.pool = pool
         self.superseded_s = _INF  # when a newer group appeared (the cache's age reference)
 
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes this group still charges to the pool."""
+        return self.charged if self.room < 0 else self.limit - self.room
+
+    def _end(self) -> None:
+        if self.room >= 0:
+            self.charged = self.limit - self.room
+            self.room = -1
+        self.done = True
+
     def write(self, payload: bytes) -> None:
-        """Append one frame: charge the pool, bump the ingress meter, wake readers."""
-        if self.done:
-            raise Closed(f"group {self.sequence} of track {self.track_name!r}")
+        """Append one frame: charge the pool, bump the ingress meter, wake readers.
+
+        Raises `Closed` once ended; a frame that would take the group past the size cap evicts
+        the group (readers get `Evicted`) and raises `Closed`.
+        """
         n = len(payload)
-        pool = self.pool
-        if self.nbytes + n > pool.max_group_bytes:
-            self.drop(Evicted(self.track_name, self.sequence, "size"))
-            raise Closed(f"group {self.sequence} of track {self.track_name!r}")
+        room = self.room - n
+        if room < 0:
+            self.overflow()
+        self.room = room
         self.frames.append(payload)
-        self.nbytes += n
         meter = self.meter
         if meter is not None:
             meter.frames += 1
             meter.bytes += n
-        pool.used_bytes += n
-        if pool.used_bytes > pool.limit_bytes:
+        pool = self.pool
+        pool_room = pool.room_bytes - n
+        pool.room_bytes = pool_room
+        if pool_room < 0:
             pool.evict()
         if self.waiters:
             wake(self.waiters)
+
+    def overflow(self) -> None:
+        """A write found no room: raise `Closed`, evicting the group first if it was open."""
+        if not self.done:
+            self.drop(Evicted(self.track_name, self.sequence, "size"))
+        raise Closed(f"group {self.sequence} of track {self.track_name!r}")
 
     def finish(self) -> None:
         """End cleanly (idempotent; ignored after abort)."""
         if self.done:
             return
-        self.done = True
+        self._end()
         self.finished = True
         self.count = len(self.frames)
         if self.waiters:
@@ -91,8 +120,9 @@ class _GroupState:
 
     def release(self) -> None:
         """Stop charging this group's bytes to the pool (it left the cache)."""
-        self.pool.used_bytes -= self.nbytes
-        self.nbytes = 0
+        self._end()
+        self.pool.room_bytes += self.charged
+        self.charged = 0
 
     def drop(self, err: BaseException) -> None:
         """Abort or evict: forget the frames, release the bytes, readers get `err`.
@@ -103,8 +133,7 @@ class _GroupState:
         if self.error is not None:
             return
         self.error = err
-        self.done = True
-        self.frames = []
+        self.frames.clear()
         self.release()
         wake(self.waiters)
 
@@ -142,22 +171,22 @@ class GroupProducer:
         Raises `Closed` after `finish()`/`abort()` or once the cache evicted the group (a group
         growing past `CachePool.max_group_bytes` is evicted by the write that overflows it).
         """
+        # Inlined copy of _GroupState.write: this is the per-frame hot path.
         st = self._state
-        if st.done:
-            raise Closed(f"group {st.sequence} of track {st.track_name!r}")
         n = len(payload)
-        pool = st.pool
-        if st.nbytes + n > pool.max_group_bytes:
-            st.write(payload)  # the slow path evicts the group and raises Closed
-            return
+        room = st.room - n
+        if room < 0:
+            st.overflow()
+        st.room = room
         st.frames.append(payload)
-        st.nbytes += n
         meter = st.meter
         if meter is not None:
             meter.frames += 1
             meter.bytes += n
-        pool.used_bytes += n
-        if pool.used_bytes > pool.limit_bytes:
+        pool = st.pool
+        pool_room = pool.room_bytes - n
+        pool.room_bytes = pool_room
+        if pool_room < 0:
             pool.evict()
         if st.waiters:
             wake(st.waiters)
@@ -192,10 +221,11 @@ class GroupConsumer:
     `Dropped`. Each frame returned counts one frame and its bytes on this consumer's meter.
     """
 
-    __slots__ = ("_index", "_meter", "_state", "sequence")
+    __slots__ = ("_frames", "_index", "_meter", "_state", "sequence")
 
     def __init__(self, state: _GroupState, meter: Usage | None) -> None:
         self._state = state
+        self._frames = state.frames  # never rebound; cleared in place when dropped
         self._index = 0
         self._meter = meter
         self.sequence: int = state.sequence
@@ -204,10 +234,9 @@ class GroupConsumer:
     async def next_frame(self) -> bytes | None:
         """Wait for and return the next frame, or `None` once the group finished and every
         frame was read. Raises the abort error, `Evicted` or `Dropped` (see the class)."""
-        st = self._state
+        frames = self._frames
         while True:
             i = self._index
-            frames = st.frames
             if i < len(frames):
                 self._index = i + 1
                 frame = frames[i]
@@ -216,6 +245,7 @@ class GroupConsumer:
                     meter.frames += 1
                     meter.bytes += len(frame)
                 return frame
+            st = self._state
             if st.finished and i >= st.count:
                 return None
             if st.error is not None:
@@ -227,10 +257,9 @@ class GroupConsumer:
 
     async def __anext__(self) -> bytes:
         """`async for frame in group`: like `next_frame()`, ending the loop at a clean end."""
-        st = self._state
+        frames = self._frames
         while True:
             i = self._index
-            frames = st.frames
             if i < len(frames):
                 self._index = i + 1
                 frame = frames[i]
@@ -239,6 +268,7 @@ class GroupConsumer:
                     meter.frames += 1
                     meter.bytes += len(frame)
                 return frame
+            st = self._state
             if st.finished and i >= st.count:
                 raise StopAsyncIteration
             if st.error is not None:
@@ -249,9 +279,8 @@ class GroupConsumer:
         """Return (and count) every frame already written that this reader has not read yet,
         without waiting; `[]` when none is. Never raises: call `next_frame()` to learn how the
         group ended."""
-        st = self._state
         i = self._index
-        frames = st.frames
+        frames = self._frames
         if i >= len(frames):
             return []
         ready = frames[i:]

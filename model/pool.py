@@ -26,8 +26,11 @@ DEFAULT_MAX_GROUP_BYTES = 32 * 1024 * 1024
 """Largest group (sum of its frames) a pool caches: 32 MiB, as moq-net."""
 
 
-def _release_groups(pool: CachePool, groups: dict[int, _GroupState]) -> None:
-    """Finalizer of a track state: give back the bytes its cached groups still held."""
+def _release_groups(
+    tracks: dict[int, weakref.ref[_TrackState]], key: int, groups: dict[int, _GroupState]
+) -> None:
+    """Finalizer of a track state: forget it and give back the bytes its cached groups held."""
+    tracks.pop(key, None)
     for group in groups.values():
         group.release()
     groups.clear()
@@ -51,7 +54,7 @@ class CachePool:
         "evicted_groups",
         "limit_bytes",
         "max_group_bytes",
-        "used_bytes",
+        "room_bytes",
     )
 
     _default: ClassVar[CachePool | None] = None
@@ -69,10 +72,17 @@ class CachePool:
         self.limit_bytes: int = sys.maxsize if budget_bytes is None else budget_bytes
         self.max_group_bytes = max_group_bytes
         self.clock = clock
-        self.used_bytes = 0
+        # Bytes left before the budget (negative = over it): one subtraction per write.
+        self.room_bytes = self.limit_bytes
         self.evicted_groups = 0
         self.evicted_bytes = 0
-        self._tracks: weakref.WeakSet[_TrackState] = weakref.WeakSet()
+        # Registered tracks by id, held weakly (a plain dict iterates faster than a WeakSet).
+        self._tracks: dict[int, weakref.ref[_TrackState]] = {}
+
+    @property
+    def used_bytes(self) -> int:
+        """Frame payload currently cached by the tracks of this pool."""
+        return self.limit_bytes - self.room_bytes
 
     @classmethod
     def default(cls) -> CachePool:
@@ -88,16 +98,20 @@ class CachePool:
 
     def register(self, track: _TrackState) -> None:
         """Track `track`'s cache (called by the track itself when created)."""
-        self._tracks.add(track)
-        weakref.finalize(track, _release_groups, self, track.groups)
+        key = id(track)
+        self._tracks[key] = weakref.ref(track)
+        weakref.finalize(track, _release_groups, self._tracks, key, track.groups)
 
     def evict(self) -> None:
         """Evict the stalest non-latest groups, across tracks, until within budget (or nothing
         more can go). Called by writes; callers need not call it."""
-        while self.used_bytes > self.limit_bytes:
+        while self.room_bytes < 0:
             victim_track: _TrackState | None = None
             victim: _GroupState | None = None
-            for track in self._tracks:
+            for ref in self._tracks.values():
+                track = ref()
+                if track is None:
+                    continue
                 group = track.stalest_group()
                 if group is not None and (
                     victim is None or group.superseded_s < victim.superseded_s
