@@ -1,0 +1,267 @@
+"""Reads a model broadcast and yields MPEG-TS chunks: the asyncio driver of `mux.export`.
+
+`export_broadcast(consumer)` is an async generator. Inside it, one task reads the
+`catalog.json` track and one task per exported media track reads groups into a small bounded
+buffer; the generator itself merges those buffers by timestamp, feeds `TsExporter` and yields
+its chunks. All tasks live in a `TaskGroup` scoped to the generator: closing the generator
+(`aclose()`, or leaving `async for`) or cancelling its consumer cancels them. The tasks never
+raise into the group (that would cancel whatever task iterates the generator); they hand
+their error to the generator, which raises it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from model import BroadcastConsumer, Evicted, NotFound, TrackConsumer
+from mux.catalog import CATALOG_TRACK, Catalog
+from mux.container import decode_varint
+from mux.errors import Malformed
+from mux.export import TsChunk, TsExporter
+
+__all__ = ["DEFAULT_LATENCY_MS", "export_broadcast"]
+
+_log = logging.getLogger("moqsrt.export")
+
+DEFAULT_LATENCY_MS = 500
+#: Frames buffered per track before its reader waits for the merge (and the model, which never
+#: waits for a reader, lets it fall behind and skip evicted groups instead).
+_BUFFER_FRAMES = 256
+#: How often to look for `catalog.json` when the broadcast does not have it yet.
+_CATALOG_POLL_S = 0.05
+
+
+@dataclass(slots=True, eq=False)
+class _Source:
+    """One media track: its reader task fills `buffer`, the merge drains it."""
+
+    name: str
+    #: (merge key µs, legacy frame, first frame of its group, arrival time on the loop clock)
+    buffer: deque[tuple[int, bytes, bool, float]] = field(default_factory=deque)
+    #: Highest timestamp this track delivered, the merge key of its frames (monotonic).
+    last_key_us: int = -1
+    last_arrival: float = 0.0
+    done: bool = False
+    space: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class _Merge:
+    """State shared by the reader tasks and the generator. Loop thread only."""
+
+    def __init__(self, latency_s: float) -> None:
+        self.latency_s = latency_s
+        self.sources: dict[str, _Source] = {}
+        self.catalogs: deque[Catalog] = deque()
+        self.catalog_done = False
+        self.error: BaseException | None = None
+        self.changed = asyncio.Event()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        self.changed.set()
+
+    def pick(self, now: float) -> tuple[_Source | None, float | None]:
+        """Return (the source whose head frame goes next, None) or (None, seconds to wait).
+
+        The head with the lowest key goes once every other live track either has a frame
+        buffered, has already delivered past that key, or has been silent for `latency_s`;
+        and in any case once the head itself has waited `latency_s`.
+        """
+        best: _Source | None = None
+        for source in self.sources.values():
+            if source.buffer and (best is None or source.buffer[0][0] < best.buffer[0][0]):
+                best = source
+        if best is None:
+            return None, None
+        key, _, _, arrived = best.buffer[0]
+        deadline = arrived + self.latency_s
+        if now >= deadline:
+            return best, None
+        for source in self.sources.values():
+            if source is best or source.buffer or source.done or source.last_key_us >= key:
+                continue
+            silent_until = source.last_arrival + self.latency_s
+            if now < silent_until:
+                return None, min(deadline, silent_until) - now
+        return best, None
+
+    def finished(self) -> bool:
+        return self.catalog_done and all(s.done and not s.buffer for s in self.sources.values())
+
+
+async def export_broadcast(
+    consumer: BroadcastConsumer,
+    *,
+    latency_ms: int = DEFAULT_LATENCY_MS,
+    exporter: TsExporter | None = None,
+) -> AsyncGenerator[TsChunk, None]:
+    """Yield the broadcast read through `consumer` as MPEG-TS chunks (see `mux.export`).
+
+    Subscribes to `catalog.json` (waiting for it to appear), then to every media track the
+    exporter supports, each from its latest group (so a late joiner starts at the current GOP).
+    Tracks are merged by timestamp with a bounded hold: a frame waits for the other tracks at
+    most `latency_ms`, and a track silent for `latency_ms` is not waited for. A group that makes
+    no progress for `latency_ms` while a newer one exists is abandoned (a stalled upstream).
+    Memory is bounded (a few hundred frames per track); the producer is never held back.
+
+    Ends after the broadcast finishes and everything buffered was exported; raises the
+    broadcast's abort error if it aborts. `exporter` defaults to a new `TsExporter()`; pass one
+    to read its `problems` and `stats`. Close the generator (`aclose()`, `contextlib.aclosing`)
+    when stopping early: that cancels its tasks.
+    """
+    exporter = exporter if exporter is not None else TsExporter()
+    loop = asyncio.get_running_loop()
+    merge = _Merge(latency_ms / 1000)
+    failure: BaseException | None = None
+    async with asyncio.TaskGroup() as tasks:
+
+        def sync_sources() -> None:
+            wanted = set(exporter.track_pids())
+            for name in list(merge.sources):
+                if name not in wanted:
+                    source = merge.sources.pop(name)
+                    if source.task is not None:
+                        source.task.cancel()
+            for name in sorted(wanted - set(merge.sources)):
+                try:
+                    track = consumer.subscribe_track(name)
+                except NotFound:
+                    _log.warning("export: catalog names track %r, which does not exist", name)
+                    continue
+                source = _Source(name, last_arrival=loop.time())
+                merge.sources[name] = source
+                source.task = tasks.create_task(
+                    _read_track(track, source, merge), name=f"export:{name}"
+                )
+
+        catalog_task = tasks.create_task(_read_catalog(consumer, merge), name="export:catalog")
+        # An exception leaving this block would reach the caller wrapped in an ExceptionGroup:
+        # keep it and raise it, unwrapped, after the task group has closed.
+        try:
+            while merge.error is None:
+                merge.changed.clear()
+                if merge.catalogs:
+                    exporter.set_catalog(merge.catalogs.popleft())
+                    sync_sources()
+                    continue
+                source, wait_s = merge.pick(loop.time())
+                if source is not None:
+                    _, frame, keyframe, _ = source.buffer.popleft()
+                    source.space.set()
+                    for chunk in exporter.push(source.name, frame, keyframe=keyframe):
+                        yield chunk
+                    continue
+                if merge.finished():
+                    for chunk in exporter.flush():
+                        yield chunk
+                    break
+                if wait_s is None:
+                    await merge.changed.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait_s):
+                            await merge.changed.wait()
+            failure = merge.error
+        except Exception as exc:  # noqa: BLE001  (re-raised below, outside the task group)
+            failure = exc
+        finally:
+            catalog_task.cancel()
+            for source in merge.sources.values():
+                if source.task is not None:
+                    source.task.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _subscribe_catalog(consumer: BroadcastConsumer) -> TrackConsumer | None:
+    """Subscribe to `catalog.json`, polling until it exists; None if the broadcast ends first."""
+    while True:
+        try:
+            return consumer.subscribe_track(CATALOG_TRACK)
+        except NotFound:
+            if consumer.finished:
+                await consumer.closed()  # raises the abort error, if any
+                return None
+        await asyncio.sleep(_CATALOG_POLL_S)
+
+
+async def _read_catalog(consumer: BroadcastConsumer, merge: _Merge) -> None:
+    """Queue each catalog version for the generator; a bad one is logged and skipped."""
+    try:
+        track = await _subscribe_catalog(consumer)
+        if track is not None:
+            async for group in track:
+                try:
+                    payload = await group.next_frame()
+                except Evicted:
+                    continue
+                if payload is None:
+                    continue
+                try:
+                    merge.catalogs.append(Catalog.from_json(payload))
+                except Malformed as exc:
+                    _log.warning("export: catalog group %d ignored: %s", group.sequence, exc)
+                    continue
+                merge.changed.set()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the generator re-raises it)
+        merge.fail(exc)
+    finally:
+        merge.catalog_done = True
+        merge.changed.set()
+
+
+async def _read_track(track: TrackConsumer, source: _Source, merge: _Merge) -> None:
+    """Copy one track's frames into `source.buffer`, group by group, until the track ends."""
+    loop = asyncio.get_running_loop()
+    latency_s = merge.latency_s
+    try:
+        while (group := await track.next_group()) is not None:
+            first = True
+            while True:
+                try:
+                    frames = group.read_ready()
+                    if not frames:
+                        try:
+                            async with asyncio.timeout(latency_s):
+                                frame = await group.next_frame()
+                        except TimeoutError:
+                            latest = track.latest_sequence
+                            if latest is not None and latest > group.sequence:
+                                break  # stalled while a newer group exists: move on
+                            continue
+                        if frame is None:
+                            break
+                        frames = [frame]
+                except Evicted:
+                    break
+                for frame in frames:
+                    try:
+                        timestamp_us, _ = decode_varint(frame)
+                    except Malformed:
+                        timestamp_us = source.last_key_us  # the exporter reports it
+                    key = max(timestamp_us, source.last_key_us)
+                    while len(source.buffer) >= _BUFFER_FRAMES:
+                        source.space.clear()
+                        await source.space.wait()
+                    now = loop.time()
+                    source.last_arrival = now
+                    source.last_key_us = key
+                    source.buffer.append((key, frame, first, now))
+                    first = False
+                    merge.changed.set()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the generator re-raises it)
+        merge.fail(exc)
+    finally:
+        source.done = True
+        merge.changed.set()
