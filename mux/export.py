@@ -21,8 +21,10 @@ Output layout (one program):
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from mux.catalog import AudioConfig, Catalog, VideoConfig
 from mux.container import decode_frame
@@ -83,14 +85,18 @@ _AAC_SAMPLE_RATES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TsChunk:
+class TsChunk(NamedTuple):
     """A run of whole TS packets (`data`, a multiple of 188 bytes, at most 1316) to send as one
     SRT message, and the media time it belongs to in microseconds (`media_ts_us`).
 
     `media_ts_us` is the decode time of the frame that produced the packets (for video the
     authored DTS, for audio the PTS), never lower than the previous chunk's, so a pacer can send
     each chunk at `anchor + (media_ts_us - base)`. Chunks of different frames never share one.
+    The chunk holding a video keyframe's first packet (random_access_indicator set) starts
+    with PAT and PMT, so a sender that skipped data can resume at it.
+
+    A named tuple rather than a frozen dataclass: the exporter makes one per 1316 bytes, and a
+    frozen dataclass costs three times as much to build (tests/bench/bench_export.py).
     """
 
     data: bytes
@@ -564,11 +570,7 @@ class TsExporter:
         if tag_us < self._last_tag_us:
             tag_us = self._last_tag_us
         self._last_tag_us = tag_us
-        view = memoryview(out)
-        return [
-            TsChunk(bytes(view[i : i + CHUNK_BYTES]), tag_us)
-            for i in range(0, len(out), CHUNK_BYTES)
-        ]
+        return _chunks(out, tag_us)
 
     def flush(self) -> list[TsChunk]:
         """Return output still held at the end of the stream (none: `push` holds nothing)."""
@@ -642,6 +644,24 @@ class TsExporter:
             header = pes_header(plan.stream_id, pts_90k=pts, payload_bytes=len(control) + size)
             return header + control, payload
         return pes_header(plan.stream_id, pts_90k=pts, payload_bytes=size), payload
+
+
+_CHUNK_STRUCT = struct.Struct(f"{CHUNK_BYTES}s")
+
+
+def _chunks(out: bytearray, tag_us: int) -> list[TsChunk]:
+    """Cut `out` into chunks of 1316 bytes (the last may be shorter), all stamped `tag_us`.
+
+    The hot loop of the exporter (one object per 1316 bytes): `Struct.iter_unpack` slices in C
+    and `tuple.__new__` skips NamedTuple's Python-level constructor.
+    """
+    new = tuple.__new__
+    whole = len(out) // CHUNK_BYTES * CHUNK_BYTES
+    view = memoryview(out)
+    chunks = [new(TsChunk, (data, tag_us)) for (data,) in _CHUNK_STRUCT.iter_unpack(view[:whole])]
+    if whole < len(out):
+        chunks.append(new(TsChunk, (view[whole:].tobytes(), tag_us)))
+    return chunks
 
 
 def _starts_with_aud(data: BytesLike, *, h264: bool) -> bool:

@@ -22,7 +22,7 @@ from mux.export import (
     length_prefixed_to_annexb,
     parse_avcc,
 )
-from mux.ts_mux import crc32_mpeg2
+from mux.ts_mux import PidWriter, crc32_mpeg2
 from tests.unit.mux.test_export_support import (
     EncodedTrack,
     Packet,
@@ -454,3 +454,32 @@ def test_any_frame_sequence_yields_well_formed_packets(
     packets = parse_packets(ts_of(chunks))
     check_continuity(packets)
     assert all(len(c.data) <= CHUNK_BYTES for c in chunks)
+
+
+@pytest.mark.parametrize("random_access", [False, True])
+@pytest.mark.parametrize(
+    "body_len", [0, 1, 150, 157, 158, 159, 160, 184, 366, 367, 368, 2000, 184 * 9, 400_000]
+)
+def test_pes_packetizer_round_trips_any_size_with_continuous_counters(
+    body_len: int, random_access: bool
+) -> None:
+    prefix = bytes(range(1, 25))
+    body = bytes((i * 7 + 3) & 0xFF for i in range(body_len))
+    writer = PidWriter(0x123)
+    out = bytearray()
+    # twice, so the second run starts from a counter other than 0
+    count = writer.write_pes(out, prefix, body, random_access=random_access)
+    count += writer.write_pes(out, prefix, memoryview(body), random_access=random_access)
+    packets = parse_packets(bytes(out))
+    assert len(packets) == count
+    assert {p.pid for p in packets} == {0x123}
+    check_continuity(packets)
+    assert packets[0].cc == 0
+    starts = [p for p in packets if p.pusi]
+    assert len(starts) == 2
+    assert all(p.random_access == random_access for p in starts)
+    assert not any(p.random_access for p in packets if not p.pusi)
+    payload = b"".join(p.payload for p in packets)
+    assert payload == (prefix + body) * 2
+    minimum = -(-(len(prefix) + body_len) // 184)
+    assert count in (2 * minimum, 2 * minimum + 2)
