@@ -1,0 +1,196 @@
+"""TS export throughput vs ffmpeg's remuxer, on the same big file, plus the packetizer profile.
+
+Uses the ~200 MB 1080p30 H.264 + AAC stream at ~27 Mbit/s that bench_import caches under
+fixtures/big/ (generated here too if missing, same command), and measures in the same run:
+- ours: every frame (PyAV demux, done beforehand, as hang legacy frames) pushed through
+  `TsExporter` into 1316-byte `TsChunk`s; MB/s of TS output, in-process, median of 5 runs;
+- ffmpeg: `ffmpeg -i big.ts -map 0 -c copy -f mpegts -y /dev/null` (demux + mux, whole
+  process, median of 5 runs), MB/s of its input;
+- the packetizer alone (one PES of a median video frame into 188-byte packets): a per-packet
+  loop with bytes slicing and join (the floor), our plain-Python path, our numpy path.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIG = ROOT / "fixtures" / "big" / "big.ts"
+RUNS = 5
+
+FFMPEG_MAKE = [
+    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+    "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+    "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+    "-t", "60", "-map", "0:v", "-map", "1:a", "-vf", "noise=alls=12:allf=t",
+    "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+    "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+    "-b:v", "26M", "-maxrate", "26M", "-bufsize", "26M",
+    "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts",
+]  # fmt: skip
+
+Frame = tuple[str, bytes, bool]
+
+
+def big_file() -> Path:
+    """Return the cached big TS file, generating it first if needed (about 20 s)."""
+    if not BIG.exists():
+        BIG.parent.mkdir(parents=True, exist_ok=True)
+        partial = BIG.with_suffix(".partial.ts")
+        print(f"generating {BIG} (once) ...", flush=True)
+        subprocess.run([*FFMPEG_MAKE, str(partial)], check=True)
+        partial.rename(BIG)
+    return BIG
+
+
+def load_frames(path: Path) -> tuple[list[Frame], object]:
+    """Demux `path` with PyAV into (track, legacy frame, keyframe) in file order + a catalog."""
+    import av
+
+    from mux.catalog import AudioConfig, Catalog, VideoConfig
+    from mux.container import encode_frame
+
+    frames: list[Frame] = []
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        catalog = Catalog(
+            video={"0.avc3": VideoConfig(codec="avc3.42c028", coded_width=video.width)},
+            audio={
+                "1.aac": AudioConfig(
+                    codec="mp4a.40.2", sample_rate=audio.rate, channels=audio.channels
+                )
+            },
+        )
+        for packet in container.demux():
+            if packet.pts is None or packet.size == 0 or packet.time_base is None:
+                continue
+            ts_us = int(packet.pts * packet.time_base * 1_000_000)
+            data = bytes(packet)
+            if packet.stream.type == "audio":
+                header = 7 if data[1] & 1 else 9  # strip ADTS (protection_absent)
+                frames.append(("1.aac", encode_frame(ts_us, data[header:]), True))
+            else:
+                frames.append(("0.avc3", encode_frame(ts_us, data), bool(packet.is_keyframe)))
+    return frames, catalog
+
+
+def export_once(frames: list[Frame], catalog: object) -> tuple[float, int, int]:
+    """Export every frame; return (seconds, TS bytes, chunks)."""
+    from mux.catalog import Catalog
+    from mux.export import TsExporter
+
+    assert isinstance(catalog, Catalog)
+    exporter = TsExporter()
+    exporter.set_catalog(catalog)
+    nbytes = nchunks = 0
+    push = exporter.push
+    started = time.perf_counter()
+    for track, frame, keyframe in frames:
+        chunks = push(track, frame, keyframe=keyframe)
+        nchunks += len(chunks)
+        for chunk in chunks:
+            nbytes += len(chunk.data)
+    elapsed = time.perf_counter() - started
+    return elapsed, nbytes, nchunks
+
+
+def ffmpeg_once(path: Path) -> float:
+    """Remux `path` to MPEG-TS with ffmpeg (stream copy to /dev/null); return seconds."""
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(path)]
+    command += ["-map", "0", "-c", "copy", "-f", "mpegts", "-y", "/dev/null"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - started
+
+
+def _naive_packetize(pid: int, prefix: bytes, body: bytes) -> bytes:
+    """The floor: one loop iteration per packet, bytes slicing, one join (stuffing faked)."""
+    data = prefix + body
+    parts = []
+    cc = 0
+    for offset in range(0, len(data), 184):
+        piece = data[offset : offset + 184]
+        if len(piece) < 184:
+            piece = b"\xff" * (184 - len(piece)) + piece
+        parts.append(bytes((0x47, pid >> 8, pid & 0xFF, 0x10 | cc)))
+        parts.append(piece)
+        cc = (cc + 1) & 15
+    return b"".join(parts)
+
+
+def packetizer_profile(body: bytes) -> list[tuple[str, float]]:
+    """Microseconds per PES of `body` for the naive loop, our loop path and our numpy path."""
+    import mux.ts_mux as ts_mux
+
+    prefix = bytes(25)
+    writer = ts_mux.PidWriter(0x100)
+
+    def ours() -> None:
+        writer.write_pes(bytearray(), prefix, body, random_access=True)
+
+    def timed(fn: object, reps: int = 200) -> float:
+        assert callable(fn)
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            best = min(best, (time.perf_counter() - started) / reps)
+        return best * 1e6
+
+    results = [
+        ("per-packet loop + join (floor)", timed(lambda: _naive_packetize(256, prefix, body)))
+    ]
+    saved = ts_mux._NUMPY_MIN_PACKETS
+    ts_mux._NUMPY_MIN_PACKETS = 1 << 30
+    try:
+        results.append(("ours, plain Python path", timed(ours)))
+    finally:
+        ts_mux._NUMPY_MIN_PACKETS = saved
+    results.append(("ours, numpy path", timed(ours)))
+    return results
+
+
+def main() -> None:
+    """Print export and ffmpeg remux throughput on the big file, their ratio, the profile."""
+    sys.path.insert(0, str(ROOT))
+    path = big_file()
+    size_mb = path.stat().st_size / 1e6
+    started = time.perf_counter()
+    frames, catalog = load_frames(path)
+    print(
+        f"input {path.name}: {size_mb:.1f} MB, {len(frames)} frames "
+        f"(demuxed with PyAV in {time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+
+    ours: list[float] = []
+    out_mb = 0.0
+    chunks = 0
+    for _ in range(RUNS):
+        elapsed, nbytes, chunks = export_once(frames, catalog)
+        out_mb = nbytes / 1e6
+        ours.append(elapsed)
+    ffmpeg = [ffmpeg_once(path) for _ in range(RUNS)]
+    ours_s, ffmpeg_s = statistics.median(ours), statistics.median(ffmpeg)
+    ours_rate, ffmpeg_rate = out_mb / ours_s, size_mb / ffmpeg_s
+    print(f"export (ours):  {out_mb:.1f} MB of TS in {chunks} chunks, {ours_s:.3f} s median")
+    print(f"                {ours_rate:.0f} MB/s")
+    print(f"ffmpeg remux:   {size_mb:.1f} MB in {ffmpeg_s:.3f} s median (whole process)")
+    print(f"                {ffmpeg_rate:.0f} MB/s")
+    print(f"ratio ours/ffmpeg: {ours_rate / ffmpeg_rate:.2f}")
+
+    video = sorted((f for t, f, _ in frames if t == "0.avc3"), key=len)
+    body = video[len(video) // 2]
+    print(f"packetizer, one PES of a median video frame ({len(body)} bytes):")
+    for name, us in packetizer_profile(body):
+        print(f"  {name:32} {us:8.1f} us  {len(body) / us:8.0f} MB/s")
+
+
+if __name__ == "__main__":
+    main()
