@@ -22,6 +22,7 @@ Output layout (one program):
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
@@ -64,6 +65,8 @@ PCR_BACKFILL_SLOTS = 4
 #: Margin added to a catalog's video `jitter` so the +1 tick DTS steps never reach a PTS.
 _REORDER_MARGIN_90K = 900
 _MAX_PROBLEMS = 64
+#: Audio frames held, all tracks together, while waiting for the first video keyframe.
+_HELD_FRAMES = 128
 
 _H264_AUD = b"\x00\x00\x00\x01\x09\xf0"
 _H265_AUD = b"\x00\x00\x00\x01\x46\x01\x50"
@@ -195,8 +198,9 @@ class TsExporter:
     each media frame of the catalog's tracks (per track in the order the track delivers them,
     tracks interleaved by time). Output starts at the first video keyframe (audio-only
     broadcasts: the first audio frame), preceded by PAT, PMT and PCR, so a late joiner's stream
-    plays from its first byte. Problems in the input (unsupported codecs, malformed frames) are
-    collected in `problems` and never raised.
+    plays from its first byte; audio pushed before that keyframe is held (up to 128 frames) and
+    written after it when it decodes no earlier than the keyframe's DTS. Problems in the input
+    (unsupported codecs, malformed frames) are collected in `problems` and never raised.
 
     `reorder_ms` is how far video DTS runs behind PTS (B-frame reordering it can absorb); None
     takes the largest video `jitter` of the first catalog, else 150 ms. It and `pcr_delay_ms`
@@ -232,6 +236,8 @@ class TsExporter:
         self._last_pcr_slot = -1
         self._last_tag_us = 0
         self._problems = _Problems()
+        #: Audio (timestamp µs, track, payload) that arrived before the first video keyframe.
+        self._held: deque[tuple[int, str, bytes]] = deque(maxlen=_HELD_FRAMES)
         self.stats = ExportStats()
         """Cumulative counters; read them at any time."""
 
@@ -474,8 +480,9 @@ class TsExporter:
 
         `keyframe` is True for the first frame of a group (a video keyframe; every audio frame
         may say either). Returns the chunks this frame produced, possibly none: frames of
-        unknown or skipped tracks, frames before the start keyframe and malformed frames are
-        dropped (counted in `stats`, malformed ones also reported in `problems`).
+        unknown or skipped tracks, video before the start keyframe, audio older than it and
+        malformed frames are dropped (counted in `stats`, malformed ones also reported in
+        `problems`).
         """
         try:
             timestamp_us, payload = decode_frame(frame)
@@ -495,10 +502,16 @@ class TsExporter:
     ) -> list[TsChunk]:
         """Mux one frame given as its presentation time (µs) and codec payload; see `push`.
 
-        `payload` is read during the call only.
+        `payload` is read during the call (audio arriving before the first video keyframe is
+        copied and held until it, then written if it is not older than the keyframe's DTS).
         """
+        self.stats.frames_in += 1
+        return self._mux(track, timestamp_us, payload, keyframe)
+
+    def _mux(
+        self, track: str, timestamp_us: int, payload: BytesLike, keyframe: bool
+    ) -> list[TsChunk]:
         stats = self.stats
-        stats.frames_in += 1
         state = self._tracks.get(track)
         if state is None:
             stats.frames_dropped += 1
@@ -510,7 +523,10 @@ class TsExporter:
                 stats.frames_dropped += 1
                 return []
         elif not self._started and self._has_video:
-            stats.frames_dropped += 1
+            held = self._held
+            if len(held) == held.maxlen:
+                stats.frames_dropped += 1
+            held.append((timestamp_us, track, bytes(payload)))
             return []
 
         pts = (timestamp_us * 9 + 50) // 100
@@ -562,6 +578,7 @@ class TsExporter:
 
         packets += state.writer.write_pes(out, prefix, body, random_access=is_video and keyframe)
         state.started = True
+        starting = not self._started
         self._started = True
         stats.frames_out += 1
         stats.packets_out += packets
@@ -570,7 +587,22 @@ class TsExporter:
         if tag_us < self._last_tag_us:
             tag_us = self._last_tag_us
         self._last_tag_us = tag_us
-        return _chunks(out, tag_us)
+        chunks = _chunks(out, tag_us)
+        if starting and self._held:
+            chunks += self._release_held(dts)
+        return chunks
+
+    def _release_held(self, start_dts_90k: int) -> list[TsChunk]:
+        """Write the audio held before the start keyframe that decodes at or after it."""
+        held = sorted(self._held, key=lambda item: item[0])
+        self._held.clear()
+        chunks: list[TsChunk] = []
+        for timestamp_us, track, payload in held:
+            if (timestamp_us * 9 + 50) // 100 >= start_dts_90k:
+                chunks += self._mux(track, timestamp_us, payload, True)
+            else:
+                self.stats.frames_dropped += 1
+        return chunks
 
     def flush(self) -> list[TsChunk]:
         """Return output still held at the end of the stream (none: `push` holds nothing)."""

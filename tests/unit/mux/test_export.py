@@ -217,24 +217,32 @@ def test_output_decodes_every_frame_with_pyav_without_errors() -> None:
     assert all(abs(a - b) <= TICK_US for a, b in zip(decoded.video_pts_us, expected, strict=True))
 
 
-def test_audio_before_the_first_video_keyframe_is_dropped() -> None:
+def test_audio_before_the_first_keyframe_is_held_and_kept_from_its_dts_on() -> None:
     video, audio = h264_aac()
+    delay_us = 300_000
     shifted = replace(
         video,
         frames=[
-            replace(f, pts_us=f.pts_us + 300_000, dts_us=f.dts_us + 300_000) for f in video.frames
+            replace(f, pts_us=f.pts_us + delay_us, dts_us=f.dts_us + delay_us) for f in video.frames
         ],
     )
     exporter, chunks = export(interleave([shifted, audio]), catalog_of([shifted, audio]))
     packets = parse_packets(ts_of(chunks))
     apes = pes_units(packets, exporter.track_pids()["1.aac"])
     vpes = pes_units(packets, exporter.track_pids()["0.avc3"])
-    assert vpes[0].index < apes[0].index
-    first_audio_pts = apes[0].pts_90k
-    assert first_audio_pts is not None
-    assert first_audio_pts * TICK_US >= shifted.frames[0].dts_us - 100_000 - 21_334
-    assert exporter.stats.frames_dropped > 0
-    assert decode_ts(ts_of(chunks)).errors == []
+    assert vpes[0].index < apes[0].index, "the keyframe comes first"
+    start_dts = vpes[0].dts_90k
+    assert start_dts == vpes[0].pts_90k - 150 * 90  # the default reorder reserve
+    kept = [f for f in audio.frames if f.pts_us * 90_000 // 1_000_000 >= start_dts - 1]
+    assert len(apes) == len(kept) < len(audio.frames)
+    assert apes[0].pts_90k is not None
+    assert abs(apes[0].pts_90k * TICK_US - kept[0].pts_us) <= TICK_US
+    assert apes[0].pts_90k < vpes[0].pts_90k, "held audio older than the keyframe's PTS"
+    assert exporter.stats.frames_dropped == len(audio.frames) - len(kept)
+    check_continuity(packets)
+    decoded = decode_ts(ts_of(chunks))
+    assert decoded.errors == []
+    assert decoded.audio_frames == len(kept)
 
 
 def test_a_late_joiner_starts_at_a_keyframe_and_decodes_from_its_first_byte() -> None:
