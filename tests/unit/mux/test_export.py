@@ -231,13 +231,15 @@ def test_audio_before_the_first_keyframe_is_held_and_kept_from_its_dts_on() -> N
     apes = pes_units(packets, exporter.track_pids()["1.aac"])
     vpes = pes_units(packets, exporter.track_pids()["0.avc3"])
     assert vpes[0].index < apes[0].index, "the keyframe comes first"
-    start_dts = vpes[0].dts_90k
-    assert start_dts == vpes[0].pts_90k - 150 * 90  # the default reorder reserve
+    start_dts, start_pts = vpes[0].dts_90k, vpes[0].pts_90k
+    assert start_dts is not None
+    assert start_pts is not None
+    assert start_dts == start_pts - 150 * 90  # the default reorder reserve
     kept = [f for f in audio.frames if f.pts_us * 90_000 // 1_000_000 >= start_dts - 1]
     assert len(apes) == len(kept) < len(audio.frames)
     assert apes[0].pts_90k is not None
     assert abs(apes[0].pts_90k * TICK_US - kept[0].pts_us) <= TICK_US
-    assert apes[0].pts_90k < vpes[0].pts_90k, "held audio older than the keyframe's PTS"
+    assert apes[0].pts_90k < start_pts, "held audio older than the keyframe's PTS"
     assert exporter.stats.frames_dropped == len(audio.frames) - len(kept)
     check_continuity(packets)
     decoded = decode_ts(ts_of(chunks))
