@@ -1,0 +1,814 @@
+"""MPEG-TS import: a TS byte stream in, a broadcast (catalog + one track per stream) out.
+
+`TsImporter(broadcast)` owns the writing side of `broadcast` from then on: `feed(data)` takes
+bytes in chunks of any size, `finish()` flushes the last frames and finishes every track and the
+broadcast, `abort(err)` aborts them. Each feed classifies its packets vectorized (numpy over the
+whole batch: sync, PID, flags, continuity), so Python work happens per PES, not per packet.
+Garbage in the stream becomes `Problem` events (`problems`, `problem_counts`), never an
+exception out of `feed`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from model import BroadcastProducer, Closed, GroupProducer, TrackInfo, TrackProducer
+from mux.audio import Ac3, Adts, AudioFramer, Eac3, FrameFormat, MpegAudio, OpusTs
+from mux.catalog import (
+    AUDIO_PRIORITY,
+    CATALOG_PRIORITY,
+    CATALOG_TRACK,
+    VIDEO_PRIORITY,
+    Catalog,
+)
+from mux.container import encode_varint
+from mux.errors import Malformed
+from mux.h264 import H264
+from mux.h265 import H265
+from mux.pes import PesHeader, PtsUnwrapper, parse_pes_header, pes_header_size, to_us
+from mux.problems import (
+    AudioResync,
+    BadCodecData,
+    BadPes,
+    BadSection,
+    ContinuityGap,
+    ExtraPrograms,
+    GroupTooLarge,
+    Problem,
+    StreamWithoutConfig,
+    SyncLost,
+    TransportError,
+    UnsupportedStream,
+)
+from mux.psi import Pmt, SectionAssembler, StreamKind, classify_stream, parse_pat, parse_pmt
+from mux.ts_packets import PACKET_SIZE, PacketColumns, TsSync, U8Array
+from mux.video import VideoFramer
+
+_PAYLOAD = PACKET_SIZE - 4
+#: Packets kept from before the first PMT, replayed once it arrives (about 1.5 MB).
+_STASH_PACKETS = 8192
+_TRACK_SUFFIX = {
+    "h264": H264.suffix,
+    "h265": H265.suffix,
+    "aac": ".aac",
+    "mpa": ".mp2",
+    "ac3": ".ac3",
+    "eac3": ".eac3",
+    "opus": ".opus",
+}
+
+
+@dataclass(slots=True)
+class ImportStats:
+    """Cumulative counters of one importer (packets and bytes are TS-level)."""
+
+    bytes: int = 0
+    packets: int = 0
+    ignored_packets: int = 0
+    skipped_bytes: int = 0
+    sync_losses: int = 0
+    transport_errors: int = 0
+    continuity_gaps: int = 0
+    duplicate_packets: int = 0
+    pes: int = 0
+    dropped_pes: int = 0
+    frames: int = 0
+    groups: int = 0
+    frames_before_keyframe: int = 0
+    catalog_versions: int = 0
+
+
+@dataclass(slots=True)
+class TrackCounts:
+    """What the importer wrote into one media track: groups, frames and frame bytes (legacy
+    frames as written, timestamp prefix included), plus the PID it came from."""
+
+    pid: int
+    frames: int = 0
+    groups: int = 0
+    bytes: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """Import state of one elementary stream (one PID of the PMT)."""
+
+    pid: int
+    stream_type: int
+    kind: StreamKind
+    track: TrackProducer
+    counts: TrackCounts
+    video: VideoFramer | None = None
+    audio: AudioFramer | None = None
+    group: GroupProducer | None = None
+    last_cc: int = -1
+    pending_tei: int = 0
+    active: bool = False
+    pieces: list[Any] = field(default_factory=list)
+    size: int = 0
+    total: int | None = None
+    checked: bool = False
+    last_ts_us: int = 0
+    reported_skip: int = 0
+
+    @property
+    def media(self) -> str:
+        return "video" if self.video is not None else "audio"
+
+
+def _has_config(st: _Stream) -> bool:
+    if st.video is not None:
+        return st.video.config is not None
+    return st.audio is not None and st.audio.config is not None
+
+
+def _audio_format(kind: StreamKind) -> FrameFormat:
+    if kind.codec == "aac":
+        return Adts()
+    if kind.codec == "mpa":
+        return MpegAudio()
+    if kind.codec == "ac3":
+        return Ac3()
+    if kind.codec == "eac3":
+        return Eac3()
+    return OpusTs(kind.channels or 2)
+
+
+class TsImporter:
+    """Imports one MPEG-TS stream (single program) into `broadcast`; see the module docstring.
+
+    Tracks: `catalog.json` (created at once; one group per catalog version) and, per supported
+    elementary stream of the PMT, `broadcast.unique_track(".avc3" | ".hev1" | ".aac" | ...)`,
+    created when the PMT arrives. The catalog is first published when every stream of the first
+    PMT has its decoder config (or `catalog_wait_s` seconds of media later, or at `finish`),
+    then again whenever the stream set or a config changes. `max_problems` bounds the list of
+    retained problem events (counts are kept for all).
+    """
+
+    def __init__(
+        self,
+        broadcast: BroadcastProducer,
+        *,
+        catalog_wait_s: float = 3.0,
+        max_problems: int = 1000,
+    ) -> None:
+        self._broadcast = broadcast
+        self._catalog_track = broadcast.create_track(
+            TrackInfo(CATALOG_TRACK, priority=CATALOG_PRIORITY)
+        )
+        self._sync = TsSync()
+        self._clock = PtsUnwrapper()
+        self._pat = SectionAssembler()
+        self._pat_cc = -1
+        self._pat_section = b""
+        self._pmt_pid: int | None = None
+        self._pmt: SectionAssembler | None = None
+        self._pmt_cc = -1
+        self._pmt_section = b""
+        self._program: Pmt | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._stash: list[U8Array] = []
+        self._stash_packets = 0
+        self._pid_list: list[int] = []
+        self._reported: set[tuple[Any, ...]] = set()
+        self._initial_pids: set[int] | None = None
+        self._catalog_wait_us = int(catalog_wait_s * 1_000_000)
+        self._first_ts_us: int | None = None
+        self._latest_ts_us = 0
+        self._catalog_json: bytes | None = None
+        self._catalog_dirty = False
+        self._closed = False
+        self._problems: deque[Problem] = deque(maxlen=max_problems)
+        self._new_problems: list[Problem] = []
+        self.problem_counts: Counter[str] = Counter()
+        """Problems seen so far, by `Problem.kind` (never truncated)."""
+        self.stats = ImportStats()
+        """Cumulative counters."""
+        self.tracks: dict[str, TrackCounts] = {}
+        """Per media track created: what was written into it."""
+        self.catalog: Catalog | None = None
+        """The catalog last published (None before the first publish)."""
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[Problem]:
+        """The most recent problems (at most `max_problems`), oldest first."""
+        return list(self._problems)
+
+    def take_problems(self) -> list[Problem]:
+        """Return the problems recorded since the previous call (for a caller that logs them)."""
+        out, self._new_problems = self._new_problems, []
+        return out
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Import `data` (any length, any alignment); writes whatever frames it completes.
+
+        `data` is not referenced after the call returns (the caller may reuse the buffer).
+        Problems in the stream are recorded, never raised. After `finish`/`abort`, or once the
+        broadcast was closed by someone else, data is ignored.
+        """
+        if self._closed:
+            return
+        self.stats.bytes += len(data)
+        try:
+            for packets in self._sync.push(data):
+                if self._sync.losses:
+                    self._check_sync()  # report a sync loss before what follows it
+                self._batch(packets)
+            self._check_sync()
+            self._maybe_publish_catalog()
+        except Closed:
+            self._closed = True
+
+    def finish(self) -> None:
+        """End of input: emit the last PES of each stream, publish the final catalog, finish
+        every track and the broadcast. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._sync.flush()
+            self._check_sync()
+            for st in list(self._streams.values()):
+                if st.active:
+                    self._complete(st)
+            self._maybe_publish_catalog(final=True)
+        except Closed:
+            pass
+        self._closed = True
+        for st in self._streams.values():
+            if st.group is not None:
+                st.group.finish()
+            st.track.finish()
+        self._catalog_track.finish()
+        self._broadcast.finish()
+
+    def abort(self, err: BaseException) -> None:
+        """Abort the broadcast (every track) with `err`; further data is ignored. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._broadcast.abort(err)
+
+    # -- problems ------------------------------------------------------------------------
+
+    def _problem(self, problem: Problem) -> None:
+        self._problems.append(problem)
+        self._new_problems.append(problem)
+        if len(self._new_problems) > self._problems.maxlen:  # type: ignore[operator]
+            del self._new_problems[0]
+        self.problem_counts[problem.kind] += 1
+
+    def _once(self, key: tuple[Any, ...], problem: Problem) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self._problem(problem)
+
+    def _check_sync(self) -> None:
+        sync = self._sync
+        self.stats.skipped_bytes = sync.skipped_bytes
+        if sync.losses:
+            for loss in sync.losses:
+                self.stats.sync_losses += 1
+                self._problem(SyncLost(offset=loss.offset, skipped_bytes=loss.skipped_bytes))
+            sync.losses.clear()
+
+    # -- packets -------------------------------------------------------------------------
+
+    def _batch(self, packets: U8Array) -> None:
+        """Handle one aligned batch: PSI packets in order, ES packets vectorized per PID."""
+        n = len(packets)
+        self.stats.packets += n
+        cols = PacketColumns.of(packets)
+        pid = cols.pid
+        rows = self._psi_rows(pid, 0)
+        handled = 0
+        segment = 0
+        i = 0
+        while i < len(rows):
+            row = rows[i]
+            i += 1
+            change = self._psi_packet(packets[row], int(pid[row]))
+            handled += 1
+            if change is None:
+                continue
+            handled += self._es_segment(packets, cols, segment, row)
+            segment = row
+            if self._apply(change):
+                rows = rows[:i] + self._psi_rows(pid, row + 1)
+            if self._stash and self._program is not None:
+                self._replay_stash()
+        handled += self._es_segment(packets, cols, segment, n)
+        self.stats.ignored_packets += n - handled
+
+    def _psi_rows(self, pid: npt.NDArray[np.integer[Any]], start: int) -> list[int]:
+        view = pid[start:]
+        mask = view == 0
+        if self._pmt_pid is not None:
+            mask |= view == self._pmt_pid
+        return [int(r) + start for r in np.flatnonzero(mask)]
+
+    def _psi_packet(self, packet: U8Array, pid: int) -> tuple[int, ...] | Pmt | None:
+        """Feed one PAT/PMT packet; return a new PAT program list or PMT to apply, if any."""
+        b1, b3 = int(packet[1]), int(packet[3])
+        if b1 & 0x80 or not b3 & 0x10:
+            return None
+        is_pat = pid == 0
+        asm = self._pat if is_pat else self._pmt
+        if asm is None:
+            return None
+        cc = b3 & 0x0F
+        last = self._pat_cc if is_pat else self._pmt_cc
+        if is_pat:
+            self._pat_cc = cc
+        else:
+            self._pmt_cc = cc
+        if cc == last:
+            return None
+        if last >= 0 and cc != (last + 1) & 0x0F:
+            asm.reset()
+        start = 4
+        if b3 & 0x20:
+            start = 5 + int(packet[4])
+        if start >= PACKET_SIZE:
+            return None
+        payload = packet[start:].tobytes()
+        try:
+            sections = asm.push(payload, bool(b1 & 0x40))
+        except Malformed as exc:
+            self._problem(BadSection(pid=pid, table="PAT" if is_pat else "PMT", reason=str(exc)))
+            return None
+        result: tuple[int, ...] | Pmt | None = None
+        for section in sections:
+            if section[0] != (0x00 if is_pat else 0x02):
+                continue
+            if section == (self._pat_section if is_pat else self._pmt_section):
+                continue
+            try:
+                if is_pat:
+                    entries = parse_pat(section)
+                    self._pat_section = section
+                    programs = tuple(e for e in entries if e.program_number != 0)
+                    if not programs:
+                        continue
+                    if len(programs) > 1:
+                        self._once(
+                            ("programs", tuple(p.program_number for p in programs)),
+                            ExtraPrograms(
+                                programs=tuple(p.program_number for p in programs),
+                                pmt_pid=programs[0].pid,
+                            ),
+                        )
+                    if programs[0].pid != self._pmt_pid:
+                        result = (programs[0].pid,)
+                else:
+                    pmt = parse_pmt(section)
+                    self._pmt_section = section
+                    if pmt != self._program:
+                        result = pmt
+            except Malformed as exc:
+                table = "PAT" if is_pat else "PMT"
+                self._problem(BadSection(pid=pid, table=table, reason=str(exc)))
+        return result
+
+    def _apply(self, change: tuple[int, ...] | Pmt) -> bool:
+        """Apply a PAT or PMT change; True if the set of PSI PIDs changed."""
+        if isinstance(change, tuple):
+            self._pmt_pid = change[0]
+            self._pmt = SectionAssembler()
+            self._pmt_cc = -1
+            self._pmt_section = b""
+            return True
+        self._set_program(change)
+        return False
+
+    def _set_program(self, pmt: Pmt) -> None:
+        self._program = pmt
+        wanted: dict[int, tuple[int, StreamKind]] = {}
+        for es in pmt.streams:
+            if es.pid in wanted or es.pid < 0x10 or es.pid == 0x1FFF or es.pid == self._pmt_pid:
+                continue
+            kind = classify_stream(es, pmt.descriptors)
+            if kind.codec is None:
+                self._once(
+                    ("unsupported", es.pid, es.stream_type),
+                    UnsupportedStream(pid=es.pid, stream_type=es.stream_type, name=kind.name),
+                )
+                continue
+            wanted[es.pid] = (es.stream_type, kind)
+        for pid in list(self._streams):
+            st = self._streams[pid]
+            if pid not in wanted or wanted[pid][1] != st.kind:
+                self._close_stream(st)
+        for pid, (stream_type, kind) in wanted.items():
+            if pid not in self._streams:
+                self._streams[pid] = self._open_stream(pid, stream_type, kind)
+        self._pid_list = list(self._streams)
+        if self._initial_pids is None:
+            self._initial_pids = set(wanted)
+        self._catalog_dirty = True
+
+    def _open_stream(self, pid: int, stream_type: int, kind: StreamKind) -> _Stream:
+        is_video = kind.codec in ("h264", "h265")
+        suffix = _TRACK_SUFFIX[kind.codec or ""]
+        priority = VIDEO_PRIORITY if is_video else AUDIO_PRIORITY
+        track = self._broadcast.unique_track(suffix, priority)
+        counts = TrackCounts(pid=pid)
+        self.tracks[track.name] = counts
+        st = _Stream(pid=pid, stream_type=stream_type, kind=kind, track=track, counts=counts)
+        if is_video:
+            st.video = VideoFramer(H264() if kind.codec == "h264" else H265())
+        else:
+            st.audio = AudioFramer(_audio_format(kind))
+        return st
+
+    def _close_stream(self, st: _Stream) -> None:
+        if st.active:
+            self._complete(st)
+        if st.group is not None:
+            st.group.finish()
+            st.group = None
+        st.track.finish()
+        del self._streams[st.pid]
+        self._pid_list = list(self._streams)
+        self._catalog_dirty = True
+
+    def _replay_stash(self) -> None:
+        """The first PMT is in: import the packets that came before it (a file or a capture
+        that starts just before a PMT loses nothing; a live join loses at most the stash)."""
+        stash = np.concatenate(self._stash) if len(self._stash) > 1 else self._stash[0]
+        self._stash = []
+        self._stash_packets = 0
+        self._es_segment(stash, PacketColumns.of(stash), 0, len(stash))
+
+    def _es_segment(self, packets: U8Array, cols: PacketColumns, start: int, end: int) -> int:
+        """Import the ES packets among rows [start, end); return how many belonged to streams.
+
+        Before the first PMT nothing is known about the PIDs: the rows are kept for replay.
+        """
+        if end <= start:
+            return 0
+        if self._program is None:
+            kept = packets[max(start, end - _STASH_PACKETS) : end].copy()
+            self._stash.append(kept)
+            self._stash_packets += len(kept)
+            while self._stash_packets - len(self._stash[0]) >= _STASH_PACKETS:
+                self._stash_packets -= len(self._stash.pop(0))
+            return end - start
+        if not self._streams:
+            return 0
+        pid = cols.pid[start:end] if start or end < len(packets) else cols.pid
+        used = 0
+        for p in self._pid_list:
+            rows = np.flatnonzero(pid == p)
+            if rows.size:
+                if start:
+                    rows += start
+                used += rows.size
+                self._stream_packets(self._streams[p], packets, cols, rows)
+        return used
+
+    def _stream_packets(
+        self, st: _Stream, packets: U8Array, cols: PacketColumns, rows: npt.NDArray[np.intp]
+    ) -> None:
+        """Continuity, payload extraction and PES cutting for one PID's packets of a batch."""
+        b1 = cols.b1[rows]
+        b3 = cols.b3[rows]
+        tei = b1 >= 0x80
+        drop = tei | ((b3 & 0x10) == 0)  # damaged, or no payload (adaptation field only)
+        n_tei = int(np.count_nonzero(tei))
+        damaged = None
+        if drop.any():
+            kept = np.flatnonzero(~drop)
+            if n_tei or st.pending_tei:
+                # Damaged packets count against the next packet kept: it follows a hole.
+                self.stats.transport_errors += n_tei
+                seen = np.cumsum(tei)[kept]
+                damaged = np.diff(seen, prepend=0)
+                if kept.size:
+                    damaged[0] += st.pending_tei
+                    st.pending_tei = n_tei - int(seen[-1])
+                else:
+                    st.pending_tei += n_tei
+            rows, b1, b3 = rows[kept], b1[kept], b3[kept]
+        elif st.pending_tei:
+            damaged = np.zeros(rows.size, np.int64)
+            damaged[0] = st.pending_tei
+            st.pending_tei = 0
+        if not rows.size:
+            return
+        has_af = (b3 & 0x20) != 0
+        cc = (b3 & 0x0F).astype(np.int16)
+        prev = np.empty_like(cc)
+        prev[0] = st.last_cc
+        prev[1:] = cc[:-1]
+        st.last_cc = int(cc[-1])
+        dup = cc == prev
+        af_len = cols.af_len[rows].astype(np.int16)
+        disc = has_af & (af_len > 0) & ((cols.af_flags[rows] & 0x80) != 0)
+        gap = (cc != ((prev + 1) & 0x0F)) & ~dup & (prev >= 0) & ~disc
+        if damaged is not None:
+            dup &= damaged == 0
+            gap |= damaged > 0
+        if dup.any():
+            self.stats.duplicate_packets += int(np.count_nonzero(dup))
+            keep = ~dup
+            rows, b1, has_af, af_len, gap, cc, prev = (
+                rows[keep], b1[keep], has_af[keep], af_len[keep], gap[keep], cc[keep], prev[keep]
+            )  # fmt: skip
+            if damaged is not None:
+                damaged = damaged[keep]
+            if not rows.size:
+                return
+        start = np.where(has_af, af_len + 5, 4)
+        pusi = (b1 & 0x40) != 0
+        events = np.flatnonzero(pusi | gap).tolist()
+        specials = np.flatnonzero(start != 4).tolist()
+        special_start = start[specials].tolist() if specials else []
+        grid = packets[rows, 4:]
+        flat = grid.data.cast("B")
+        m = len(rows)
+        sp = 0  # index into specials of the next special packet >= the range start
+
+        def add(a: int, b: int) -> None:
+            nonlocal sp
+            while sp < len(specials) and specials[sp] < a:
+                sp += 1
+            if not st.active:
+                return
+            pieces = st.pieces
+            cur = a
+            added = 0
+            while sp < len(specials) and specials[sp] < b:
+                s = specials[sp]
+                if s > cur:
+                    pieces.append(flat[cur * _PAYLOAD : s * _PAYLOAD])
+                    added += (s - cur) * _PAYLOAD
+                begin = special_start[sp]
+                if begin < PACKET_SIZE:
+                    pieces.append(flat[s * _PAYLOAD + begin - 4 : (s + 1) * _PAYLOAD])
+                    added += PACKET_SIZE - begin
+                cur = s + 1
+                sp += 1
+            if b > cur:
+                pieces.append(flat[cur * _PAYLOAD : b * _PAYLOAD])
+                added += (b - cur) * _PAYLOAD
+            st.size += added
+            if not st.checked:
+                self._check_start(st)
+            if st.total is not None and st.size >= st.total:
+                self._complete(st)
+
+        first = events[0] if events else m
+        if first:
+            add(0, first)
+        gap_list = gap[events].tolist() if events else []
+        pusi_list = pusi[events].tolist() if events else []
+        for k, e in enumerate(events):
+            nxt = events[k + 1] if k + 1 < len(events) else m
+            if gap_list[k]:
+                dropped = self._gap(st)
+                if damaged is not None and damaged[e]:
+                    self._problem(
+                        TransportError(
+                            pid=st.pid, packets=int(damaged[e]), dropped_bytes=dropped,
+                            media=st.media,
+                        )
+                    )  # fmt: skip
+                else:
+                    self.stats.continuity_gaps += 1
+                    self._problem(
+                        ContinuityGap(
+                            pid=st.pid,
+                            expected_cc=(int(prev[e]) + 1) & 0x0F,
+                            got_cc=int(cc[e]),
+                            dropped_bytes=dropped,
+                            media=st.media,
+                        )
+                    )
+            if pusi_list[k]:
+                if st.active:
+                    self._complete(st)
+                st.active = True
+                st.pieces = []
+                st.size = 0
+                st.total = None
+                st.checked = False
+            add(e, nxt)
+
+    def _check_start(self, st: _Stream) -> None:
+        """Read PES_packet_length as soon as the first 6 bytes are in."""
+        first = st.pieces[0] if st.pieces else b""
+        if len(first) < 6:
+            if st.size >= 6 and len(st.pieces) > 1:
+                st.pieces = [b"".join(st.pieces)]
+                first = st.pieces[0]
+            else:
+                return
+        st.checked = True
+        if first[0] != 0 or first[1] != 0 or first[2] != 1:
+            self.stats.dropped_pes += 1
+            self._problem(
+                BadPes(pid=st.pid, reason="PES does not start with 00 00 01", dropped_bytes=st.size)
+            )
+            self._reset_pes(st)
+            return
+        length = (first[4] << 8) | first[5]
+        st.total = 6 + length if length else None
+
+    def _reset_pes(self, st: _Stream) -> None:
+        st.active = False
+        st.pieces = []
+        st.size = 0
+        st.total = None
+        st.checked = False
+
+    def _gap(self, st: _Stream) -> int:
+        """Data was lost on this PID: drop (video) or salvage (audio) the partial PES."""
+        if not st.active:
+            if st.audio is not None:
+                st.audio.reset()
+            return 0
+        size = st.size
+        if st.audio is not None:
+            self._complete(st, partial=True)
+            st.audio.reset()
+        else:
+            self.stats.dropped_pes += 1
+            self._reset_pes(st)
+        return size
+
+    # -- PES -----------------------------------------------------------------------------
+
+    def _complete(self, st: _Stream, *, partial: bool = False) -> None:
+        """A whole PES (or an audio PES cut by a gap) is in `st.pieces`: frame it."""
+        pieces, size, total = st.pieces, st.size, st.total
+        self._reset_pes(st)
+        if not pieces:
+            return
+        self.stats.pes += 1
+        first = pieces[0]
+        need = pes_header_size(first)
+        if need is None or len(first) < need:
+            first = b"".join(pieces)
+            pieces = [first]
+            need = pes_header_size(first)
+        try:
+            header = parse_pes_header(first)
+        except Malformed as exc:
+            self.stats.dropped_pes += 1
+            self._problem(BadPes(pid=st.pid, reason=str(exc), dropped_bytes=size))
+            return
+        if total is not None and size < total and not partial:
+            if st.video is not None:
+                self.stats.dropped_pes += 1
+                reason = f"PES ends after {size} of its {total} bytes"
+                self._problem(BadPes(pid=st.pid, reason=reason, dropped_bytes=size))
+                return
+            partial = True
+        end = None if total is None or size <= total else total - size  # trim trailing bytes
+        ts_us = st.last_ts_us
+        if header.pts_90k is not None:
+            ts_us = to_us(self._clock.unwrap(header.pts_90k))
+            st.last_ts_us = ts_us
+            if self._first_ts_us is None:
+                self._first_ts_us = ts_us
+            if ts_us > self._latest_ts_us:
+                self._latest_ts_us = ts_us
+        if st.video is not None:
+            self._video_pes(st, header, pieces, end, ts_us)
+        else:
+            pts_us = ts_us if header.pts_90k is not None else None
+            self._audio_pes(st, header, pieces, end, pts_us)
+
+    def _video_pes(
+        self, st: _Stream, header: PesHeader, pieces: list[Any], end: int | None, ts_us: int
+    ) -> None:
+        assert st.video is not None
+        prefix = encode_varint(ts_us)
+        parts = [prefix, pieces[0][header.payload_offset :]]
+        parts.extend(pieces[1:])
+        frame = b"".join(parts)
+        if end is not None:
+            frame = frame[:end]
+        framer = st.video
+        try:
+            unit = framer.push(frame, len(prefix))
+        except Malformed as exc:
+            self.stats.dropped_pes += 1
+            self._problem(BadCodecData(pid=st.pid, codec=framer.codec.name, reason=str(exc)))
+            return
+        if framer.config_changed:
+            framer.config_changed = False
+            self._catalog_dirty = True
+        counts = st.counts
+        if unit.keyframe:
+            if st.group is not None:
+                st.group.finish()
+            st.group = st.track.append_group()
+            counts.groups += 1
+            self.stats.groups += 1
+        elif st.group is None:
+            self.stats.frames_before_keyframe += 1
+            return
+        try:
+            st.group.write_frame(unit.frame)
+        except Closed:
+            if st.track.is_closed:
+                raise
+            self._problem(GroupTooLarge(track=st.track.name))
+            st.group = None
+            return
+        counts.frames += 1
+        counts.bytes += len(unit.frame)
+        self.stats.frames += 1
+
+    def _audio_pes(
+        self,
+        st: _Stream,
+        header: PesHeader,
+        pieces: list[Any],
+        end: int | None,
+        pts_us: int | None,
+    ) -> None:
+        assert st.audio is not None
+        parts = [pieces[0][header.payload_offset :]]
+        parts.extend(pieces[1:])
+        data = b"".join(parts)
+        if end is not None:
+            data = data[:end]
+        framer = st.audio
+        frames = framer.push(data, pts_us)
+        if framer.skipped_bytes > st.reported_skip:
+            self._problem(
+                AudioResync(
+                    pid=st.pid,
+                    codec=framer.fmt.name,
+                    skipped_bytes=framer.skipped_bytes - st.reported_skip,
+                )
+            )
+            st.reported_skip = framer.skipped_bytes
+        if framer.config_changed:
+            framer.config_changed = False
+            self._catalog_dirty = True
+        if not frames:
+            return
+        counts = st.counts
+        track = st.track
+        for ts_us, payload in frames:
+            frame = encode_varint(ts_us) + payload
+            track.write_frame(frame)
+            counts.bytes += len(frame)
+        counts.frames += len(frames)
+        counts.groups += len(frames)
+        self.stats.frames += len(frames)
+        self.stats.groups += len(frames)
+        st.last_ts_us = frames[-1][0]
+
+    # -- catalog -------------------------------------------------------------------------
+
+    def _build_catalog(self) -> Catalog:
+        catalog = Catalog()
+        for st in self._streams.values():
+            if st.video is not None and st.video.config is not None:
+                catalog.video[st.track.name] = st.video.config
+            elif st.audio is not None and st.audio.config is not None:
+                catalog.audio[st.track.name] = st.audio.config
+        return catalog
+
+    def _maybe_publish_catalog(self, *, final: bool = False) -> None:
+        if not self._catalog_dirty and not (final and self._catalog_json is None):
+            return
+        if self._catalog_json is None and not final:
+            initial = self._initial_pids
+            if initial is None:
+                return
+            missing = [
+                st
+                for pid in sorted(initial)
+                if (st := self._streams.get(pid)) is not None and not _has_config(st)
+            ]
+            if missing:
+                if self._first_ts_us is None:
+                    return
+                waited = self._latest_ts_us - self._first_ts_us
+                if waited < self._catalog_wait_us:
+                    return
+                for st in missing:
+                    self._problem(
+                        StreamWithoutConfig(pid=st.pid, name=st.kind.name, waited_s=waited / 1e6)
+                    )
+        self._catalog_dirty = False
+        catalog = self._build_catalog()
+        payload = catalog.to_json()
+        if payload == self._catalog_json:
+            return
+        self._catalog_json = payload
+        self.catalog = catalog
+        self._catalog_track.write_frame(payload)
+        self.stats.catalog_versions += 1
