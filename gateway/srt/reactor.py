@@ -36,6 +36,7 @@ from gateway.srt.sockets import (
     Accept,
     HandshakeHook,
     HandshakeInfo,
+    LinkStats,
     Reject,
     SrtConnection,
     SrtListener,
@@ -67,6 +68,8 @@ DRAIN_POLL_MS: Final = 10
 #: How often the I/O thread checks idle connections for signs of life (ACKs) and expires
 #: handshake decisions nobody accepted.
 SWEEP_INTERVAL_S: Final = 0.5
+#: Least interval between srt_bstats snapshots of a connection that is receiving data.
+STATS_SNAPSHOT_S: Final = 0.1
 DECISION_TTL_S: Final = 30.0
 
 _Event = tuple[Callable[..., None], Any]
@@ -299,6 +302,8 @@ class _ConnEntry:
         "idle_s",
         "last_heard",
         "latency_ms",
+        "perf",
+        "perf_at",
         "ref",
         "sock",
     )
@@ -312,6 +317,16 @@ class _ConnEntry:
         self.last_heard = time.monotonic()
         self.heard_mark = -1
         self.drain_deadline: float | None = None
+        # Last srt_bstats snapshot (libsrt refuses srt_bstats once the link is broken).
+        self.perf = lib.SrtTraceBStats()
+        self.perf_at = 0.0
+
+    def snapshot(self, now: float) -> bool:
+        """srt_bstats into `perf`; False (keeping the old one) when libsrt refuses."""
+        if lib.bstats(self.handle, self.perf) < 0:
+            return False
+        self.perf_at = now
+        return True
 
 
 class _ListenerEntry:
@@ -627,7 +642,10 @@ class _IoCore:
             append(buf[:n])
             nbytes += n
         if msgs:
-            entry.last_heard = time.monotonic()
+            now = time.monotonic()
+            entry.last_heard = now
+            if now - entry.perf_at >= STATS_SNAPSHOT_S:
+                entry.snapshot(now)
             self.messages += len(msgs)
             self.bytes += nbytes
             conn = entry.ref()
@@ -667,21 +685,23 @@ class _IoCore:
             )
         conn = entry.ref()
         if conn is not None:
-            events.append((conn._feed_end, exc))
+            last = LinkStats.from_struct(entry.perf) if entry.perf_at else None
+            events.append((partial(conn._feed_end, exc), last))
 
     def _sweep(self, now: float) -> None:
         """Note signs of life on connections that receive no data (ACKs of what we send), so a
         clean close of a viewer is not mistaken for a timeout; expire stale decisions."""
         self._next_sweep = now + SWEEP_INTERVAL_S
-        perf = lib.SrtTraceBStats()
         for entry in self._entries.values():
-            if isinstance(entry, _ConnEntry) and now - entry.last_heard > SWEEP_INTERVAL_S * 0.8:
-                if lib.bstats(entry.handle, perf) < 0:
-                    continue
-                mark = perf.pktRecvACKTotal + perf.pktRecvNAKTotal + perf.pktRecvTotal
-                if mark != entry.heard_mark:
-                    entry.heard_mark = mark
-                    entry.last_heard = now
+            if not isinstance(entry, _ConnEntry) or now - entry.perf_at < SWEEP_INTERVAL_S * 0.8:
+                continue
+            if not entry.snapshot(now):
+                continue
+            perf = entry.perf
+            mark = perf.pktRecvACKTotal + perf.pktRecvNAKTotal + perf.pktRecvTotal
+            if mark != entry.heard_mark:
+                entry.heard_mark = mark
+                entry.last_heard = now
         for state in self._listener_states:
             with state.lock:
                 stale = [ns for ns, (_, t) in state.decisions.items() if now - t > DECISION_TTL_S]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import ipaddress
 import math
@@ -611,12 +612,42 @@ class SrtConnection:
         return self._sock.send_buffer_bytes()
 
     def stats(self) -> LinkStats:
-        """Link statistics (`srt_bstats`); after close(), the snapshot taken at close."""
-        if self._closed:
-            if self._final_stats is None:
-                raise SrtError(SrtErrno.SRT_ESCLOSED, "connection is closed", op="srt_bstats")
-            return self._final_stats
-        return self._sock.stats()
+        """Link statistics (`srt_bstats`).
+
+        libsrt refuses srt_bstats once the link broke or the peer closed, so after the end
+        this is the last snapshot the I/O thread took (at most about 0.1 s before the last
+        data arrived, 0.5 s for idle links), and after close() the one taken at close.
+        Raises SrtError only when no snapshot exists.
+        """
+        if not self._closed:
+            try:
+                return self._sock.stats()
+            except SrtError:
+                if self._final_stats is None:
+                    raise
+        if self._final_stats is None:
+            raise SrtError(SrtErrno.SRT_ESCLOSED, "connection is closed", op="srt_bstats")
+        return self._final_stats
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the peer acknowledged everything sent, then for its latency.
+
+        A libsrt 1.5.1 receiver drops what it holds for its play time (TSBPD) as soon as our
+        close() reaches it, so call this before close() when the tail matters. True when
+        done; False when the connection ended or `timeout_s` ran out first. Polls every 10 ms.
+        """
+        loop = self._owner.loop
+        deadline = loop.time() + timeout_s
+        try:
+            while self.send_buffer_bytes() > 0:
+                if self.ended or loop.time() >= deadline:
+                    return False
+                await asyncio.sleep(0.01)
+            peer_latency_ms = self._sock.get_int(SockOpt.SRTO_PEERLATENCY)
+        except SrtError:
+            return False
+        await asyncio.sleep(min(peer_latency_ms / 1000 + 0.05, max(deadline - loop.time(), 0)))
+        return not self.ended
 
     async def wait_closed(self) -> None:
         """Wait until the connection is over: the peer ended it (EOF or breakage), or close()
@@ -634,10 +665,8 @@ class SrtConnection:
             return
         self._closed = True
         self._finalizer.detach()
-        try:
+        with contextlib.suppress(SrtError):  # broken: keep the I/O thread's last snapshot
             self._final_stats = self._sock.stats()
-        except SrtError:
-            self._final_stats = None
         self._wake()
         self._owner.close_socket(self._sock, self._released)
 
@@ -675,7 +704,9 @@ class SrtConnection:
             self._pending = messages
         self._wake()
 
-    def _feed_end(self, exc: BaseException | None) -> None:
+    def _feed_end(self, exc: BaseException | None, last_stats: LinkStats | None = None) -> None:
+        if last_stats is not None and self._final_stats is None:
+            self._final_stats = last_stats
         if isinstance(self._end, _Ended):
             self._end = exc
         self._wake()

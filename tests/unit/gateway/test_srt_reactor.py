@@ -501,3 +501,29 @@ async def test_sending_to_a_peer_that_left_raises_connection_lost(no_leaks: obje
         assert caught.value.op == "srt_sendmsg2"
         caller.close()
         listener.close()
+
+
+async def test_data_still_waiting_for_its_play_time_is_delivered_after_the_peer_closes(
+    no_leaks: object,
+) -> None:
+    # The caller lingers until everything is acknowledged; libsrt's garbage collector then
+    # sends SHUTDOWN within about a second, before the 2 s TSBPD play time used here. libsrt
+    # reports the break at once and hands out packets only when due, so the reactor keeps
+    # reading the broken socket (without this, all 200 messages are lost).
+    async with SrtReactor() as reactor:
+        listener, caller, server_side = await pair(
+            reactor,
+            listen_options=SrtOptions(latency_ms=2000),
+            caller_options=SrtOptions(latency_ms=2000, linger_s=2),
+        )
+        for i in range(200):
+            assert caller.send(numbered(i))
+        caller.close()
+        got: list[bytes] = []
+        async with asyncio.timeout(5):
+            while batch := await server_side.recv_batch():
+                got.extend(batch)
+        assert [int.from_bytes(m[:4], "big") for m in got] == list(range(200))
+        assert server_side.stats().pkt_recv_unique == 200
+        server_side.close()
+        listener.close()
