@@ -3,6 +3,7 @@
 `TsImporter` turns a TS byte stream into a `model.BroadcastProducer` (catalog track plus one
 track per elementary stream); `Catalog` is the `catalog.json` payload; `mux.container` frames
 media payloads with their microsecond timestamps. Nothing here opens a socket, thread or file.
+`TsExporter` turns a catalog and media frames back into MPEG-TS `TsChunk`s.
 """
 
 from mux.catalog import (
@@ -23,6 +24,7 @@ from mux.errors import (
     MalformedSection,
     MuxError,
 )
+from mux.export import ExportProblem, ExportProblemKind, ExportStats, TsChunk, TsExporter
 from mux.problems import (
     AudioResync,
     BadCodecData,
@@ -50,6 +52,9 @@ __all__ = [
     "Catalog",
     "Container",
     "ContinuityGap",
+    "ExportProblem",
+    "ExportProblemKind",
+    "ExportStats",
     "ExtraPrograms",
     "GroupTooLarge",
     "ImportStats",
@@ -65,6 +70,8 @@ __all__ = [
     "SyncLost",
     "TrackCounts",
     "TransportError",
+    "TsChunk",
+    "TsExporter",
     "TsImporter",
     "UnsupportedStream",
     "VideoConfig",
