@@ -6,6 +6,8 @@ fixtures/big/ (generated here too if missing, same command), and measures in the
   `TsExporter` into 1316-byte `TsChunk`s; MB/s of TS output, in-process, median of 5 runs;
 - ffmpeg: `ffmpeg -i big.ts -map 0 -c copy -f mpegts -y /dev/null` (demux + mux, whole
   process, median of 5 runs), MB/s of its input;
+- ours end to end, the like-for-like peer of that remux: `TsImporter` into a broadcast, every
+  group read back, `TsExporter` (in-process, median of 3 runs), MB/s of input;
 - the packetizer alone (one PES of a median video frame into 188-byte packets): a per-packet
   loop with bytes slicing and join (the floor), our plain-Python path, our numpy path.
 """
@@ -99,6 +101,52 @@ def export_once(frames: list[Frame], catalog: object) -> tuple[float, int, int]:
     return elapsed, nbytes, nchunks
 
 
+async def _read_all(consumer: object) -> tuple[object, list[Frame]]:
+    """Every frame of a finished broadcast, tracks merged by running-max timestamp."""
+    from model import BroadcastConsumer
+    from mux.catalog import CATALOG_TRACK, Catalog
+    from mux.container import decode_varint
+
+    assert isinstance(consumer, BroadcastConsumer)
+    catalog_track = consumer.subscribe_track(CATALOG_TRACK)
+    assert catalog_track.latest_sequence is not None
+    group = await catalog_track.fetch_group(catalog_track.latest_sequence)
+    catalog = Catalog.from_json((await group.read_all())[0])
+    keyed: list[tuple[int, int, int, str, bytes, bool]] = []
+    for order, name in enumerate(catalog.track_names()):
+        track = consumer.subscribe_track(name)
+        latest = track.latest_sequence
+        key = -1
+        for sequence in range(0 if latest is None else latest + 1):
+            frames = await (await track.fetch_group(sequence)).read_all()
+            for i, frame in enumerate(frames):
+                key = max(key, decode_varint(frame)[0])
+                keyed.append((key, order, len(keyed), name, frame, i == 0))
+    keyed.sort(key=lambda item: item[:3])
+    return catalog, [(name, frame, first) for _, _, _, name, frame, first in keyed]
+
+
+def remux_once(path: Path) -> tuple[float, int]:
+    """Ours end to end: TsImporter into a broadcast, read it back, TsExporter; (s, TS bytes)."""
+    import asyncio
+
+    from model import BroadcastProducer, CachePool
+    from mux import TsImporter
+
+    data = path.read_bytes()
+    step = 188 * 16384
+    started = time.perf_counter()
+    broadcast = BroadcastProducer(pool=CachePool(None))
+    importer = TsImporter(broadcast)
+    for offset in range(0, len(data), step):
+        importer.feed(data[offset : offset + step])
+    importer.finish()
+    catalog, frames = asyncio.run(_read_all(broadcast.consume()))
+    elapsed_import = time.perf_counter() - started
+    elapsed_export, nbytes, _ = export_once(frames, catalog)
+    return elapsed_import + elapsed_export, nbytes
+
+
 def ffmpeg_once(path: Path) -> float:
     """Remux `path` to MPEG-TS with ffmpeg (stream copy to /dev/null); return seconds."""
     command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(path)]
@@ -176,6 +224,12 @@ def main() -> None:
         elapsed, nbytes, chunks = export_once(frames, catalog)
         out_mb = nbytes / 1e6
         ours.append(elapsed)
+    remux: list[float] = []
+    remux_mb = 0.0
+    for _ in range(3):
+        elapsed, nbytes = remux_once(path)
+        remux.append(elapsed)
+        remux_mb = nbytes / 1e6
     ffmpeg = [ffmpeg_once(path) for _ in range(RUNS)]
     ours_s, ffmpeg_s = statistics.median(ours), statistics.median(ffmpeg)
     ours_rate, ffmpeg_rate = out_mb / ours_s, size_mb / ffmpeg_s
@@ -184,6 +238,13 @@ def main() -> None:
     print(f"ffmpeg remux:   {size_mb:.1f} MB in {ffmpeg_s:.3f} s median (whole process)")
     print(f"                {ffmpeg_rate:.0f} MB/s")
     print(f"ratio ours/ffmpeg: {ours_rate / ffmpeg_rate:.2f}")
+    remux_s = statistics.median(remux)
+    remux_rate = size_mb / remux_s
+    print(
+        f"remux (ours, import -> model -> export, in-process): {size_mb:.1f} MB in "
+        f"{remux_s:.3f} s median, {remux_rate:.0f} MB/s ({remux_mb:.1f} MB of TS out), "
+        f"ratio to ffmpeg {remux_rate / ffmpeg_rate:.2f}"
+    )
 
     video = sorted((f for t, f, _ in frames if t == "0.avc3"), key=len)
     body = video[len(video) // 2]
