@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+
+import structlog
 
 from model import BroadcastConsumer, Evicted, NotFound, TrackConsumer
 from mux.catalog import CATALOG_TRACK, Catalog
@@ -26,7 +27,7 @@ from mux.export import TsChunk, TsExporter
 
 __all__ = ["DEFAULT_LATENCY_MS", "export_broadcast"]
 
-_log = logging.getLogger("moqsrt.export")
+_log = structlog.get_logger("moqsrt.export")
 
 DEFAULT_LATENCY_MS = 500
 #: Frames buffered per track before its reader waits for the merge (and the model, which never
@@ -120,6 +121,7 @@ async def export_broadcast(
     loop = asyncio.get_running_loop()
     merge = _Merge(latency_ms / 1000)
     failure: BaseException | None = None
+    closed = False
     async with asyncio.TaskGroup() as tasks:
 
         def sync_sources() -> None:
@@ -133,7 +135,7 @@ async def export_broadcast(
                 try:
                     track = consumer.subscribe_track(name)
                 except NotFound:
-                    _log.warning("export: catalog names track %r, which does not exist", name)
+                    _log.warning("export.track_missing", track=name)
                     continue
                 source = _Source(name, last_arrival=loop.time())
                 merge.sources[name] = source
@@ -141,21 +143,44 @@ async def export_broadcast(
                     _read_track(track, source, merge), name=f"export:{name}"
                 )
 
+        counted = exporter.stats.problems
+        logged = len(exporter.problems)
+
+        def log_problems() -> None:
+            """Log the exporter's new problems (each kind and track once, as it records them)."""
+            nonlocal counted, logged
+            if exporter.stats.problems == counted:
+                return
+            counted = exporter.stats.problems
+            problems = exporter.problems
+            for problem in problems[logged:]:
+                _log.warning(
+                    "export.problem",
+                    kind=str(problem.kind),
+                    track=problem.track,
+                    message=problem.message,
+                )
+            logged = len(problems)
+
         catalog_task = tasks.create_task(_read_catalog(consumer, merge), name="export:catalog")
-        # An exception leaving this block would reach the caller wrapped in an ExceptionGroup:
-        # keep it and raise it, unwrapped, after the task group has closed.
+        # An exception leaving this block would reach the caller wrapped in an ExceptionGroup
+        # (GeneratorExit from `aclose()` included): keep it and act on it, unwrapped, after
+        # the task group has closed.
         try:
             while merge.error is None:
                 merge.changed.clear()
                 if merge.catalogs:
                     exporter.set_catalog(merge.catalogs.popleft())
                     sync_sources()
+                    log_problems()
                     continue
                 source, wait_s = merge.pick(loop.time())
                 if source is not None:
                     _, frame, keyframe, _ = source.buffer.popleft()
                     source.space.set()
-                    for chunk in exporter.push(source.name, frame, keyframe=keyframe):
+                    chunks = exporter.push(source.name, frame, keyframe=keyframe)
+                    log_problems()
+                    for chunk in chunks:
                         yield chunk
                     continue
                 if merge.finished():
@@ -169,6 +194,8 @@ async def export_broadcast(
                         async with asyncio.timeout(wait_s):
                             await merge.changed.wait()
             failure = merge.error
+        except GeneratorExit:
+            closed = True
         except Exception as exc:  # noqa: BLE001  (re-raised below, outside the task group)
             failure = exc
         finally:
@@ -176,6 +203,8 @@ async def export_broadcast(
             for source in merge.sources.values():
                 if source.task is not None:
                     source.task.cancel()
+    if closed:
+        return  # the caller closed the generator: it must not yield again
     if failure is not None:
         raise failure
 
@@ -207,7 +236,7 @@ async def _read_catalog(consumer: BroadcastConsumer, merge: _Merge) -> None:
                 try:
                     merge.catalogs.append(Catalog.from_json(payload))
                 except Malformed as exc:
-                    _log.warning("export: catalog group %d ignored: %s", group.sequence, exc)
+                    _log.warning("export.catalog_ignored", group=group.sequence, error=str(exc))
                     continue
                 merge.changed.set()
     except asyncio.CancelledError:

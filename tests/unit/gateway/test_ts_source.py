@@ -8,10 +8,11 @@ import functools
 from collections.abc import Sequence
 
 import pytest
+import structlog.testing
 
 from gateway.ts_source import export_broadcast
 from model import BroadcastConsumer, BroadcastProducer, GroupProducer, TrackProducer, Usage
-from mux.catalog import CATALOG_TRACK, Catalog
+from mux.catalog import CATALOG_TRACK, Catalog, VideoConfig
 from mux.export import TsChunk, TsExporter
 from tests.unit.mux.test_export_support import (
     EncodedTrack,
@@ -320,3 +321,48 @@ async def test_ends_at_once_for_a_broadcast_without_catalog_that_finishes() -> N
         await asyncio.sleep(0.12)
         broadcast.finish()
         assert await reader == []
+
+
+async def test_closing_the_stream_early_cancels_its_tasks() -> None:
+    video, audio = media()
+    broadcast = BroadcastProducer()
+    writer = Writer(broadcast, [video, audio])
+    before = asyncio.all_tasks()
+    async with asyncio.timeout(BOUND_S):
+        stream = export_broadcast(broadcast.consume())
+        async with contextlib.aclosing(stream):
+            pushes = iter(interleave([video, audio]))
+            writer.write(next(pushes))
+            async for chunk in stream:
+                assert chunk.data[:1] == b"\x47"
+                break
+        await settle()
+    assert asyncio.all_tasks() == before
+    writer.finish()
+
+
+async def test_unsupported_tracks_are_logged_and_the_rest_exported() -> None:
+    _, audio = media()
+    broadcast = BroadcastProducer()
+    writer = Writer(broadcast, [audio])
+    catalog = catalog_of([audio])
+    catalog.video["0.av01"] = VideoConfig(codec="av01.0.08M.08")
+    writer.write_catalog(catalog)
+    av1 = broadcast.create_track("0.av01")
+    async with asyncio.timeout(BOUND_S):
+        with structlog.testing.capture_logs() as logs:
+            reader = asyncio.create_task(collect(broadcast.consume()))
+            await settle()
+            for push in interleave([audio]):
+                writer.write(push)
+                av1.write_frame(push.frame)  # frames nobody exports
+            await asyncio.sleep(0)
+            writer.finish()
+            chunks = await reader
+    problems = [e for e in logs if e["event"] == "export.problem"]
+    assert [(e["kind"], e["track"]) for e in problems] == [("unsupported_codec", "0.av01")]
+    assert "av01" in problems[0]["message"]
+    decoded = decode_ts(ts_of(chunks))
+    assert decoded.errors == []
+    assert decoded.video_frames == 0
+    assert decoded.audio_frames == len(audio.frames)
