@@ -493,3 +493,48 @@ def test_pes_packetizer_round_trips_any_size_with_continuous_counters(
     assert payload == (prefix + body) * 2
     minimum = -(-(len(prefix) + body_len) // 184)
     assert count in (2 * minimum, 2 * minimum + 2)
+
+
+def test_every_keyframe_chunk_starts_with_pat_so_a_sender_can_resume_there() -> None:
+    _, chunks, _ = exported()
+    resumable = 0
+    for chunk in chunks:
+        packets = parse_packets(chunk.data)
+        if any(p.random_access for p in packets):
+            assert packets[0].pid == 0, "a chunk with a keyframe start begins with the PAT"
+            assert packets[1].pid == 0x1000
+            resumable += 1
+    assert resumable == 3
+
+
+def test_the_catalog_jitter_sets_the_dts_reserve() -> None:
+    video, audio = h264_aac()
+    catalog = catalog_of([video, audio])
+    catalog.video["0.avc3"] = replace(catalog.video["0.avc3"], jitter_ms=100)
+    exporter, chunks = export(interleave([video, audio]), catalog)
+    assert exporter.problems == []
+    vpes = pes_units(parse_packets(ts_of(chunks)), exporter.track_pids()["0.avc3"])
+    first = vpes[0]
+    assert first.pts_90k is not None
+    assert first.dts_90k == first.pts_90k - 100 * 90 - 900  # jitter plus a 10 ms margin
+
+
+def test_reordering_deeper_than_the_reserve_is_reported_and_dts_stays_below_pts() -> None:
+    video, audio = h264_aac()  # 3 B-frames (pyramid): reordered by up to 100 ms
+    exporter, chunks = export(
+        interleave([video, audio]), catalog_of([video, audio]), TsExporter(reorder_ms=20)
+    )
+    assert [p.kind for p in exporter.problems] == [ExportProblemKind.REORDER_TOO_DEEP]
+    for pes in pes_units(parse_packets(ts_of(chunks)), exporter.track_pids()["0.avc3"]):
+        assert pes.pts_90k is not None
+        assert pes.dts_90k is None or pes.dts_90k <= pes.pts_90k
+    assert decode_ts(ts_of(chunks)).video_frames == len(video.frames)
+
+
+def test_video_without_reordering_and_no_reserve_gets_dts_equal_to_pts() -> None:
+    video = encode_video(frames=30, bframes=0)
+    exporter, chunks = export(interleave([video]), catalog_of([video]), TsExporter(reorder_ms=0))
+    assert exporter.problems == []
+    vpes = pes_units(parse_packets(ts_of(chunks)), exporter.track_pids()["0.avc3"])
+    assert [p.dts_90k for p in vpes] == [None] * len(vpes), "DTS = PTS is written as PTS only"
+    assert decode_ts(ts_of(chunks)).video_frames == 30
