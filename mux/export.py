@@ -15,8 +15,13 @@ Output layout (one program):
   up to four (a longer gap in the media is a gap in the PCR ramp too). The media clock is the
   highest DTS pushed so far; PCR = slot time - (reorder reserve + `pcr_delay_ms`), so a frame's
   bytes arrive before its DTS on the receiver's clock.
-- PES: video (stream_id 0xE0, unbounded length) carries PTS and an authored DTS; audio carries
-  PTS. Continuity counters count per PID.
+- PES: video (stream_id 0xE0, unbounded length) carries PTS and an authored DTS (legacy
+  frames carry only PTS): max(previous DTS + 1 tick, highest PTS so far - reorder reserve), so
+  DTS increases and stays at or below PTS for B-frame reordering within the reserve. Audio
+  carries PTS. Continuity counters count per PID.
+- Video is Annex-B with an access unit delimiter first; AAC gets a 7-byte ADTS header.
+- Chunks: the packets one push produced, cut into 1316-byte pieces (the last may be shorter),
+  all stamped with that frame's time; a frame's bytes never share a chunk with the next one's.
 """
 
 from __future__ import annotations
