@@ -98,7 +98,9 @@ class AudioFramer:
                 info = fmt.parse(buf, pos)
             except MalformedBitstream:
                 info = None
-            if info is not None and not self._synced:
+            if info is not None and not self._synced and pos != head:
+                # After a loss of sync a header needs the next one to confirm it; the start
+                # of a PES payload (PES packets are aligned to frames) needs no confirmation.
                 info = self._confirmed(buf, pos, info)
             if info is None:
                 self._synced = False

@@ -185,6 +185,9 @@ class TsImporter:
         self._closed = False
         self._problems: deque[Problem] = deque(maxlen=max_problems)
         self._new_problems: list[Problem] = []
+        self._batch_problems: list[tuple[float, int, Problem]] | None = None
+        self._row: float = 0
+        self._row_override: float | None = None
         self.problem_counts: Counter[str] = Counter()
         """Problems seen so far, by `Problem.kind` (never truncated)."""
         self.stats = ImportStats()
@@ -258,6 +261,14 @@ class TsImporter:
     # -- problems ------------------------------------------------------------------------
 
     def _problem(self, problem: Problem) -> None:
+        pending = self._batch_problems
+        if pending is not None:
+            # Inside a batch streams are handled PID by PID: keep stream order by packet row.
+            pending.append((self._row, len(pending), problem))
+            return
+        self._record(problem)
+
+    def _record(self, problem: Problem) -> None:
         self._problems.append(problem)
         self._new_problems.append(problem)
         if len(self._new_problems) > self._problems.maxlen:  # type: ignore[operator]
@@ -284,6 +295,17 @@ class TsImporter:
         """Handle one aligned batch: PSI packets in order, ES packets vectorized per PID."""
         n = len(packets)
         self.stats.packets += n
+        self._batch_problems = []
+        try:
+            self._batch_rows(packets)
+        finally:
+            pending, self._batch_problems = self._batch_problems, None
+            pending.sort(key=lambda item: item[:2])
+            for _, _, problem in pending:
+                self._record(problem)
+
+    def _batch_rows(self, packets: U8Array) -> None:
+        n = len(packets)
         cols = PacketColumns.of(packets)
         pid = cols.pid
         rows = self._psi_rows(pid, 0)
@@ -293,6 +315,7 @@ class TsImporter:
         while i < len(rows):
             row = rows[i]
             i += 1
+            self._row = row
             change = self._psi_packet(packets[row], int(pid[row]))
             handled += 1
             if change is None:
@@ -302,7 +325,9 @@ class TsImporter:
             if self._apply(change):
                 rows = rows[:i] + self._psi_rows(pid, row + 1)
             if self._stash and self._program is not None:
+                self._row_override = row - 0.5  # all of the stash came before this PMT
                 self._replay_stash()
+                self._row_override = None
         handled += self._es_segment(packets, cols, segment, n)
         self.stats.ignored_packets += n - handled
 
@@ -412,6 +437,7 @@ class TsImporter:
         if self._initial_pids is None:
             self._initial_pids = set(wanted)
         self._catalog_dirty = True
+        self._maybe_publish_catalog()
 
     def _open_stream(self, pid: int, stream_type: int, kind: StreamKind) -> _Stream:
         is_video = kind.codec in ("h264", "h265")
@@ -562,14 +588,17 @@ class TsImporter:
             if not st.checked:
                 self._check_start(st)
             if st.total is not None and st.size >= st.total:
+                self._row = int(rows[b - 1]) if override is None else override
                 self._complete(st)
 
+        override = self._row_override
         first = events[0] if events else m
         if first:
             add(0, first)
         gap_list = gap[events].tolist() if events else []
         pusi_list = pusi[events].tolist() if events else []
         for k, e in enumerate(events):
+            self._row = int(rows[e]) if override is None else override
             nxt = events[k + 1] if k + 1 < len(events) else m
             if gap_list[k]:
                 dropped = self._gap(st)
@@ -706,6 +735,8 @@ class TsImporter:
         if framer.config_changed:
             framer.config_changed = False
             self._catalog_dirty = True
+        if self._catalog_dirty:
+            self._maybe_publish_catalog()
         counts = st.counts
         if unit.keyframe:
             if st.group is not None:
@@ -756,6 +787,8 @@ class TsImporter:
         if framer.config_changed:
             framer.config_changed = False
             self._catalog_dirty = True
+        if self._catalog_dirty:
+            self._maybe_publish_catalog()
         if not frames:
             return
         counts = st.counts

@@ -82,3 +82,19 @@ def expected_counts(path: str | Path) -> dict[str, MediaCounts]:
                 first_pts_90k=first_pts[stream.index],
             )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class EsPacket:
+    """One access unit as libavformat demuxes it: its bytes, PTS (90 kHz) and key flag."""
+
+    data: bytes
+    pts_90k: int | None
+    keyframe: bool
+
+
+def es_packets(path: str | Path, pid: int) -> list[EsPacket]:
+    """The demuxed access units of stream `pid` of `path` (Annex-B video, ADTS/raw audio)."""
+    with av.open(str(path)) as container:
+        (stream,) = [s for s in container.streams if s.id == pid]
+        return [EsPacket(bytes(p), p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
