@@ -225,7 +225,7 @@ class TsImporter:
                     self._check_sync()  # report a sync loss before what follows it
                 self._batch(packets)
             self._check_sync()
-            self._maybe_publish_catalog()
+            self._maybe_publish_catalog(batch_end=True)
         except Closed:
             self._closed = True
 
@@ -814,7 +814,10 @@ class TsImporter:
                 catalog.audio[st.track.name] = st.audio.config
         return catalog
 
-    def _maybe_publish_catalog(self, *, final: bool = False) -> None:
+    def _maybe_publish_catalog(self, *, final: bool = False, batch_end: bool = False) -> None:
+        """Publish the catalog if it changed. The first time, wait until every stream of the
+        first PMT has its config; past `catalog_wait_s` of media (checked only between
+        batches, where every PID has caught up) or at `final`, publish without the laggards."""
         if not self._catalog_dirty and not (final and self._catalog_json is None):
             return
         if self._catalog_json is None and not final:
@@ -827,7 +830,7 @@ class TsImporter:
                 if (st := self._streams.get(pid)) is not None and not _has_config(st)
             ]
             if missing:
-                if self._first_ts_us is None:
+                if self._first_ts_us is None or not batch_end:
                     return
                 waited = self._latest_ts_us - self._first_ts_us
                 if waited < self._catalog_wait_us:
