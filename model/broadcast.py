@@ -67,9 +67,11 @@ class _BroadcastState:
 
     @property
     def done(self) -> bool:
+        """True once finished or aborted."""
         return self.finished or self.error is not None
 
     def new_track(self, info: TrackInfo, pending: str | None) -> _TrackState:
+        """Register a track state (with the broadcast's clock, pool and ingress meter)."""
         track = _TrackState(info, clock=self.clock, pool=self.pool, meter=self.meter)
         track.pending = pending
         self.tracks[info.name] = track
@@ -102,7 +104,9 @@ class _BroadcastState:
             self.error = err
         for track in list(self.tracks.values()):
             if track.pending is not None:
-                self.reject(track, err or Closed(f"broadcast (track {track.name!r} never came)"))
+                self.reject(
+                    track, err or Closed(f"broadcast ended before track {track.name!r} came")
+                )
             elif err is None:
                 track.finish()
             else:
@@ -163,7 +167,7 @@ class TrackRequest:
         `info.name` differs.
         """
         if self._track.pending is None or self._broadcast.done:
-            raise Closed(f"request for track {self.name!r}")
+            raise Closed(f"request for track {self.name!r} already answered or its broadcast ended")
         return self._broadcast.accept(self._track, info)
 
     def reject(self, err: BaseException) -> None:
@@ -254,7 +258,7 @@ class BroadcastProducer:
     def _check_open(self) -> _BroadcastState:
         st = self._state
         if st.done:
-            raise Closed("broadcast")
+            raise Closed("broadcast is closed")
         return st
 
     def create_track(self, name: str | TrackInfo) -> TrackProducer:

@@ -25,12 +25,12 @@ class ModelError(Exception):
 class Closed(ModelError):
     """A producer was used after it ended (`finish()` / `abort(err)`), or its parent ended.
 
-    `what` names the handle, e.g. `"group 4"` or `"track 0.avc3"`.
+    Also a plain reason to `abort(err)` with. `message` is the text, used verbatim.
     """
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is closed")
-        self.what = what
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Dropped(ModelError):

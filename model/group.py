@@ -106,7 +106,7 @@ class _GroupState:
         """A write found no room: raise `Closed`, evicting the group first if it was open."""
         if not self.done:
             self.drop(Evicted(self.track_name, self.sequence, "size"))
-        raise Closed(f"group {self.sequence} of track {self.track_name!r}")
+        raise Closed(f"group {self.sequence} of track {self.track_name!r} is closed")
 
     def finish(self) -> None:
         """End cleanly (idempotent; ignored after abort)."""

@@ -158,7 +158,7 @@ class Origin:
             raise ValueError("cannot publish at the empty path")
         state = broadcast._state
         if state.done:
-            raise Closed("broadcast")
+            raise Closed("broadcast is closed")
         current = self._live.get(path)
         if current is state:
             return

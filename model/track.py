@@ -76,9 +76,11 @@ class _TrackState:
 
     @property
     def done(self) -> bool:
+        """True once finished or aborted: no new groups."""
         return self.finished or self.error is not None
 
     def set_meter(self, meter: Usage | None) -> None:
+        """Count ingress into `meter` from now on, for new and still-open groups."""
         self.meter = meter
         for group in self.groups.values():
             if not group.done:
@@ -87,7 +89,7 @@ class _TrackState:
     def new_group(self, sequence: int) -> _GroupState:
         """Create and cache group `sequence`; expire old groups; count it; wake consumers."""
         if self.error is not None or self.finished:
-            raise Closed(f"track {self.name!r}")
+            raise Closed(f"track {self.name!r} is closed")
         if sequence < 0:
             raise ValueError("group sequence must be >= 0")
         groups = self.groups
@@ -141,6 +143,7 @@ class _TrackState:
         group.drop(Evicted(self.name, group.sequence, reason))
 
     def finish(self) -> None:
+        """No new groups; consumers drain the cache, then end. Ignored once ended."""
         if self.done:
             return
         self.finished = True

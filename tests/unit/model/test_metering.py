@@ -260,3 +260,20 @@ async def test_writes_refused_by_the_model_are_not_counted(clock: ManualClock) -
         track.write_frame(b"late")
     assert ingress == usage(1, 1, 200)
     broadcast.finish()
+
+
+async def test_egress_counts_frames_read_with_async_for(broadcast: BroadcastProducer) -> None:
+    egress = Usage()
+    track = broadcast.create_track("video")
+    reader = broadcast.consume().with_meter(egress).subscribe_track("video")
+    write_group(track)
+    group = await next_group(reader)
+    seen = 0
+    async with asyncio.timeout(1):
+        async for frame in group:
+            seen += 1
+            assert egress == usage(1, seen, sum(map(len, FRAMES[:seen])))
+            assert frame == FRAMES[seen - 1]
+    assert seen == 3
+    track.finish()
+    broadcast.finish()
