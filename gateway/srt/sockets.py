@@ -759,6 +759,11 @@ class _ListenerState:
     pending_hooks: set[concurrent.futures.Future[Accept | Reject]] = field(default_factory=set)
     #: socket id -> (Accept.context, monotonic time) between the callback and srt_accept.
     decisions: dict[int, tuple[object, float]] = field(default_factory=dict)
+    #: (peer, stream id) -> (reject code, monotonic expiry): the answer for handshake
+    #: retransmissions of a caller already refused (see reactor._decide).
+    recent_rejects: dict[tuple[tuple[str, int], str], tuple[int, float]] = field(
+        default_factory=dict
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The facade, weakly: the I/O thread hands it accepted callers while it is alive.
     facade: weakref.ref[SrtListener] | None = None

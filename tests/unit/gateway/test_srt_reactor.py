@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import itertools
 import logging
 import sys
 import time
@@ -527,3 +528,52 @@ async def test_data_still_waiting_for_its_play_time_is_delivered_after_the_peer_
         assert server_side.stats().pkt_recv_unique == 200
         server_side.close()
         listener.close()
+
+
+async def test_a_slow_hook_stalls_its_port_once_and_other_streams_lose_nothing(
+    no_leaks: object,
+) -> None:
+    # libsrt runs the listen callback on the port's receiver thread: while the hook runs, no
+    # packet for that port is processed (they wait in the kernel's UDP buffer). The caller
+    # resends its handshake every 250 ms meanwhile; those copies must not run the hook again.
+    calls: list[str] = []
+
+    async def hook(info: HandshakeInfo) -> Accept:
+        calls.append(info.stream_id)
+        if info.stream_id == "slow":
+            await asyncio.sleep(5)
+        return Accept()
+
+    async with SrtReactor(hook_timeout_s=0.8) as reactor:
+        listener, caller, server_side = await pair(reactor, hook)
+        arrivals: list[float] = []
+        got: list[bytes] = []
+
+        async def consume() -> None:
+            while batch := await server_side.recv_batch():
+                got.extend(batch)
+                arrivals.append(time.monotonic())
+
+        async def produce(count: int) -> None:
+            for i in range(count):
+                assert caller.send(numbered(i))
+                await asyncio.sleep(0.002)
+
+        consumer = asyncio.create_task(consume())
+        producer = asyncio.create_task(produce(1000))
+        await asyncio.sleep(0.3)
+        with pytest.raises(SrtRejected) as caught:
+            await reactor.connect("127.0.0.1", listener.port, SrtOptions(stream_id="slow"))
+        assert caught.value.reject_code == 1503
+        async with asyncio.timeout(15):
+            await producer
+        await eventually(lambda: len(got) >= 1000)
+        caller.close()
+        async with asyncio.timeout(5):
+            await consumer
+        assert calls.count("slow") == 1
+        assert [int.from_bytes(m[:4], "big") for m in got] == list(range(1000))
+        longest_gap = max(b - a for a, b in itertools.pairwise(arrivals))
+        assert 0.5 < longest_gap < 0.8 + 0.5
+        server_side.close()
+        await listener.aclose()
