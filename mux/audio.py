@@ -114,6 +114,10 @@ class AudioFramer:
             self._synced = True
             if pos < head and self._tail_ts_us is not None:
                 ts_us = self._tail_ts_us
+                if self._rate != info.sample_rate:  # first frame, or a new rate: anchor here
+                    self._base_us = ts_us
+                    self._samples = 0
+                    self._rate = info.sample_rate
             else:
                 if not pes_started and pos >= head:
                     pes_started = True

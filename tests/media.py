@@ -8,6 +8,8 @@ keyframe opens a group, and every audio frame is its own group.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +100,15 @@ def es_packets(path: str | Path, pid: int) -> list[EsPacket]:
     with av.open(str(path)) as container:
         (stream,) = [s for s in container.streams if s.id == pid]
         return [EsPacket(bytes(p), p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+
+
+def ffprobe_streams(path: str | Path) -> dict[int, dict[str, object]]:
+    """ffprobe's view of every stream of `path` (profile, level, ...), keyed by PID."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return {int(s["id"], 16): s for s in json.loads(out)["streams"]}
