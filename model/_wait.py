@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger("moqsrt.model")
 
@@ -37,3 +40,16 @@ async def wait(waiters: Waiters) -> None:
         with contextlib.suppress(ValueError):
             waiters.remove(future)
         raise
+
+
+def safety_net(
+    owner: object, callback: Callable[..., None], *args: Any
+) -> weakref.finalize[..., Any]:
+    """Call `callback(*args)` when `owner` is garbage collected (a `weakref.finalize`).
+
+    `callback` must be a module-level function and `args` must not reference `owner`. Not run
+    at interpreter exit: a process that stops with live producers has nobody left to tell.
+    """
+    finalizer = weakref.finalize(owner, callback, *args)
+    finalizer.atexit = False
+    return finalizer

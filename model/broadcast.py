@@ -10,12 +10,11 @@ dropped without either logs a warning and consumers get `Dropped`.
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Self
 
-from model._wait import Waiters, logger, wait, wake
+from model._wait import Waiters, logger, safety_net, wait, wake
 from model.clock import Clock, monotonic
 from model.errors import Closed, Dropped, Duplicate, NotFound
 from model.pool import CachePool
@@ -158,7 +157,7 @@ class TrackRequest:
         self._track = track
         self.name: str = track.name
         """The requested track name."""
-        weakref.finalize(self, _request_dropped, broadcast, track)
+        safety_net(self, _request_dropped, broadcast, track)
 
     def accept(self, info: TrackInfo | None = None) -> TrackProducer:
         """Produce the track (with `info`, whose name must match; default `TrackInfo(name)`).
@@ -189,7 +188,7 @@ class BroadcastDynamic:
     def __init__(self, state: _BroadcastState) -> None:
         self._state = state
         state.dynamics += 1
-        self._closer = weakref.finalize(self, _dynamic_closed, state)
+        self._closer = safety_net(self, _dynamic_closed, state)
 
     async def requested_track(self) -> TrackRequest | None:
         """Wait for the next requested track name; `None` once this handler is closed or the
@@ -239,7 +238,7 @@ class BroadcastProducer:
 
     def __init__(self, *, clock: Clock = monotonic, pool: CachePool | None = None) -> None:
         self._state = _BroadcastState(clock, pool if pool is not None else CachePool.default())
-        weakref.finalize(self, _broadcast_dropped, self._state)
+        safety_net(self, _broadcast_dropped, self._state)
 
     def with_meter(self, usage: Usage) -> Self:
         """Count ingress into `usage` for every track of this broadcast, however created

@@ -9,10 +9,9 @@ logs a warning and readers get `Dropped`.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
-from model._wait import Waiters, logger, wait, wake
+from model._wait import Waiters, logger, safety_net, wait, wake
 from model.errors import Closed, Dropped, Evicted
 
 if TYPE_CHECKING:
@@ -163,7 +162,7 @@ class GroupProducer:
         self._state = state
         self.sequence: int = state.sequence
         """The group's sequence number within its track (from 0)."""
-        weakref.finalize(self, _group_dropped, state)
+        safety_net(self, _group_dropped, state)
 
     def write_frame(self, payload: bytes) -> None:
         """Append one frame (`payload` is kept, not copied).

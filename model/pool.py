@@ -11,6 +11,7 @@ import sys
 import weakref
 from typing import TYPE_CHECKING, ClassVar
 
+from model._wait import safety_net
 from model.clock import Clock, monotonic
 
 if TYPE_CHECKING:
@@ -39,10 +40,12 @@ def _release_groups(
 class CachePool:
     """A byte budget for cached frame payload, shared by every track that uses it.
 
-    `budget_bytes=None` means unbounded. `used_bytes` is the payload currently cached;
-    `evicted_groups` / `evicted_bytes` count what the budget evicted (cumulative). Loop thread
-    only. `BroadcastProducer` uses `CachePool.default()` unless given one; the pool lives as long
-    as anything references it.
+    `budget_bytes=None` means unbounded. `max_group_bytes` caps one group (a write past it
+    evicts the group). `used_bytes` is the payload currently cached; `evicted_groups` /
+    `evicted_bytes` count what the budget evicted (cumulative). `clock` is accepted for API
+    symmetry and not read today: staleness is the supersession time each track stamps with its
+    broadcast's clock. Loop thread only. `BroadcastProducer` uses `CachePool.default()` unless
+    given one; the pool lives as long as anything references it.
     """
 
     __slots__ = (
@@ -100,7 +103,7 @@ class CachePool:
         """Track `track`'s cache (called by the track itself when created)."""
         key = id(track)
         self._tracks[key] = weakref.ref(track)
-        weakref.finalize(track, _release_groups, self._tracks, key, track.groups)
+        safety_net(track, _release_groups, self._tracks, key, track.groups)
 
     def evict(self) -> None:
         """Evict the stalest non-latest groups, across tracks, until within budget (or nothing
@@ -119,6 +122,7 @@ class CachePool:
                     victim_track, victim = track, group
             if victim_track is None or victim is None:
                 return
-            self.evicted_groups += 1
-            self.evicted_bytes += victim.nbytes
+            if victim.error is None:  # not an aborted husk holding no bytes
+                self.evicted_groups += 1
+                self.evicted_bytes += victim.nbytes
             victim_track.evict(victim, "budget")

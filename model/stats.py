@@ -9,11 +9,10 @@ Guards open and close on the loop thread; `snapshot()` may run on any thread.
 from __future__ import annotations
 
 import threading
-import weakref
 from dataclasses import asdict, dataclass
 from typing import Literal, Self
 
-from model._wait import logger
+from model._wait import logger, safety_net
 from model.path import normalize_path
 from model.usage import Usage
 
@@ -117,7 +116,7 @@ class StatsGuard:
     def __init__(self, handle: StatsHandle, state: _GuardState) -> None:
         self._handle = handle
         self._state = state
-        weakref.finalize(self, _guard_dropped, handle._orphans, state)
+        safety_net(self, _guard_dropped, handle._orphans, state)
 
     @property
     def meter(self) -> Usage:

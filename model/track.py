@@ -10,10 +10,9 @@ either logs a warning and consumers get `Dropped`.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
-from model._wait import Waiters, logger, wait, wake
+from model._wait import Waiters, logger, safety_net, wait, wake
 from model.clock import Clock
 from model.errors import Closed, Dropped, Duplicate, Evicted, NotFound
 from model.group import GroupConsumer, GroupProducer, _GroupState
@@ -188,7 +187,7 @@ class TrackProducer:
         """The track name, unique within its broadcast."""
         self.info: TrackInfo = state.info
         """Name, priority and `latency_max_s`."""
-        weakref.finalize(self, _track_dropped, state)
+        safety_net(self, _track_dropped, state)
 
     @property
     def latest_sequence(self) -> int | None:
