@@ -148,7 +148,7 @@ def test_a_snapshot_never_shows_more_closed_than_opened_while_guards_churn() -> 
     rounds = 0
     deadline = time.monotonic() + 0.5
     try:
-        while rounds < 1000 and time.monotonic() < deadline:
+        while rounds < 7 or (rounds < 1000 and time.monotonic() < deadline):
             b = stats.broadcast("live/a")
             with b.ingress() as ingress, b.egress(viewer=str(rounds % 7)) as egress:
                 ingress.meter.add_frame(1)
@@ -158,7 +158,6 @@ def test_a_snapshot_never_shows_more_closed_than_opened_while_guards_churn() -> 
         stop.set()
         watcher.join(timeout=10)
     assert not violations
-    assert rounds >= 7
     got = entries(stats)
     assert got["live/a", "default", "egress"].subscriptions_closed == rounds
     assert got["live/a", "default", "egress"].viewers == 8  # 7 ids + the anonymous keeper
