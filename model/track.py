@@ -293,6 +293,14 @@ class TrackConsumer:
                 return None
             await wait(st.waiters)
 
+    def skip_to_latest(self) -> None:
+        """Move the cursor so that `next_group()` returns the latest group next (or the next
+        group to arrive), skipping everything older: for a reader that fell behind live (e.g. a
+        full send buffer). Never moves backwards."""
+        latest = self._state.max_sequence
+        if latest - 1 > self._last:
+            self._last = latest - 1
+
     def __aiter__(self) -> TrackConsumer:
         return self
 

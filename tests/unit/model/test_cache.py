@@ -231,3 +231,18 @@ async def test_a_track_nobody_references_gives_its_bytes_back_to_the_pool(
     assert pool.used_bytes == 700
     del track, broadcast
     assert pool.used_bytes == 0
+
+
+async def test_a_reader_behind_live_can_skip_straight_to_the_latest_group(
+    broadcast: BroadcastProducer,
+) -> None:
+    track = broadcast.create_track("video")
+    reader = track.consume()
+    for _ in range(5):
+        write_group(track, b"g")
+    assert (await next_group(reader)).sequence == 0
+    reader.skip_to_latest()
+    assert (await next_group(reader)).sequence == 4
+    reader.skip_to_latest()  # already there: never moves backwards
+    write_group(track, b"g")
+    assert (await next_group(reader)).sequence == 5
