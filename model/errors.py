@@ -67,10 +67,14 @@ class Evicted(ModelError):
     """
 
     def __init__(self, track: str, sequence: int, reason: str) -> None:
-        super().__init__(f"group {sequence} of track {track!r} evicted ({reason})")
+        # Made for every evicted group, read by few: the message is formatted on demand, and
+        # BaseException.__new__ already stored the arguments in `args`.
         self.track = track
         self.sequence = sequence
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"group {self.sequence} of track {self.track!r} evicted ({self.reason})"
 
 
 class PublishConflict(ModelError):

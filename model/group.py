@@ -134,7 +134,8 @@ class _GroupState:
         self.error = err
         self.frames.clear()
         self.release()
-        wake(self.waiters)
+        if self.waiters:
+            wake(self.waiters)
 
 
 def _group_dropped(state: _GroupState) -> None:
