@@ -7,6 +7,13 @@ srt_bstats). Each wake-up drains every ready socket and hands all of it to the l
 `call_soon_threadsafe` (coalesced while the loop has not run the previous one). libsrt's
 listen callback (its receiver thread) asks the async handshake hook on the loop and waits a
 bounded time. `aclose()` closes connections, then listeners, then the epoll, then srt_cleanup.
+
+Limit (libsrt's design): the listen callback runs on the receiver thread of the listener's
+UDP port, so while a hook runs no packet for that port is processed, the listener's own
+connections included; they wait in the kernel's UDP buffer (SRTO_RCVBUF, capped by
+net.core.rmem_max). Measured: a 1.5 s hook left a 1.4 s gap, no loss, in an 8 Mbit/s stream
+on the same port; other ports, the I/O thread and the loop never wait. A refused caller's
+handshake retransmissions are answered from memory, so one slow caller stalls a port once.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -237,6 +245,8 @@ def _decide(state: _ListenerState, ns: int, peeraddr: int | None, streamid: byte
     if state.closing:
         return _reject(ns, REJ_UNAVAILABLE)
     peer = unpack_sockaddr(ctypes.string_at(peeraddr, 28)) if peeraddr else ("", 0)
+    # The stream id comes from the callback's argument: libsrt 1.5.1 copies it into the new
+    # socket's SRTO_STREAMID only after the callback (it reads back empty here).
     info = HandshakeInfo(stream_id=(streamid or b"").decode("utf-8", "replace"), peer=peer)
     key = (peer, info.stream_id)
     # A caller resends its conclusion handshake every 250 ms while we think; those copies
@@ -408,6 +418,7 @@ class _IoCore:
         self._loop = loop
         self._wait_ms = wait_ms
         self._batch_window_s = batch_window_ms / 1000
+        self._orphaned = False  # the facade was garbage-collected unclosed
         try:
             self._eid = check(lib.epoll_create(), "srt_epoll_create")
         except SrtError:
@@ -417,10 +428,14 @@ class _IoCore:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        check(
-            lib.epoll_add_ssock(self._eid, self._wake_r, EpollOpt.SRT_EPOLL_IN),
-            "srt_epoll_add_ssock",
-        )
+        rc = lib.epoll_add_ssock(self._eid, self._wake_r, EpollOpt.SRT_EPOLL_IN)
+        if rc < 0:
+            exc = error_from_last("srt_epoll_add_ssock")
+            lib.epoll_release(self._eid)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            _runtime_release()
+            raise exc
         self._cmd_lock = threading.Lock()
         self._commands: deque[Callable[[list[_Event]], None]] = deque()
         self._accepting = True
@@ -498,6 +513,11 @@ class _IoCore:
         with contextlib.suppress(RuntimeError):  # loop closed
             self._loop.call_soon_threadsafe(fn)
 
+    def orphan(self) -> None:
+        """The facade is gone unclosed: shut down, and let the thread release the pipe."""
+        self._orphaned = True
+        self.begin_shutdown()
+
     def begin_shutdown(self) -> None:
         """Ask the thread to close everything and stop (idempotent)."""
         with self._cmd_lock:
@@ -568,6 +588,9 @@ class _IoCore:
             _log.exception("SRT I/O thread shutdown failed")
         events.append((self._mark_stopped, _NOARG))
         self._post(events)
+        if self._orphaned:  # nobody will await wait_stopped() to close it
+            os.close(self._wake_w)
+            self._wake_w = -1
 
     def _mark_stopped(self) -> None:
         if not self._stopped.done():
@@ -939,10 +962,8 @@ class _IoCore:
 
 
 def _finalize_reactor(core: _IoCore) -> None:
-    import warnings
-
     warnings.warn("unclosed SrtReactor", ResourceWarning, stacklevel=1)
-    core.begin_shutdown()
+    core.orphan()
 
 
 # ---- the facade ------------------------------------------------------------------------------

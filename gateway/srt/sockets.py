@@ -451,13 +451,15 @@ class SrtSocket:
 
     # -- data
 
-    def send(self, payload: bytes) -> bool:
+    def send(self, payload: bytes | bytearray | memoryview) -> bool:
         """`srt_sendmsg2()` one message without blocking.
 
         True when queued; False when the send buffer is full (SRT_EASYNCSND, nothing sent).
         Raises SrtConnectionLost once the connection broke, SrtError (e.g. SRT_ELARGEMSG for
         a payload over `payload_size`) otherwise.
         """
+        if not isinstance(payload, bytes):  # bytearray / memoryview: ctypes wants bytes
+            payload = bytes(payload)
         if lib.sendmsg2(self._h("srt_sendmsg2"), payload) >= 0:
             return True
         exc = error_from_last("srt_sendmsg2")
@@ -594,7 +596,7 @@ class SrtConnection:
             finally:
                 self._waiter = None
 
-    def send(self, payload: bytes) -> bool:
+    def send(self, payload: bytes | bytearray | memoryview) -> bool:
         """Queue one message (`srt_sendmsg2`, non-blocking): at most `payload_size` bytes.
 
         True when queued; False when libsrt's send buffer is full (nothing was sent: retry

@@ -406,8 +406,8 @@ async def test_a_dropped_connection_warns_and_is_closed(no_leaks: object) -> Non
     async with SrtReactor() as reactor:
         listener, caller, server_side = await pair(reactor)
         count = open_socket_count()
-        del caller
         with pytest.warns(ResourceWarning, match="unclosed SrtConnection"):  # noqa: PT031
+            del caller
             for _ in range(3):  # let the loop drop its last handle on the connect future
                 await asyncio.sleep(0)
             gc.collect()
@@ -546,20 +546,24 @@ async def test_a_slow_hook_stalls_its_port_once_and_other_streams_lose_nothing(
 
     async with SrtReactor(hook_timeout_s=0.8) as reactor:
         listener, caller, server_side = await pair(reactor, hook)
-        arrivals: list[float] = []
-        got: list[bytes] = []
+        # The same traffic through a second listener (another port, another libsrt thread).
+        other_listener, other_caller, other_side = await pair(reactor)
+        flows = [(caller, server_side), (other_caller, other_side)]
+        arrivals: list[list[float]] = [[], []]
+        got: list[list[bytes]] = [[], []]
 
-        async def consume() -> None:
-            while batch := await server_side.recv_batch():
-                got.extend(batch)
-                arrivals.append(time.monotonic())
+        async def consume(k: int) -> None:
+            while batch := await flows[k][1].recv_batch():
+                got[k].extend(batch)
+                arrivals[k].append(time.monotonic())
 
         async def produce(count: int) -> None:
             for i in range(count):
-                assert caller.send(numbered(i))
+                for sender, _ in flows:
+                    assert sender.send(numbered(i))
                 await asyncio.sleep(0.002)
 
-        consumer = asyncio.create_task(consume())
+        consumers = [asyncio.create_task(consume(k)) for k in (0, 1)]
         producer = asyncio.create_task(produce(1000))
         await asyncio.sleep(0.3)
         with pytest.raises(SrtRejected) as caught:
@@ -567,13 +571,35 @@ async def test_a_slow_hook_stalls_its_port_once_and_other_streams_lose_nothing(
         assert caught.value.reject_code == 1503
         async with asyncio.timeout(15):
             await producer
-        await eventually(lambda: len(got) >= 1000)
-        caller.close()
+        await eventually(lambda: len(got[0]) >= 1000 and len(got[1]) >= 1000)
+        for sender, _ in flows:
+            sender.close()
         async with asyncio.timeout(5):
-            await consumer
+            await asyncio.gather(*consumers)
         assert calls.count("slow") == 1
-        assert [int.from_bytes(m[:4], "big") for m in got] == list(range(1000))
-        longest_gap = max(b - a for a, b in itertools.pairwise(arrivals))
-        assert 0.5 < longest_gap < 0.8 + 0.5
-        server_side.close()
+        for k in (0, 1):
+            assert [int.from_bytes(m[:4], "big") for m in got[k]] == list(range(1000))
+        gaps = [max(b - a for a, b in itertools.pairwise(times)) for times in arrivals]
+        assert 0.5 < gaps[0] < 0.8 + 0.5  # the hook's port waited, once
+        assert gaps[1] < 0.3  # the I/O thread and the loop never did
+        for _, receiver in flows:
+            receiver.close()
         await listener.aclose()
+        await other_listener.aclose()
+
+
+async def test_a_dropped_reactor_warns_and_its_thread_closes_everything(no_leaks: object) -> None:
+    reactor = SrtReactor()
+    listener, caller, server_side = await pair(reactor)
+    core = reactor._core
+    for obj in (listener, caller, server_side):
+        obj._finalizer.detach()  # only the reactor is "forgotten" here
+    with pytest.warns(ResourceWarning, match="unclosed SrtReactor"):  # noqa: PT031
+        del reactor
+        for _ in range(3):  # let the loop drop its last handles
+            await asyncio.sleep(0)
+        gc.collect()
+    await asyncio.to_thread(core.thread.join, 10)
+    assert not core.thread.is_alive()
+    assert core._wake_w == -1
+    await eventually(lambda: server_side.ended and listener.closed)
