@@ -26,6 +26,7 @@ import ctypes
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 import warnings
@@ -1039,7 +1040,7 @@ class SrtReactor:
         try:
             return pack_sockaddr(host, port), host
         except ValueError:
-            infos = await self._loop.getaddrinfo(host, port, type=2)  # SOCK_DGRAM
+            infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
             if not infos:
                 raise
             addr = str(infos[0][4][0])

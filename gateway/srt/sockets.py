@@ -354,19 +354,19 @@ class SrtSocket:
     def get_int(self, opt: SockOpt) -> int:
         """`srt_getsockflag(opt)` for 32-bit options."""
         value = ctypes.c_int(0)
-        check(lib.getsockflag(self._h("srt_getsockflag"), opt, value), _op(opt))
+        check(lib.getsockflag(self._h("srt_getsockflag"), opt, value), _op(opt, "srt_getsockflag"))
         return value.value
 
     def get_int64(self, opt: SockOpt) -> int:
         """`srt_getsockflag(opt)` for 64-bit options (SRTO_MAXBW)."""
         value = ctypes.c_int64(0)
-        check(lib.getsockflag(self._h("srt_getsockflag"), opt, value), _op(opt))
+        check(lib.getsockflag(self._h("srt_getsockflag"), opt, value), _op(opt, "srt_getsockflag"))
         return value.value
 
     def get_bytes(self, opt: SockOpt) -> bytes:
         """`srt_getsockflag(opt)` for string options (SRTO_STREAMID)."""
         rc, value = lib.getsockflag_bytes(self._h("srt_getsockflag"), opt)
-        check(rc, _op(opt))
+        check(rc, _op(opt, "srt_getsockflag"))
         return value
 
     def get_linger(self) -> int:
@@ -480,8 +480,8 @@ class SrtSocket:
         return nbytes
 
 
-def _op(opt: SockOpt) -> str:
-    return f"srt_sockflag({opt.name})"
+def _op(opt: SockOpt, call: str = "srt_setsockflag") -> str:
+    return f"{call}({opt.name})"
 
 
 # ---- asyncio-facing objects ------------------------------------------------------------------
