@@ -11,6 +11,7 @@ exception out of `feed`.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,34 @@ _TRACK_SUFFIX = {
     "eac3": ".eac3",
     "opus": ".opus",
 }
+
+
+#: Batches up to this many packets take the pure-Python path (numpy's fixed cost per call is
+#: larger than the work for a few packets, e.g. one 1316-byte SRT message).
+_SMALL_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """A packet of one PID that starts a PES and/or follows lost data, at `pos` in the PID's
+    kept packets of a batch; `row` orders the problems it causes."""
+
+    pos: int
+    row: float
+    pusi: bool
+    gap: bool
+    damaged: int
+    expected_cc: int
+    got_cc: int
+
+
+@dataclass(slots=True)
+class _Collected:
+    """One PID's kept packets of a small batch: payload views, events, packet rows."""
+
+    payloads: list[Any] = field(default_factory=list)
+    events: list[_Event] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -297,7 +326,10 @@ class TsImporter:
         self.stats.packets += n
         self._batch_problems = []
         try:
-            self._batch_rows(packets)
+            if n <= _SMALL_BATCH:
+                self._batch_small(packets)
+            else:
+                self._batch_rows(packets)
         finally:
             pending, self._batch_problems = self._batch_problems, None
             pending.sort(key=lambda item: item[:2])
@@ -330,6 +362,97 @@ class TsImporter:
                 self._row_override = None
         handled += self._es_segment(packets, cols, segment, n)
         self.stats.ignored_packets += n - handled
+
+    def _batch_small(self, packets: U8Array) -> None:
+        """`_batch_rows` for a few packets, in plain Python, with the same results: packets
+        are classified one by one in stream order, then each PID's are cut into PES."""
+        n = len(packets)
+        raw = packets.tobytes()
+        view = memoryview(raw)
+        collected: dict[_Stream, _Collected] = {}
+        handled = 0
+        segment = 0
+        streams = self._streams
+        for i in range(n):
+            at = i * PACKET_SIZE
+            b1 = raw[at + 1]
+            pid = ((b1 & 0x1F) << 8) | raw[at + 2]
+            if pid == 0 or pid == self._pmt_pid:
+                self._row = i
+                change = self._psi_packet(packets[i], pid)
+                handled += 1
+                if change is None:
+                    continue
+                self._flush_collected(collected)
+                if self._program is None:
+                    self._stash_rows(packets, segment, i)
+                segment = i
+                self._apply(change)
+                streams = self._streams
+                if self._stash and self._program is not None:
+                    self._row_override = i - 0.5
+                    self._replay_stash()
+                    self._row_override = None
+                continue
+            if self._program is None:
+                continue
+            st = streams.get(pid)
+            if st is None:
+                continue
+            handled += 1
+            b3 = raw[at + 3]
+            if b1 & 0x80:
+                self.stats.transport_errors += 1
+                st.pending_tei += 1
+                continue
+            if not b3 & 0x10:
+                continue
+            cc = b3 & 0x0F
+            prev = st.last_cc
+            st.last_cc = cc
+            damaged = st.pending_tei
+            if cc == prev and not damaged:
+                self.stats.duplicate_packets += 1
+                continue
+            st.pending_tei = 0
+            begin = 4
+            disc = False
+            if b3 & 0x20:
+                af_len = raw[at + 4]
+                begin = 5 + af_len
+                disc = af_len > 0 and raw[at + 5] & 0x80 != 0
+            gap = damaged > 0 or (prev >= 0 and cc != (prev + 1) & 0x0F and not disc)
+            pusi = b1 & 0x40 != 0
+            col = collected.get(st)
+            if col is None:
+                col = collected[st] = _Collected()
+            if pusi or gap:
+                event = _Event(len(col.payloads), i, pusi, gap, damaged, (prev + 1) & 0x0F, cc)
+                col.events.append(event)
+            col.payloads.append(view[at + begin : at + PACKET_SIZE] if begin < PACKET_SIZE else b"")
+            col.rows.append(i)
+        self._flush_collected(collected)
+        if self._program is None:
+            self._stash_rows(packets, segment, n)
+            handled = n
+        self.stats.ignored_packets += n - handled
+
+    def _flush_collected(self, collected: dict[_Stream, _Collected]) -> None:
+        for st, col in collected.items():
+            payloads = col.payloads
+
+            def take(a: int, b: int, st: _Stream = st, payloads: list[Any] = payloads) -> int:
+                if not st.active:
+                    return 0
+                added = 0
+                for payload in payloads[a:b]:
+                    if payload:
+                        st.pieces.append(payload)
+                        added += len(payload)
+                return added
+
+            self._assemble(st, len(payloads), col.events, take, col.rows.__getitem__)
+        collected.clear()
 
     def _psi_rows(self, pid: npt.NDArray[np.integer[Any]], start: int) -> list[int]:
         view = pid[start:]
@@ -464,6 +587,17 @@ class TsImporter:
         self._pid_list = list(self._streams)
         self._catalog_dirty = True
 
+    def _stash_rows(self, packets: U8Array, start: int, end: int) -> int:
+        """Keep rows [start, end) (at most the last `_STASH_PACKETS`) until the first PMT."""
+        if end <= start:
+            return 0
+        kept = packets[max(start, end - _STASH_PACKETS) : end].copy()
+        self._stash.append(kept)
+        self._stash_packets += len(kept)
+        while self._stash_packets - len(self._stash[0]) >= _STASH_PACKETS:
+            self._stash_packets -= len(self._stash.pop(0))
+        return end - start
+
     def _replay_stash(self) -> None:
         """The first PMT is in: import the packets that came before it (a file or a capture
         that starts just before a PMT loses nothing; a live join loses at most the stash)."""
@@ -480,12 +614,7 @@ class TsImporter:
         if end <= start:
             return 0
         if self._program is None:
-            kept = packets[max(start, end - _STASH_PACKETS) : end].copy()
-            self._stash.append(kept)
-            self._stash_packets += len(kept)
-            while self._stash_packets - len(self._stash[0]) >= _STASH_PACKETS:
-                self._stash_packets -= len(self._stash.pop(0))
-            return end - start
+            return self._stash_rows(packets, start, end)
         if not self._streams:
             return 0
         pid = cols.pid[start:end] if start or end < len(packets) else cols.pid
@@ -553,20 +682,20 @@ class TsImporter:
                 return
         start = np.where(has_af, af_len + 5, 4)
         pusi = (b1 & 0x40) != 0
-        events = np.flatnonzero(pusi | gap).tolist()
+        positions = np.flatnonzero(pusi | gap).tolist()
         specials = np.flatnonzero(start != 4).tolist()
         special_start = start[specials].tolist() if specials else []
         grid = packets[rows, 4:]
         flat = grid.data.cast("B")
-        m = len(rows)
         sp = 0  # index into specials of the next special packet >= the range start
 
-        def add(a: int, b: int) -> None:
+        def take(a: int, b: int) -> int:
+            """Append the payloads of kept packets [a, b) to the PES; return their size."""
             nonlocal sp
             while sp < len(specials) and specials[sp] < a:
                 sp += 1
             if not st.active:
-                return
+                return 0
             pieces = st.pieces
             cur = a
             added = 0
@@ -584,28 +713,62 @@ class TsImporter:
             if b > cur:
                 pieces.append(flat[cur * _PAYLOAD : b * _PAYLOAD])
                 added += (b - cur) * _PAYLOAD
+            return added
+
+        override = self._row_override
+
+        def row_of(i: int) -> float:
+            return int(rows[i]) if override is None else override
+
+        events = [
+            _Event(
+                pos=e,
+                row=row_of(e),
+                pusi=bool(pusi[e]),
+                gap=bool(gap[e]),
+                damaged=0 if damaged is None else int(damaged[e]),
+                expected_cc=(int(prev[e]) + 1) & 0x0F,
+                got_cc=int(cc[e]),
+            )
+            for e in positions
+        ]
+        self._assemble(st, len(rows), events, take, row_of)
+
+    def _assemble(
+        self,
+        st: _Stream,
+        count: int,
+        events: list[_Event],
+        take: Callable[[int, int], int],
+        row_of: Callable[[int], float],
+    ) -> None:
+        """Cut one PID's kept packets of a batch into PES: `count` packets, `events` where a
+        PES starts or data was lost, `take(a, b)` appends the payloads of packets [a, b) to the
+        open PES, `row_of(i)` gives packet i's row in the batch, to order problems."""
+
+        def add(a: int, b: int) -> None:
+            added = take(a, b)
+            if not st.active:
+                return
             st.size += added
             if not st.checked:
                 self._check_start(st)
             if st.total is not None and st.size >= st.total:
-                self._row = int(rows[b - 1]) if override is None else override
+                self._row = row_of(b - 1)
                 self._complete(st)
 
-        override = self._row_override
-        first = events[0] if events else m
+        first = events[0].pos if events else count
         if first:
             add(0, first)
-        gap_list = gap[events].tolist() if events else []
-        pusi_list = pusi[events].tolist() if events else []
-        for k, e in enumerate(events):
-            self._row = int(rows[e]) if override is None else override
-            nxt = events[k + 1] if k + 1 < len(events) else m
-            if gap_list[k]:
+        for k, event in enumerate(events):
+            self._row = event.row
+            nxt = events[k + 1].pos if k + 1 < len(events) else count
+            if event.gap:
                 dropped = self._gap(st)
-                if damaged is not None and damaged[e]:
+                if event.damaged:
                     self._problem(
                         TransportError(
-                            pid=st.pid, packets=int(damaged[e]), dropped_bytes=dropped,
+                            pid=st.pid, packets=event.damaged, dropped_bytes=dropped,
                             media=st.media,
                         )
                     )  # fmt: skip
@@ -614,13 +777,13 @@ class TsImporter:
                     self._problem(
                         ContinuityGap(
                             pid=st.pid,
-                            expected_cc=(int(prev[e]) + 1) & 0x0F,
-                            got_cc=int(cc[e]),
+                            expected_cc=event.expected_cc,
+                            got_cc=event.got_cc,
                             dropped_bytes=dropped,
                             media=st.media,
                         )
                     )
-            if pusi_list[k]:
+            if event.pusi:
                 if st.active:
                     self._complete(st)
                 st.active = True
@@ -628,7 +791,7 @@ class TsImporter:
                 st.size = 0
                 st.total = None
                 st.checked = False
-            add(e, nxt)
+            add(event.pos, nxt)
 
     def _check_start(self, st: _Stream) -> None:
         """Read PES_packet_length as soon as the first 6 bytes are in."""

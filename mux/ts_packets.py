@@ -98,18 +98,17 @@ class TsSync:
             count = (size - pos) // PACKET_SIZE
             if count == 0:
                 break
-            packets = np.frombuffer(buf, np.uint8, count * PACKET_SIZE, pos).reshape(
-                count, PACKET_SIZE
-            )
-            bad = np.flatnonzero(packets[:, 0] != SYNC_BYTE)
-            if bad.size:
-                good = int(bad[0])
-                if good:
-                    yield packets[:good]
+            # The sync bytes, one per packet: a C-level slice, then how many lead with 0x47.
+            syncs = buf[pos : pos + count * PACKET_SIZE : PACKET_SIZE]
+            good = count - len(syncs.lstrip(b"\x47"))
+            if good:
+                yield np.frombuffer(buf, np.uint8, good * PACKET_SIZE, pos).reshape(
+                    good, PACKET_SIZE
+                )
+            if good < count:
                 pos += good * PACKET_SIZE
                 self._locked = False
                 continue
-            yield packets
             pos += count * PACKET_SIZE
         self._tail = bytes(buf[pos:])
         self._tail_offset = base + pos
