@@ -280,3 +280,18 @@ def test_a_truncated_last_packet_is_dropped_at_finish(keep: int) -> None:
     result = run_import([b"".join(packets) + tail])
     assert len(result.frames("0.aac")) == 2
     assert result.importer.stats.skipped_bytes == keep
+
+
+def test_a_new_picture_size_republishes_the_catalog_as_a_new_group() -> None:
+    small = h264_units()[:15]  # 320x240
+    large = es_packets(FIXTURES / "h264_aac.ts", 0x100)[:60]  # 640x360, starts on a keyframe
+    mux = Muxer()
+    packets = mux.psi(pmt([Es(0x1B, VIDEO)]))
+    for i, unit in enumerate([*small, *large]):
+        packets += mux.packets(VIDEO, pes(0xE0, unit.data, pts=3000 * i, bounded=False))
+    result = run_import([b"".join(packets)])
+    sizes = [
+        (c.video["0.avc3"].coded_width, c.video["0.avc3"].coded_height) for c in result.catalogs
+    ]
+    assert sizes == [(320, 240), (640, 360)]
+    assert [len(g) for g in result.tracks["0.avc3"]] == [15, 60]
