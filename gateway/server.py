@@ -1024,6 +1024,10 @@ class _Sender:
             self._send(burst)
 
     def _send(self, burst: Burst) -> None:
+        # `burst.send_at_us` is the SRT source time the pacer chose (never in the future, at
+        # most half a latency in the past). `SrtConnection.send` has no srctime parameter
+        # (srt_sendmsg2 stamps the send time), so the payloads go out now, which is that
+        # instant or later; passing the stamp would let the receiver undo our jitter too.
         if self._skipping:
             self.skipped_bytes += burst.nbytes
             return

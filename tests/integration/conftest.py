@@ -22,7 +22,7 @@ import av
 import pytest
 
 from gateway import AuthHook, Server, ServerConfig, SessionRecord
-from model import Origin, StatsHandle
+from model import Origin, PublisherPolicy, StatsHandle
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "h264_aac.ts"
@@ -230,9 +230,10 @@ async def run_gateway(
     peer_idle_timeout_ms: int = 1500,
     latency_ms: int = 120,
     prefix: str = "",
+    publisher_policy: PublisherPolicy = PublisherPolicy.REJECT,
 ) -> AsyncIterator[Gateway]:
     """Serve SRT on a free 127.0.0.1 port until the block ends (then close and drain)."""
-    origin = Origin()
+    origin = Origin(publisher_policy=publisher_policy)
     stats = StatsHandle("test-node")
     records: list[SessionRecord] = []
     config = ServerConfig(
@@ -244,6 +245,7 @@ async def run_gateway(
         auth=auth,
         peer_idle_timeout_ms=peer_idle_timeout_ms,
         sinks=(records.append,),
+        publisher_policy=publisher_policy,
     )
     server = await Server.bind(config=config, origin=origin)
     server.with_stats(stats)
