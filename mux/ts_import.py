@@ -36,9 +36,7 @@ from mux.problems import (
     AudioResync,
     BadCodecData,
     BadPes,
-    BadSection,
     ContinuityGap,
-    ExtraPrograms,
     GroupTooLarge,
     Problem,
     StreamWithoutConfig,
@@ -46,8 +44,9 @@ from mux.problems import (
     TransportError,
     UnsupportedStream,
 )
-from mux.psi import Pmt, SectionAssembler, StreamKind, classify_stream, parse_pat, parse_pmt
+from mux.psi import Pmt, StreamKind, classify_stream
 from mux.ts_packets import PACKET_SIZE, PacketColumns, TsSync, U8Array
+from mux.ts_program import PmtMoved, ProgramTracker
 from mux.video import VideoFramer
 
 _PAYLOAD = PACKET_SIZE - 4
@@ -192,14 +191,7 @@ class TsImporter:
         )
         self._sync = TsSync()
         self._clock = PtsUnwrapper()
-        self._pat = SectionAssembler()
-        self._pat_cc = -1
-        self._pat_section = b""
-        self._pmt_pid: int | None = None
-        self._pmt: SectionAssembler | None = None
-        self._pmt_cc = -1
-        self._pmt_section = b""
-        self._program: Pmt | None = None
+        self._psi = ProgramTracker()
         self._streams: dict[int, _Stream] = {}
         self._stash: list[U8Array] = []
         self._stash_packets = 0
@@ -340,7 +332,8 @@ class TsImporter:
         n = len(packets)
         cols = PacketColumns.of(packets)
         pid = cols.pid
-        rows = self._psi_rows(pid, 0)
+        psi = self._psi
+        rows = psi.rows(pid, 0)
         handled = 0
         segment = 0
         i = 0
@@ -348,15 +341,18 @@ class TsImporter:
             row = rows[i]
             i += 1
             self._row = row
-            change = self._psi_packet(packets[row], int(pid[row]))
+            change = psi.packet(packets[row], int(pid[row]))
+            if psi.problems:
+                self._take_psi_problems()
             handled += 1
             if change is None:
                 continue
             handled += self._es_segment(packets, cols, segment, row)
             segment = row
-            if self._apply(change):
-                rows = rows[:i] + self._psi_rows(pid, row + 1)
-            if self._stash and self._program is not None:
+            self._apply(change)
+            if isinstance(change, PmtMoved):
+                rows = rows[:i] + psi.rows(pid, row + 1)
+            if self._stash and psi.program is not None:
                 self._row_override = row - 0.5  # all of the stash came before this PMT
                 self._replay_stash()
                 self._row_override = None
@@ -373,28 +369,31 @@ class TsImporter:
         handled = 0
         segment = 0
         streams = self._streams
+        psi = self._psi
         for i in range(n):
             at = i * PACKET_SIZE
             b1 = raw[at + 1]
             pid = ((b1 & 0x1F) << 8) | raw[at + 2]
-            if pid == 0 or pid == self._pmt_pid:
+            if pid == 0 or pid == psi.pmt_pid:
                 self._row = i
-                change = self._psi_packet(packets[i], pid)
+                change = psi.packet(packets[i], pid)
+                if psi.problems:
+                    self._take_psi_problems()
                 handled += 1
                 if change is None:
                     continue
                 self._flush_collected(collected)
-                if self._program is None:
+                if psi.program is None:
                     self._stash_rows(packets, segment, i)
                 segment = i
                 self._apply(change)
                 streams = self._streams
-                if self._stash and self._program is not None:
+                if self._stash and psi.program is not None:
                     self._row_override = i - 0.5
                     self._replay_stash()
                     self._row_override = None
                 continue
-            if self._program is None:
+            if psi.program is None:
                 continue
             st = streams.get(pid)
             if st is None:
@@ -432,7 +431,7 @@ class TsImporter:
             col.payloads.append(view[at + begin : at + PACKET_SIZE] if begin < PACKET_SIZE else b"")
             col.rows.append(i)
         self._flush_collected(collected)
-        if self._program is None:
+        if psi.program is None:
             self._stash_rows(packets, segment, n)
             handled = n
         self.stats.ignored_packets += n - handled
@@ -454,92 +453,21 @@ class TsImporter:
             self._assemble(st, len(payloads), col.events, take, col.rows.__getitem__)
         collected.clear()
 
-    def _psi_rows(self, pid: npt.NDArray[np.integer[Any]], start: int) -> list[int]:
-        view = pid[start:]
-        mask = view == 0
-        if self._pmt_pid is not None:
-            mask |= view == self._pmt_pid
-        return [int(r) + start for r in np.flatnonzero(mask)]
+    def _take_psi_problems(self) -> None:
+        for problem in self._psi.problems:
+            self._problem(problem)
+        self._psi.problems.clear()
 
-    def _psi_packet(self, packet: U8Array, pid: int) -> tuple[int, ...] | Pmt | None:
-        """Feed one PAT/PMT packet; return a new PAT program list or PMT to apply, if any."""
-        b1, b3 = int(packet[1]), int(packet[3])
-        if b1 & 0x80 or not b3 & 0x10:
-            return None
-        is_pat = pid == 0
-        asm = self._pat if is_pat else self._pmt
-        if asm is None:
-            return None
-        cc = b3 & 0x0F
-        last = self._pat_cc if is_pat else self._pmt_cc
-        if is_pat:
-            self._pat_cc = cc
-        else:
-            self._pmt_cc = cc
-        if cc == last:
-            return None
-        if last >= 0 and cc != (last + 1) & 0x0F:
-            asm.reset()
-        start = 4
-        if b3 & 0x20:
-            start = 5 + int(packet[4])
-        if start >= PACKET_SIZE:
-            return None
-        payload = packet[start:].tobytes()
-        try:
-            sections = asm.push(payload, bool(b1 & 0x40))
-        except Malformed as exc:
-            self._problem(BadSection(pid=pid, table="PAT" if is_pat else "PMT", reason=str(exc)))
-            return None
-        result: tuple[int, ...] | Pmt | None = None
-        for section in sections:
-            if section[0] != (0x00 if is_pat else 0x02):
-                continue
-            if section == (self._pat_section if is_pat else self._pmt_section):
-                continue
-            try:
-                if is_pat:
-                    entries = parse_pat(section)
-                    self._pat_section = section
-                    programs = tuple(e for e in entries if e.program_number != 0)
-                    if not programs:
-                        continue
-                    if len(programs) > 1:
-                        self._once(
-                            ("programs", tuple(p.program_number for p in programs)),
-                            ExtraPrograms(
-                                programs=tuple(p.program_number for p in programs),
-                                pmt_pid=programs[0].pid,
-                            ),
-                        )
-                    if programs[0].pid != self._pmt_pid:
-                        result = (programs[0].pid,)
-                else:
-                    pmt = parse_pmt(section)
-                    self._pmt_section = section
-                    if pmt != self._program:
-                        result = pmt
-            except Malformed as exc:
-                table = "PAT" if is_pat else "PMT"
-                self._problem(BadSection(pid=pid, table=table, reason=str(exc)))
-        return result
-
-    def _apply(self, change: tuple[int, ...] | Pmt) -> bool:
-        """Apply a PAT or PMT change; True if the set of PSI PIDs changed."""
-        if isinstance(change, tuple):
-            self._pmt_pid = change[0]
-            self._pmt = SectionAssembler()
-            self._pmt_cc = -1
-            self._pmt_section = b""
-            return True
-        self._set_program(change)
-        return False
+    def _apply(self, change: PmtMoved | Pmt) -> None:
+        """Make a PAT or PMT change current; a new PMT also updates the streams."""
+        self._psi.apply(change)
+        if isinstance(change, Pmt):
+            self._set_program(change)
 
     def _set_program(self, pmt: Pmt) -> None:
-        self._program = pmt
         wanted: dict[int, tuple[int, StreamKind]] = {}
         for es in pmt.streams:
-            if es.pid in wanted or es.pid < 0x10 or es.pid == 0x1FFF or es.pid == self._pmt_pid:
+            if es.pid in wanted or es.pid < 0x10 or es.pid == 0x1FFF or es.pid == self._psi.pmt_pid:
                 continue
             kind = classify_stream(es, pmt.descriptors)
             if kind.codec is None:
@@ -613,7 +541,7 @@ class TsImporter:
         """
         if end <= start:
             return 0
-        if self._program is None:
+        if self._psi.program is None:
             return self._stash_rows(packets, start, end)
         if not self._streams:
             return 0

@@ -295,3 +295,24 @@ def test_a_new_picture_size_republishes_the_catalog_as_a_new_group() -> None:
     ]
     assert sizes == [(320, 240), (640, 360)]
     assert [len(g) for g in result.tracks["0.avc3"]] == [15, 60]
+
+
+def test_a_dropped_importer_frees_its_broadcast_at_once() -> None:
+    # No reference cycles: a gateway dropping a finished ingest gives its cached frames back
+    # immediately, not at the next cyclic garbage collection.
+    import gc
+    import weakref
+
+    mux = Muxer()
+    data = b"".join(mux.psi(H264_AAC) + mux.packets(VIDEO, video_pes(0)))
+    gc.disable()
+    try:
+        broadcast = BroadcastProducer(pool=CachePool(None))
+        importer = TsImporter(broadcast)
+        importer.feed(data)
+        importer.finish()
+        refs = weakref.ref(importer), weakref.ref(broadcast)
+        del importer, broadcast
+        assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
