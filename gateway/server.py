@@ -136,6 +136,9 @@ class ServerConfig:
     - `node`: node id in records (None: the stats handle's node, else the host name).
     - `send_buffer_limit_bytes`: a viewer whose unsent SRT bytes exceed this is skipped ahead
       to the next keyframe (None: twice latency x `max_bitrate_bps`, at least 1 MB).
+    - `publish_cap_bps`: per-publisher input cap (TS bits per second, sustained; bursts of
+      `PUBLISH_BURST_S` at that rate are allowed); a publisher above it is disconnected with
+      `outcome="error"`. None: no cap.
     - `max_bitrate_bps`: sizes libsrt receive buffers (latency x rate); `maxbw_bytes_s` caps
       what libsrt sends per connection (None: libsrt's default).
     - `peer_idle_timeout_ms`: a silent peer is declared lost after this long.
@@ -157,6 +160,7 @@ class ServerConfig:
     sinks: Sequence[SessionSink] = ()
     node: str | None = None
     send_buffer_limit_bytes: int | None = None
+    publish_cap_bps: int | None = None
     max_bitrate_bps: int = 100_000_000
     maxbw_bytes_s: int | None = None
     peer_idle_timeout_ms: int = 5000
@@ -523,6 +527,31 @@ class Server:
         await self.aclose()
 
 
+PUBLISH_BURST_S: Final = 2.0
+"""Seconds of `publish_cap_bps` a publisher may send at once above the sustained rate."""
+
+
+class RateCap:
+    """A token bucket over received bytes: `rate_bps` bits per second sustained, with a burst
+    of `burst_s` seconds at that rate. Sans-I/O: the caller passes `now` (seconds)."""
+
+    def __init__(self, rate_bps: int, burst_s: float, now: float) -> None:
+        if rate_bps <= 0 or burst_s <= 0:
+            raise ValueError("rate_bps and burst_s must be positive")
+        self._rate_bytes_s = rate_bps / 8
+        self._capacity = self._rate_bytes_s * burst_s
+        self._tokens = self._capacity
+        self._at = now
+
+    def take(self, nbytes: int, now: float) -> bool:
+        """Account `nbytes` received at `now`; False once the publisher is over the cap."""
+        elapsed = max(0.0, now - self._at)
+        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate_bytes_s)
+        self._at = now
+        self._tokens -= nbytes
+        return self._tokens >= 0
+
+
 def _peer(peer: tuple[str, int]) -> str:
     host, port = peer[0], peer[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -732,6 +761,8 @@ class Publish(_Request):
             peer=_peer(self.peer),
         )
         importer = TsImporter(broadcast)
+        cap_bps = server.config.publish_cap_bps
+        cap = None if cap_bps is None else RateCap(cap_bps, PUBLISH_BURST_S, time.monotonic())
         ts_bytes = 0
         outcome: Outcome = "eof"
         error = ""
@@ -743,6 +774,9 @@ class Publish(_Request):
                     break
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
                 ts_bytes += len(data)
+                if cap is not None and not cap.take(len(data), time.monotonic()):
+                    outcome, error = "error", f"publisher above the {cap_bps} bit/s cap"
+                    break
                 importer.feed(data)
         except asyncio.CancelledError as exc:
             cancelled = exc

@@ -231,6 +231,7 @@ async def run_gateway(
     latency_ms: int = 120,
     prefix: str = "",
     publisher_policy: PublisherPolicy = PublisherPolicy.REJECT,
+    publish_cap_bps: int | None = None,
 ) -> AsyncIterator[Gateway]:
     """Serve SRT on a free 127.0.0.1 port until the block ends (then close and drain)."""
     origin = Origin(publisher_policy=publisher_policy)
@@ -246,6 +247,7 @@ async def run_gateway(
         peer_idle_timeout_ms=peer_idle_timeout_ms,
         sinks=(records.append,),
         publisher_policy=publisher_policy,
+        publish_cap_bps=publish_cap_bps,
     )
     server = await Server.bind(config=config, origin=origin)
     server.with_stats(stats)

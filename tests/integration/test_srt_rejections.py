@@ -143,3 +143,15 @@ async def test_request_for_a_missing_path_is_closed_after_the_timeout(
         records = await gw.wait_records(2, 10)
     assert [r.outcome for r in records] == ["timeout", "timeout"]
     assert all(r.frames == 0 and r.path == "live/none" for r in records)
+
+
+async def test_publisher_above_the_bitrate_cap_is_disconnected(procs: Procs) -> None:
+    # The fixture runs at about 580 kbit/s; the cap is a third of that.
+    async with run_gateway(publish_cap_bps=200_000) as gw:
+        publisher = procs.start("publish", ffmpeg_publish_argv(gw.port, "#!::r=live/fat"))
+        records = await gw.wait_records(1, 15)
+        assert await publisher.wait(15) != 0
+    assert records[0].outcome == "error"
+    assert "cap" in records[0].error
+    # Two seconds of burst plus the sustained rate, not the whole file.
+    assert 0 < records[0].ts_bytes < 300_000

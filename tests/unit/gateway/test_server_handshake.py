@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from gateway import AuthDecision, Server, ServerConfig
-from gateway.server import _Pending, _random_access, _Sender
+from gateway.server import RateCap, _Pending, _random_access, _Sender
 from gateway.srt import Accept, HandshakeInfo, Reject, SrtConnection, SrtListener, SrtReactor
 from gateway.streamid import StreamRequest
 from model import BroadcastProducer, Origin, PublisherPolicy
@@ -276,3 +276,19 @@ async def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
 def test_random_access_indicator_is_found_in_any_packet_of_a_chunk() -> None:
     assert _random_access(packet(0, fill=0) + packet(0x100, rai=True))
     assert not _random_access(packet(0x100) * 7)
+
+
+def test_rate_cap_allows_the_sustained_rate_and_a_burst() -> None:
+    cap = RateCap(8_000, burst_s=2.0, now=0.0)  # 1000 bytes/s, 2000-byte burst
+    assert cap.take(2000, 0.0)  # the whole burst at once
+    assert not cap.take(1, 0.0)
+    cap = RateCap(8_000, burst_s=2.0, now=0.0)
+    for second in range(1, 60):  # exactly the rate for a minute
+        assert cap.take(1000, float(second))
+
+
+def test_rate_cap_refuses_a_publisher_above_the_rate() -> None:
+    cap = RateCap(8_000, burst_s=2.0, now=0.0)
+    verdicts = [cap.take(1500, float(second)) for second in range(1, 10)]
+    # 1500 bytes/s against 1000/s with a 2000-byte bucket: 500 short per second.
+    assert verdicts[:3] == [True, True, False]
