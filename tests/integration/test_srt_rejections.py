@@ -155,3 +155,21 @@ async def test_publisher_above_the_bitrate_cap_is_disconnected(procs: Procs) -> 
     assert "cap" in records[0].error
     # Two seconds of burst plus the sustained rate, not the whole file.
     assert 0 < records[0].ts_bytes < 300_000
+
+
+async def test_viewer_hanging_up_while_waiting_for_its_broadcast_is_noticed(
+    client: SrtReactor,
+) -> None:
+    async with run_gateway(request_timeout_s=30) as gw:
+        async with asyncio.timeout(10):
+            conn = await client.connect(
+                HOST, gw.port, SrtOptions(stream_id="#!::r=live/later,m=request")
+            )
+        await asyncio.sleep(0.3)
+        conn.close()
+        loop = asyncio.get_running_loop()
+        hung_up = loop.time()
+        records = await gw.wait_records(1, 10)
+        assert loop.time() - hung_up < 5  # not the 30 s request timeout
+    assert records[0].outcome == "eof"
+    assert "left" in records[0].error
