@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -145,3 +145,49 @@ async def test_closing_the_server_ends_every_session_with_a_record(client: SrtRe
         finally:
             publisher.close()
             viewer.close()
+
+
+async def test_embedder_loop_accepts_into_its_own_path_and_rejects_after_the_handshake(
+    client: SrtReactor,
+) -> None:
+    origin = Origin()
+    stats = StatsHandle("loop")
+    results: list[SessionRecord] = []
+    async with await Server.bind((HOST, 0), latency_ms=80, prefix="live") as server:
+        server.with_stats(stats)
+
+        async def embedder() -> None:
+            async with asyncio.TaskGroup() as tasks:
+                async for request in server:
+                    assert request.path == "live/" + request.resource
+                    if request.user == "banned":
+                        request.reject(1403)
+                        continue
+                    target = f"tenant-a/{request.resource}"
+                    tasks.create_task(_collect(request.accept(origin, target), results))
+
+        loop_task = asyncio.create_task(embedder())
+        try:
+            async with asyncio.timeout(10):
+                banned = await client.connect(
+                    HOST, server.port, SrtOptions(stream_id="#!::r=cam,m=request,u=banned")
+                )
+                assert await banned.recv_batch() == []  # closed right after the handshake
+                banned.close()
+                publisher = await client.connect(
+                    HOST, server.port, SrtOptions(stream_id="#!::r=cam,m=publish")
+                )
+                await poll_until(lambda: origin.is_live("tenant-a/cam"), 5)
+            publisher.close()
+            await poll_until(lambda: len(results) == 1, 10)
+        finally:
+            await server.aclose()
+            async with asyncio.timeout(10):
+                await asyncio.gather(loop_task, return_exceptions=True)
+    assert results[0].path == "tenant-a/cam"
+    assert results[0].role == "ingress"
+    assert [e.path for e in stats.snapshot()] == ["tenant-a/cam"]
+
+
+async def _collect(record: Awaitable[SessionRecord], into: list[SessionRecord]) -> None:
+    into.append(await record)
