@@ -47,6 +47,7 @@ from gateway.srt import (
     SrtListener,
     SrtOptions,
     SrtReactor,
+    srt_now_us,
 )
 from gateway.streamid import (
     Mode,
@@ -1058,10 +1059,9 @@ class _Sender:
             self._send(burst)
 
     def _send(self, burst: Burst) -> None:
-        # `burst.send_at_us` is the SRT source time the pacer chose (never in the future, at
-        # most half a latency in the past). `SrtConnection.send` has no srctime parameter
-        # (srt_sendmsg2 stamps the send time), so the payloads go out now, which is that
-        # instant or later; passing the stamp would let the receiver undo our jitter too.
+        # `burst.send_at_us` is the SRT source time the pacer chose on libsrt's clock (never in
+        # the future, at most half a latency in the past): the receiver's TSBPD plays each
+        # payload out at that time plus the latency, which undoes our pipeline's bunching.
         if self._skipping:
             self.skipped_bytes += burst.nbytes
             return
@@ -1069,7 +1069,7 @@ class _Sender:
             self._skip(burst.nbytes)
             return
         for i, payload in enumerate(burst.payloads):
-            if not self._conn.send(payload):
+            if not self._conn.send(payload, srctime_us=burst.send_at_us):
                 self._skip(sum(len(p) for p in burst.payloads[i:]))
                 return
             self.sent_bytes += len(payload)
@@ -1094,7 +1094,8 @@ class _Sender:
 
 
 def _now_us() -> int:
-    return time.monotonic_ns() // 1000
+    # libsrt's own clock: the pacer's instants become SRT source times (srctime).
+    return srt_now_us()
 
 
 async def run(

@@ -26,6 +26,7 @@ from gateway.srt.sockets import (
     SrtOptions,
     SrtSocket,
     open_socket_count,
+    srt_now_us,
 )
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "check",
     "open_socket_count",
     "set_libsrt_log_level",
+    "srt_now_us",
 ]

@@ -350,6 +350,8 @@ _PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     ),
     # int srt_recvmsg(SRTSOCKET u, char* buf, int len);
     "srt_recvmsg": (ctypes.c_int, (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int)),
+    # int64_t srt_time_now(void);
+    "srt_time_now": (ctypes.c_int64, ()),
     # void srt_msgctrl_init(SRT_MSGCTRL* mctrl);
     "srt_msgctrl_init": (None, (ctypes.POINTER(SrtMsgCtrl),)),
     # const char* srt_getlasterror_str(void); int srt_getlasterror(int* errno_loc);
@@ -612,9 +614,19 @@ def getsockflag_bytes(u: int, opt: int, size: int = 513) -> tuple[int, bytes]:
     return rc, buf.raw[: max(optlen.value, 0)] if rc >= 0 else b""
 
 
-def sendmsg2(u: int, data: bytes) -> int:
-    """`srt_sendmsg2(u, data, len, NULL)`: bytes queued, or -1 (SRT_EASYNCSND when full)."""
-    return int(_l().srt_sendmsg2(u, data, len(data), None))
+def sendmsg2(u: int, data: bytes, mctrl: SrtMsgCtrl | None = None) -> int:
+    """`srt_sendmsg2(u, data, len, mctrl)`: bytes queued, or -1 (SRT_EASYNCSND when full).
+
+    `mctrl` (None = libsrt's defaults) carries the source time in `srctime`.
+    """
+    return int(
+        _l().srt_sendmsg2(u, data, len(data), None if mctrl is None else ctypes.byref(mctrl))
+    )
+
+
+def time_now() -> int:
+    """`srt_time_now()`: libsrt's steady clock in microseconds, the domain of `srctime`."""
+    return int(_l().srt_time_now())
 
 
 def recvmsg(u: int, buf: ctypes.Array[ctypes.c_char], size: int) -> int:

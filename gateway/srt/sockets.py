@@ -42,6 +42,7 @@ __all__ = [
     "SrtOptions",
     "SrtSocket",
     "open_socket_count",
+    "srt_now_us",
 ]
 
 #: libsrt sizes its receive buffer in units of MSS - 28 (UDP/IP header) bytes (1472 at MSS 1500):
@@ -54,6 +55,11 @@ MAX_PAYLOAD_BYTES: Final = 1456
 MAX_STREAM_ID_CHARS: Final = 512
 #: Large enough for sockaddr_in6 (28 bytes); libsrt never writes more than sockaddr_storage.
 SOCKADDR_BUF_BYTES: Final = 128
+
+
+def srt_now_us() -> int:
+    """libsrt's steady clock now, in microseconds (`srt_time_now()`): the clock of `srctime_us`."""
+    return lib.time_now()
 
 
 # ---- values ----------------------------------------------------------------------------------
@@ -294,11 +300,12 @@ class SrtSocket:
     `close()` they raise SrtError(SRT_EINVSOCK).
     """
 
-    __slots__ = ("__weakref__", "_finalizer", "_handle")
+    __slots__ = ("__weakref__", "_finalizer", "_handle", "_mctrl")
 
     def __init__(self, handle: int) -> None:
         """Take ownership of `handle` (from srt_create_socket or srt_accept)."""
         self._handle = handle
+        self._mctrl: lib.SrtMsgCtrl | None = None  # reused by send(srctime_us=...)
         _count("opened")
         self._finalizer = weakref.finalize(self, _finalize_socket, handle)
         # At interpreter exit srt_cleanup (reactor.py) closes what is left; no warning then.
@@ -451,16 +458,28 @@ class SrtSocket:
 
     # -- data
 
-    def send(self, payload: bytes | bytearray | memoryview) -> bool:
+    def send(
+        self, payload: bytes | bytearray | memoryview, *, srctime_us: int | None = None
+    ) -> bool:
         """`srt_sendmsg2()` one message without blocking.
 
-        True when queued; False when the send buffer is full (SRT_EASYNCSND, nothing sent).
-        Raises SrtConnectionLost once the connection broke, SrtError (e.g. SRT_ELARGEMSG for
-        a payload over `payload_size`) otherwise.
+        `srctime_us` is the message's SRT source time on libsrt's clock (`srt_now_us()`,
+        microseconds; never in the future): the receiver's TSBPD plays it out at that time plus
+        the latency. None stamps it with the send time. True when queued; False when the send
+        buffer is full (SRT_EASYNCSND, nothing sent). Raises SrtConnectionLost once the
+        connection broke, SrtError (e.g. SRT_ELARGEMSG for a payload over `payload_size`)
+        otherwise.
         """
         if not isinstance(payload, bytes):  # bytearray / memoryview: ctypes wants bytes
             payload = bytes(payload)
-        if lib.sendmsg2(self._h("srt_sendmsg2"), payload) >= 0:
+        mctrl = None
+        if srctime_us is not None:
+            mctrl = self._mctrl
+            if mctrl is None:
+                mctrl = self._mctrl = lib.SrtMsgCtrl()
+                lib.msgctrl_init(mctrl)
+            mctrl.srctime = srctime_us
+        if lib.sendmsg2(self._h("srt_sendmsg2"), payload, mctrl) >= 0:
             return True
         exc = error_from_last("srt_sendmsg2")
         if exc.code == SrtErrno.SRT_EASYNCSND:
@@ -596,16 +615,19 @@ class SrtConnection:
             finally:
                 self._waiter = None
 
-    def send(self, payload: bytes | bytearray | memoryview) -> bool:
+    def send(
+        self, payload: bytes | bytearray | memoryview, *, srctime_us: int | None = None
+    ) -> bool:
         """Queue one message (`srt_sendmsg2`, non-blocking): at most `payload_size` bytes.
 
-        True when queued; False when libsrt's send buffer is full (nothing was sent: retry
-        later or skip). Raises SrtConnectionLost when the connection broke, SrtError after
-        close() or for an oversized payload.
+        `srctime_us`: SRT source time on libsrt's clock (`srt_now_us()`, never in the future);
+        None = now. True when queued; False when libsrt's send buffer is full (nothing was
+        sent: retry later or skip). Raises SrtConnectionLost when the connection broke,
+        SrtError after close() or for an oversized payload.
         """
         if self._closed:
             raise SrtError(SrtErrno.SRT_ESCLOSED, "connection is closed", op="srt_sendmsg2")
-        return self._sock.send(payload)
+        return self._sock.send(payload, srctime_us=srctime_us)
 
     def send_buffer_bytes(self) -> int:
         """Bytes sent but not yet acknowledged by the peer (`srt_getsndbuffer`); 0 once closed."""

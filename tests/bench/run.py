@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve string annotations through it
         spec.loader.exec_module(module)
         print(f"== {name}", flush=True)
         started = time.perf_counter()

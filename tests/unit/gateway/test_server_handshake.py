@@ -11,7 +11,15 @@ import pytest
 
 from gateway import AuthDecision, Server, ServerConfig
 from gateway.server import RateCap, _Pending, _random_access, _Sender
-from gateway.srt import Accept, HandshakeInfo, Reject, SrtConnection, SrtListener, SrtReactor
+from gateway.srt import (
+    Accept,
+    HandshakeInfo,
+    Reject,
+    SrtConnection,
+    SrtListener,
+    SrtReactor,
+    srt_now_us,
+)
 from gateway.streamid import StreamRequest
 from model import BroadcastProducer, Origin, PublisherPolicy
 from mux.export import TsChunk
@@ -183,12 +191,14 @@ class FakeConn:
     capacity: int = 1 << 30  # payloads accepted before send() says "full"
     unacked: int = 0
     sent: list[bytes] = field(default_factory=list)
+    srctimes: list[int | None] = field(default_factory=list)
     ended: bool = False
 
-    def send(self, payload: bytes) -> bool:
+    def send(self, payload: bytes, *, srctime_us: int | None = None) -> bool:
         if len(self.sent) >= self.capacity:
             return False
         self.sent.append(payload)
+        self.srctimes.append(srctime_us)
         return True
 
     def send_buffer_bytes(self) -> int:
@@ -218,6 +228,11 @@ async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> No
     assert all(len(p) % 188 == 0 and len(p) <= 1316 for p in conn.sent)
     assert s.sent_bytes == sum(len(c.data) for c in frames)
     assert s.ended_by_source
+    # every payload carries an SRT source time on libsrt's clock, never in the future, in order
+    stamps = [t for t in conn.srctimes if t is not None]
+    assert len(stamps) == len(conn.sent)
+    assert stamps == sorted(stamps)
+    assert stamps[-1] <= srt_now_us()
 
 
 async def test_sender_reraises_the_source_error_after_sending_what_it_had() -> None:
