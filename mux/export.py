@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
+from mux.aac import SAMPLE_RATES
 from mux.catalog import AudioConfig, Catalog, VideoConfig
 from mux.container import decode_frame
 from mux.errors import Malformed
@@ -76,21 +77,6 @@ _HELD_FRAMES = 128
 _H264_AUD = b"\x00\x00\x00\x01\x09\xf0"
 _H265_AUD = b"\x00\x00\x00\x01\x46\x01\x50"
 _START_CODE = b"\x00\x00\x00\x01"
-_AAC_SAMPLE_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
 
 
 class TsChunk(NamedTuple):
@@ -812,9 +798,9 @@ def _sampling_index(bits: _Bits) -> int:
     index = bits.read(4)
     if index == 15:
         rate = bits.read(24)
-        if rate not in _AAC_SAMPLE_RATES:
+        if rate not in SAMPLE_RATES:
             raise Malformed(f"sample rate {rate} Hz has no ADTS sampling index")
-        index = _AAC_SAMPLE_RATES.index(rate)
+        index = SAMPLE_RATES.index(rate)
     return index
 
 
@@ -853,8 +839,8 @@ def adts_fields_from_params(aot: int, sample_rate: int, channels: int) -> tuple[
         aot, sample_rate = 2, sample_rate // 2
     if not 1 <= aot <= 4:
         raise ValueError(f"audio object type {aot} cannot be carried in ADTS")
-    if sample_rate not in _AAC_SAMPLE_RATES:
+    if sample_rate not in SAMPLE_RATES:
         raise ValueError(f"sample rate {sample_rate} Hz has no ADTS sampling index")
     if not 1 <= channels <= 8:
         raise ValueError(f"{channels} channels have no AAC channel configuration")
-    return aot - 1, _AAC_SAMPLE_RATES.index(sample_rate), 7 if channels == 8 else channels
+    return aot - 1, SAMPLE_RATES.index(sample_rate), 7 if channels == 8 else channels
