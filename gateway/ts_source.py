@@ -2,8 +2,8 @@
 
 `export_broadcast(consumer)` is an async generator. Inside it, one task reads the
 `catalog.json` track and one task per exported media track reads groups into a small bounded
-buffer; the generator itself merges those buffers by timestamp, feeds `TsExporter` and yields
-its chunks. All tasks live in a `TaskGroup` scoped to the generator: closing the generator
+buffer; the generator itself merges those buffers in arrival order, feeds `TsExporter` and
+yields its chunks. All tasks live in a `TaskGroup` scoped to the generator: closing the generator
 (`aclose()`, or leaving `async for`) or cancelling its consumer cancels them. The tasks never
 raise into the group (that would cancel whatever task iterates the generator); they hand
 their error to the generator, which raises it.
@@ -12,7 +12,6 @@ their error to the generator, which raises it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -42,11 +41,10 @@ class _Source:
     """One media track: its reader task fills `buffer`, the merge drains it."""
 
     name: str
-    #: (merge key µs, legacy frame, first frame of its group, arrival time on the loop clock)
-    buffer: deque[tuple[int, bytes, bool, float]] = field(default_factory=deque)
+    #: (arrival tick, merge key µs, legacy frame, first frame of its group)
+    buffer: deque[tuple[int, int, bytes, bool]] = field(default_factory=deque)
     #: Highest timestamp this track delivered, the merge key of its frames (monotonic).
     last_key_us: int = -1
-    last_arrival: float = 0.0
     done: bool = False
     space: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -57,6 +55,8 @@ class _Merge:
 
     def __init__(self, latency_s: float) -> None:
         self.latency_s = latency_s
+        #: Counts the generator's turns; a frame is stamped with the tick it arrived in.
+        self.tick = 0
         self.sources: dict[str, _Source] = {}
         self.catalogs: deque[Catalog] = deque()
         self.catalog_done = False
@@ -68,30 +68,23 @@ class _Merge:
             self.error = exc
         self.changed.set()
 
-    def pick(self, now: float) -> tuple[_Source | None, float | None]:
-        """Return (the source whose head frame goes next, None) or (None, seconds to wait).
+    def pick(self) -> _Source | None:
+        """Return the source whose head frame goes next, or None when nothing is buffered.
 
-        The head with the lowest key goes once every other live track either has a frame
-        buffered, has already delivered past that key, or has been silent for `latency_s`;
-        and in any case once the head itself has waited `latency_s`.
+        Frames go in arrival order, never held: the tracks of a broadcast are written by one
+        importer in the publisher's own mux order, so the order frames reach the readers is the
+        publisher's interleave (ffmpeg writes a burst of audio after the video it belongs to;
+        holding video for it only adds delay). Frames that arrived in the same tick (while the
+        generator was away) go by timestamp, the earliest first.
         """
         best: _Source | None = None
+        best_at = (0, 0)
         for source in self.sources.values():
-            if source.buffer and (best is None or source.buffer[0][0] < best.buffer[0][0]):
-                best = source
-        if best is None:
-            return None, None
-        key, _, _, arrived = best.buffer[0]
-        deadline = arrived + self.latency_s
-        if now >= deadline:
-            return best, None
-        for source in self.sources.values():
-            if source is best or source.buffer or source.done or source.last_key_us >= key:
-                continue
-            silent_until = source.last_arrival + self.latency_s
-            if now < silent_until:
-                return None, min(deadline, silent_until) - now
-        return best, None
+            if source.buffer:
+                tick, key, _, _ = source.buffer[0]
+                if best is None or (tick, key) < best_at:
+                    best, best_at = source, (tick, key)
+        return best
 
     def finished(self) -> bool:
         return self.catalog_done and all(s.done and not s.buffer for s in self.sources.values())
@@ -107,9 +100,10 @@ async def export_broadcast(
 
     Subscribes to `catalog.json` (waiting for it to appear), then to every media track the
     exporter supports, each from its latest group (so a late joiner starts at the current GOP).
-    Tracks are merged by timestamp with a bounded hold: a frame waits for the other tracks at
-    most `latency_ms`, and a track silent for `latency_ms` is not waited for. A group that makes
-    no progress for `latency_ms` while a newer one exists is abandoned (a stalled upstream).
+    Tracks are merged in arrival order, with no hold: a frame is exported as soon as it is read
+    (frames read together go by timestamp), so a silent or lagging track never delays the
+    others. A group that makes no progress for `latency_ms` while a newer one exists is
+    abandoned (a stalled upstream).
     Memory is bounded (a few hundred frames per track); the producer is never held back.
 
     Ends after the broadcast finishes and everything buffered was exported; raises the
@@ -118,7 +112,6 @@ async def export_broadcast(
     when stopping early: that cancels its tasks.
     """
     exporter = exporter if exporter is not None else TsExporter()
-    loop = asyncio.get_running_loop()
     merge = _Merge(latency_ms / 1000)
     failure: BaseException | None = None
     closed = False
@@ -137,7 +130,7 @@ async def export_broadcast(
                 except NotFound:
                     _log.warning("export.track_missing", track=name)
                     continue
-                source = _Source(name, last_arrival=loop.time())
+                source = _Source(name)
                 merge.sources[name] = source
                 source.task = tasks.create_task(
                     _read_track(track, source, merge), name=f"export:{name}"
@@ -174,9 +167,10 @@ async def export_broadcast(
                     sync_sources()
                     log_problems()
                     continue
-                source, wait_s = merge.pick(loop.time())
+                merge.tick += 1  # frames that arrive while this turn is away come after it
+                source = merge.pick()
                 if source is not None:
-                    _, frame, keyframe, _ = source.buffer.popleft()
+                    _, _, frame, keyframe = source.buffer.popleft()
                     source.space.set()
                     chunks = exporter.push(source.name, frame, keyframe=keyframe)
                     log_problems()
@@ -187,12 +181,7 @@ async def export_broadcast(
                     for chunk in exporter.flush():
                         yield chunk
                     break
-                if wait_s is None:
-                    await merge.changed.wait()
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(wait_s):
-                            await merge.changed.wait()
+                await merge.changed.wait()
             failure = merge.error
         except GeneratorExit:
             closed = True
@@ -250,7 +239,6 @@ async def _read_catalog(consumer: BroadcastConsumer, merge: _Merge) -> None:
 
 async def _read_track(track: TrackConsumer, source: _Source, merge: _Merge) -> None:
     """Copy one track's frames into `source.buffer`, group by group, until the track ends."""
-    loop = asyncio.get_running_loop()
     latency_s = merge.latency_s
     try:
         while (group := await track.next_group()) is not None:
@@ -281,10 +269,8 @@ async def _read_track(track: TrackConsumer, source: _Source, merge: _Merge) -> N
                     while len(source.buffer) >= _BUFFER_FRAMES:
                         source.space.clear()
                         await source.space.wait()
-                    now = loop.time()
-                    source.last_arrival = now
                     source.last_key_us = key
-                    source.buffer.append((key, frame, first, now))
+                    source.buffer.append((merge.tick, key, frame, first))
                     first = False
                     merge.changed.set()
     except asyncio.CancelledError:

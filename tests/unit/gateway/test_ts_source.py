@@ -366,3 +366,80 @@ async def test_unsupported_tracks_are_logged_and_the_rest_exported() -> None:
     assert decoded.errors == []
     assert decoded.video_frames == 0
     assert decoded.audio_frames == len(audio.frames)
+
+
+async def test_video_goes_out_at_once_while_audio_lags_behind_in_bursts() -> None:
+    """ffmpeg writes audio in bursts after the video it belongs to: video is not held for it."""
+    video, audio = media()
+    broadcast = BroadcastProducer()
+    writer = Writer(broadcast, [video, audio])
+    got: list[TsChunk] = []
+    arrived = asyncio.Event()
+    latency_ms = 500  # the old merge held each video frame up to this long for audio
+
+    async def consume() -> None:
+        async for chunk in export_broadcast(broadcast.consume(), latency_ms=latency_ms):
+            got.append(chunk)
+            arrived.set()
+
+    pushes = interleave([video, audio])
+    video_pushes = [p for p in pushes if p.track == video.name]
+    audio_pushes = [p for p in pushes if p.track == audio.name]
+    waits: list[float] = []
+    async with asyncio.timeout(BOUND_S):
+        reader = asyncio.create_task(consume())
+        await settle()
+        loop = asyncio.get_running_loop()
+        for i, push in enumerate(video_pushes):
+            if i % 5 == 4:  # a burst of the audio up to ~150 ms behind this video frame
+                cut = push.source.dts_us - 150_000
+                while audio_pushes and audio_pushes[0].source.dts_us < cut:
+                    writer.write(audio_pushes.pop(0))
+            arrived.clear()
+            writer.write(push)
+            started = loop.time()
+            await arrived.wait()
+            waits.append(loop.time() - started)
+        for push in audio_pushes:
+            writer.write(push)
+        writer.finish()
+        await reader
+    assert max(waits) < latency_ms / 1000 / 5
+    decoded = decode_ts(ts_of(got))
+    assert decoded.errors == []
+    assert decoded.video_frames == len(video.frames)
+    assert decoded.first_video_key is True
+    assert decoded.audio_frames > len(audio.frames) * 0.9  # all but audio before the keyframe
+
+
+async def test_frames_read_together_go_out_by_timestamp() -> None:
+    """Whatever piled up while the generator was away is merged by timestamp across tracks."""
+    video, audio = media()
+    broadcast = BroadcastProducer()
+    writer = Writer(broadcast, [video, audio])
+    pushes = interleave([video, audio])
+    async with asyncio.timeout(BOUND_S):
+        reader = asyncio.create_task(collect(broadcast.consume()))
+        await settle()
+        # one track after the other, in one go: the merge restores the interleave
+        for track in (video.name, audio.name):
+            for push in pushes:
+                if push.track == track and push.source.dts_us < video.frames[0].dts_us + 2e6:
+                    writer.write(push)
+        writer.finish()
+        chunks = await reader
+    packets = parse_packets(ts_of(chunks))
+    starts = [(p.index, p.pid) for p in packets if p.pusi and p.pid in (0x100, 0x101)]
+    assert {pid for _, pid in starts} == {0x100, 0x101}
+    by_pid = {pid: iter(pes_units(packets, pid)) for pid in (0x100, 0x101)}
+    keys: list[int] = []
+    last = {0x100: -1, 0x101: -1}
+    for _, pid in starts:
+        pes = next(by_pid[pid])
+        assert pes.pts_90k is not None
+        last[pid] = max(last[pid], pes.pts_90k)
+        keys.append(last[pid])
+    # the exporter writes the audio it held for the start keyframe right after that keyframe
+    second_video = [pid for _, pid in starts].index(0x100, 1)
+    assert len(keys) - second_video > 100
+    assert keys[second_video:] == sorted(keys[second_video:])
