@@ -20,20 +20,20 @@ Rules (moq-srt `serve_subscribe`, reference section 3.5):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, NamedTuple
 
 TS_PACKET_BYTES: Final = 188
 DEFAULT_PAYLOAD_BYTES: Final = 7 * TS_PACKET_BYTES  # 1316, the SRT live-mode norm
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Burst:
+class Burst(NamedTuple):
     """SRT payloads that share one send instant, in send order.
 
     `send_at_us` is the SRT source time for every payload (microseconds, the clock `now_us` was
     read from); `media_ts_us` is the media timestamp that produced it; each payload is a whole
-    number of TS packets, at most the pacer's `payload_bytes`.
+    number of TS packets, at most the pacer's `payload_bytes`. A named tuple, not a frozen
+    dataclass: the sender makes one per instant of every viewer, and a tuple is cheaper to build.
     """
 
     send_at_us: int
@@ -97,38 +97,79 @@ class Pacer:
         out at once; a partial one waits for more bytes at the same instant, and is returned
         first (at its own instant) when the instant changes.
         """
-        if len(data) % TS_PACKET_BYTES:
-            raise ValueError("TS chunk is not a multiple of 188 bytes")
+        return self.push_many(((data, media_ts_us),), now_us)
+
+    def push_many(self, chunks: Iterable[tuple[bytes, int]], now_us: int) -> list[Burst]:
+        """`push` every `(data, media_ts_us)` of `chunks` at one wall time `now_us`, in one pass.
+
+        The payloads and their instants are exactly those of pushing the chunks one by one;
+        chunks sharing an instant are joined once and cut into payloads, so a run of them makes
+        one `Burst` (not one per chunk). Raises ValueError, before queuing anything of that
+        chunk, for a chunk that is not whole TS packets.
+        """
         out: list[Burst] = []
-        if self._last_ts_us is not None and media_ts_us == self._last_ts_us:
-            instant = self._pending_at_us
-        else:
-            instant = self.stamp(media_ts_us, now_us)
-            self._last_ts_us = media_ts_us
-        if self._pending and instant != self._pending_at_us:
-            flushed = self.flush()
-            if flushed is not None:
-                out.append(flushed)
-        self._pending_at_us = instant
-        self._pending_ts_us = media_ts_us
-        self._pending += data
-        size = self.payload_bytes
-        full = len(self._pending) // size * size
-        if full:
-            payloads = tuple(bytes(self._pending[i : i + size]) for i in range(0, full, size))
-            del self._pending[:full]
-            out.append(Burst(send_at_us=instant, media_ts_us=media_ts_us, payloads=payloads))
+        parts: list[bytes] = []
+        at_us = self._pending_at_us
+        at_ts_us = self._pending_ts_us
+        last_ts_us = self._last_ts_us
+        try:
+            for data, media_ts_us in chunks:
+                if len(data) % TS_PACKET_BYTES:
+                    raise ValueError("TS chunk is not a multiple of 188 bytes")
+                if media_ts_us == last_ts_us:
+                    instant = at_us
+                else:
+                    instant = self.stamp(media_ts_us, now_us)
+                    last_ts_us = media_ts_us
+                if instant != at_us and (parts or self._pending):
+                    self._cut(parts, at_us, at_ts_us, out, keep_partial=False)
+                    parts = []
+                at_us = instant
+                at_ts_us = media_ts_us
+                parts.append(data)
+        finally:
+            self._last_ts_us = last_ts_us
+            self._pending_at_us = at_us
+            self._pending_ts_us = at_ts_us
+            if parts:
+                self._cut(parts, at_us, at_ts_us, out, keep_partial=True)
         return out
+
+    def _cut(
+        self, parts: list[bytes], at_us: int, ts_us: int, out: list[Burst], *, keep_partial: bool
+    ) -> None:
+        """Join the pending bytes and `parts`, append their payloads at `at_us` to `out`; the
+        trailing partial payload stays pending when `keep_partial`."""
+        pending = self._pending
+        if pending:
+            for part in parts:
+                pending += part
+            buf = bytes(pending)
+            pending.clear()
+        elif len(parts) == 1:
+            buf = parts[0]
+        else:
+            buf = b"".join(parts)
+        size = self.payload_bytes
+        end = len(buf)
+        if keep_partial:
+            full = end - end % size
+            if full < end:
+                pending += buf[full:]
+            end = full
+        if not end:
+            return
+        if end == len(buf) and end <= size:
+            payloads: tuple[bytes, ...] = (buf,)
+        else:
+            payloads = tuple(buf[i : min(i + size, end)] for i in range(0, end, size))
+        out.append(Burst(at_us, ts_us, payloads))
 
     def flush(self) -> Burst | None:
         """Return the partial payload waiting for more bytes at its instant, or None."""
         if not self._pending:
             return None
-        burst = Burst(
-            send_at_us=self._pending_at_us,
-            media_ts_us=self._pending_ts_us,
-            payloads=(bytes(self._pending),),
-        )
+        burst = Burst(self._pending_at_us, self._pending_ts_us, (bytes(self._pending),))
         self._pending.clear()
         return burst
 

@@ -20,15 +20,14 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Final, Self
 
 import structlog
 
-from gateway.pacer import Burst, Pacer
+from gateway.egress import Sender
 from gateway.session import (
     LinkFigures,
     Outcome,
@@ -47,7 +46,6 @@ from gateway.srt import (
     SrtListener,
     SrtOptions,
     SrtReactor,
-    srt_now_us,
 )
 from gateway.streamid import (
     Mode,
@@ -68,7 +66,6 @@ from model import (
     normalize_path,
 )
 from mux import TsImporter
-from mux.export import TsChunk
 
 __all__ = [
     "AuthDecision",
@@ -169,6 +166,12 @@ class ServerConfig:
     auth_timeout_s: float = 1.5
     claim_timeout_s: float = 2.0
     drain_timeout_s: float = 2.0
+
+    def send_buffer_limit(self) -> int:
+        """`send_buffer_limit_bytes`, or its default when None (bytes)."""
+        if self.send_buffer_limit_bytes is not None:
+            return self.send_buffer_limit_bytes
+        return max(1_000_000, 2 * self.latency_ms * self.max_bitrate_bps // 8000)
 
 
 def parse_listen(addr: tuple[str, int] | str) -> tuple[str, int]:
@@ -908,7 +911,11 @@ class Subscribe(_Request):
             tier=self.tier,
             peer=_peer(self.peer),
         )
-        sender = _Sender(self._conn, server.config)
+        sender = Sender(
+            self._conn,
+            latency_ms=server.config.latency_ms,
+            send_buffer_limit_bytes=server.config.send_buffer_limit(),
+        )
         chunks = export_broadcast(consumer, latency_ms=server.config.latency_ms)
         pump = asyncio.ensure_future(sender.run(chunks))
         hangup = asyncio.ensure_future(self._conn.wait_closed())
@@ -954,148 +961,6 @@ class Subscribe(_Request):
         if cancelled is not None:
             raise cancelled
         return record
-
-
-_TS_PACKET: Final = 188
-
-
-def _random_access(data: bytes) -> bool:
-    """True when a TS packet in `data` carries the random_access_indicator (a keyframe start,
-    which the exporter sets on the first packet of every video keyframe)."""
-    for off in range(0, len(data) - _TS_PACKET + 1, _TS_PACKET):
-        # adaptation_field_control has an adaptation field, of non-zero length, with RAI set
-        if data[off + 3] & 0x20 and data[off + 4] > 0 and data[off + 5] & 0x40:
-            return True
-    return False
-
-
-class _Sender:
-    """Egress adapter: reads TS chunks, stamps them with the `Pacer`, sends SRT payloads.
-
-    A reader task pulls chunks from the exporter into a bounded buffer (so a stalled link
-    holds back the model consumer, which then skips ahead, rather than memory growing); the
-    sending side coalesces whatever is buffered and flushes a partial payload as soon as the
-    buffer runs dry. A slow viewer (libsrt's unacknowledged bytes above the limit, or `send()`
-    refused) drops what is queued and skips chunks until the next keyframe; nothing here waits
-    on the link.
-    """
-
-    BUFFER_CHUNKS: Final = 256
-
-    def __init__(self, conn: SrtConnection, config: ServerConfig) -> None:
-        self._conn = conn
-        self._latency_s = config.latency_ms / 1000
-        self._pacer = Pacer(budget_us=config.latency_ms * 1000 // 2)
-        limit = config.send_buffer_limit_bytes
-        if limit is None:
-            limit = max(1_000_000, 2 * config.latency_ms * config.max_bitrate_bps // 8000)
-        self._limit = limit
-        self.sent_bytes = 0
-        self.skipped_bytes = 0
-        self.skips = 0
-        self.ended_by_source = False
-        self._skipping = False
-        self._buffer: deque[TsChunk] = deque()
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-        self._source_done = False
-        self._source_error: BaseException | None = None
-
-    async def run(self, chunks: AsyncIterator[TsChunk]) -> None:
-        """Send until `chunks` ends (sets `ended_by_source`) or raises (re-raised here, after
-        what was read before the error has been sent)."""
-        reader = asyncio.ensure_future(self._read(chunks))
-        try:
-            while True:
-                if not self._buffer:
-                    tail = self._pacer.flush()
-                    if tail is not None:
-                        self._send(tail)
-                    if self._source_done:
-                        break
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
-                chunk = self._buffer.popleft()
-                if len(self._buffer) < self.BUFFER_CHUNKS:
-                    self._space.set()
-                self._push(chunk)
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        self.ended_by_source = True
-        if self._source_error is not None:
-            raise self._source_error
-
-    async def _read(self, chunks: AsyncIterator[TsChunk]) -> None:
-        try:
-            async for chunk in chunks:
-                self._buffer.append(chunk)
-                self._ready.set()
-                while len(self._buffer) >= self.BUFFER_CHUNKS:
-                    self._space.clear()
-                    await self._space.wait()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (handed to run(), which re-raises it)
-            self._source_error = exc
-        finally:
-            self._source_done = True
-            self._ready.set()
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-
-    def _push(self, chunk: TsChunk) -> None:
-        data = chunk.data
-        if self._skipping:
-            if not _random_access(data):
-                self.skipped_bytes += len(data)
-                return
-            self._skipping = False
-            self._pacer.reset()
-        for burst in self._pacer.push(data, chunk.media_ts_us, _now_us()):
-            self._send(burst)
-
-    def _send(self, burst: Burst) -> None:
-        # `burst.send_at_us` is the SRT source time the pacer chose on libsrt's clock (never in
-        # the future, at most half a latency in the past): the receiver's TSBPD plays each
-        # payload out at that time plus the latency, which undoes our pipeline's bunching.
-        if self._skipping:
-            self.skipped_bytes += burst.nbytes
-            return
-        if self._conn.send_buffer_bytes() > self._limit:
-            self._skip(burst.nbytes)
-            return
-        for i, payload in enumerate(burst.payloads):
-            if not self._conn.send(payload, srctime_us=burst.send_at_us):
-                self._skip(sum(len(p) for p in burst.payloads[i:]))
-                return
-            self.sent_bytes += len(payload)
-
-    def _skip(self, nbytes: int) -> None:
-        self._skipping = True
-        self.skips += 1
-        self.skipped_bytes += nbytes + self._pacer.drop_pending()
-        _log.info("srt.viewer_skipping", skipped_bytes=nbytes, skips=self.skips)
-
-    async def drain(self, timeout_s: float) -> None:
-        """Wait (bounded by `timeout_s`) until the viewer has the tail: libsrt's send buffer is
-        acknowledged, then one latency more, since the receiver holds packets for their TSBPD
-        play time and drops what it still holds when our close reaches it."""
-        with contextlib.suppress(TimeoutError, SrtError):
-            async with asyncio.timeout(timeout_s):
-                # libsrt offers no event for "send buffer empty": poll it, bounded.
-                while self._conn.send_buffer_bytes() > 0 and not self._conn.ended:  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-                if not self._conn.ended:
-                    await asyncio.sleep(self._latency_s + 0.05)
-
-
-def _now_us() -> int:
-    # libsrt's own clock: the pacer's instants become SRT source times (srctime).
-    return srt_now_us()
 
 
 async def run(

@@ -192,3 +192,57 @@ def test_stamps_stay_within_the_clock_window_and_bytes_survive(
     if tail is not None:
         sent += b"".join(tail.payloads)
     assert sent == expected
+
+
+def flat(bursts: list[Burst]) -> list[tuple[int, bytes]]:
+    return [(b.send_at_us, p) for b in bursts for p in b.payloads]
+
+
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.lists(
+                st.tuples(
+                    st.integers(min_value=1, max_value=9),  # packets in the chunk
+                    st.integers(min_value=0, max_value=3),  # media ts step (x 40 ms)
+                ),
+                max_size=12,
+            ),
+            st.integers(min_value=0, max_value=150_000),  # wall clock step (us)
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_push_many_sends_exactly_what_pushing_one_by_one_sends(
+    batches: list[tuple[list[tuple[int, int]], int]],
+) -> None:
+    one, many = Pacer(budget_us=100 * MS), Pacer(budget_us=100 * MS)
+    by_one: list[Burst] = []
+    by_many: list[Burst] = []
+    now, ts, fill = 5_000 * MS, 0, 0
+    for chunks, now_step in batches:
+        now += now_step
+        batch = []
+        for npackets, step in chunks:
+            ts += step * 40 * MS
+            fill += 1
+            batch.append((ts_bytes(npackets, fill=fill % 251), ts))
+        for data, media_ts in batch:
+            by_one += one.push(data, media_ts, now)
+        by_many += many.push_many(batch, now)
+        assert flat(by_many) == flat(by_one)
+    by_one.append(one.flush() or Burst(0, 0, ()))
+    by_many.append(many.flush() or Burst(0, 0, ()))
+    assert flat(by_many) == flat(by_one)
+    assert many.reanchors == one.reanchors
+
+
+def test_push_many_makes_one_burst_per_instant() -> None:
+    pacer = Pacer(budget_us=100 * MS)
+    chunks = [(ts_bytes(7, fill=i), 0) for i in range(3)] + [(ts_bytes(3), 40 * MS)]
+    bursts = pacer.push_many(chunks, now_us=100 * MS)
+    # the 40 ms chunk would be in the future: it re-anchors to now, the same instant
+    assert [(b.send_at_us, len(b.payloads)) for b in bursts] == [(100 * MS, 3)]
+    assert b"".join(bursts[0].payloads) == b"".join(c for c, _ in chunks[:3])
+    assert pacer.flush() == Burst(send_at_us=100 * MS, media_ts_us=40 * MS, payloads=(ts_bytes(3),))

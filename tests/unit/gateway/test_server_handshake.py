@@ -10,7 +10,8 @@ from typing import Any, cast
 import pytest
 
 from gateway import AuthDecision, Server, ServerConfig
-from gateway.server import RateCap, _Pending, _random_access, _Sender
+from gateway.egress import Sender, random_access
+from gateway.server import RateCap, _Pending
 from gateway.srt import (
     Accept,
     HandshakeInfo,
@@ -211,9 +212,13 @@ async def chunks_of(items: list[TsChunk]) -> AsyncIterator[TsChunk]:
         await asyncio.sleep(0)
 
 
-def sender(conn: FakeConn, **overrides: Any) -> _Sender:
+def sender(conn: FakeConn, **overrides: Any) -> Sender:
     config = replace(ServerConfig(), **overrides)
-    return _Sender(cast(SrtConnection, conn), config)
+    return Sender(
+        cast(SrtConnection, conn),
+        latency_ms=config.latency_ms,
+        send_buffer_limit_bytes=config.send_buffer_limit(),
+    )
 
 
 async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> None:
@@ -289,8 +294,8 @@ async def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
 
 
 def test_random_access_indicator_is_found_in_any_packet_of_a_chunk() -> None:
-    assert _random_access(packet(0, fill=0) + packet(0x100, rai=True))
-    assert not _random_access(packet(0x100) * 7)
+    assert random_access(packet(0, fill=0) + packet(0x100, rai=True))
+    assert not random_access(packet(0x100) * 7)
 
 
 def test_rate_cap_allows_the_sustained_rate_and_a_burst() -> None:
