@@ -10,6 +10,7 @@ exception out of `feed`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,11 @@ _TRACK_SUFFIX = {
 }
 
 
+#: An unbounded video PES is completed at its first packet padded with adaptation-field stuffing
+#: (the muxer's last packet of a PES) once this many PES of the stream ended that way, with no
+#: stuffing before their last packet (see `_Stream.early_pes`).
+_EARLY_AFTER = 2
+
 #: Batches up to this many packets take the pure-Python path (numpy's fixed cost per call is
 #: larger than the work for a few packets, e.g. one 1316-byte SRT message).
 _SMALL_BATCH = 32
@@ -84,11 +90,44 @@ class _Event:
 
 @dataclass(slots=True)
 class _Collected:
-    """One PID's kept packets of a small batch: payload views, events, packet rows."""
+    """One PID's kept packets of a small batch: payload views, events, packet rows, and the
+    positions of packets padded with adaptation-field stuffing (video only)."""
 
     payloads: list[Any] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
+    stuffed: list[int] = field(default_factory=list)
+
+
+def _af_fixed(flags: int) -> int:
+    """Bytes of an adaptation field (after its length) that its flags and fixed-size optional
+    fields (PCR, OPCR, splice countdown) take."""
+    return 1 + (6 if flags & 0x10 else 0) + (6 if flags & 0x08 else 0) + (flags >> 2 & 1)
+
+
+#: By adaptation-field flags: the payload start (5 + adaptation_field_length) past which the
+#: field holds stuffing; 255 (never) when private data or an extension must be walked.
+_PAD_BEGIN = bytes(
+    5 if flags == 0 else 255 if flags & 0x03 else 5 + _af_fixed(flags) for flags in range(256)
+)
+
+
+def _af_stuffed(packet: bytes | memoryview, at: int, af_len: int) -> bool:
+    """Whether the adaptation field of the packet at `packet[at:]` (its length `af_len`, the
+    field present) only pads the packet: it carries stuffing bytes after its flags and
+    optional fields, or is empty, or all its flags are clear (then it can mean nothing else)."""
+    if af_len == 0:
+        return True  # an empty adaptation field is one stuffing byte
+    flags = packet[at + 5]
+    if flags == 0:
+        return True
+    used = _af_fixed(flags)
+    for bit in (0x02, 0x01):  # private data, extension: a length byte, then that many bytes
+        if flags & bit:
+            if used >= af_len:
+                return False
+            used += 1 + packet[at + 5 + used]
+    return af_len > used
 
 
 @dataclass(slots=True)
@@ -143,6 +182,17 @@ class _Stream:
     checked: bool = False
     last_ts_us: int = 0
     reported_skip: int = 0
+    #: Early completion of unbounded video PES (PES_packet_length 0, as ffmpeg writes video):
+    #: muxers pad the last packet of a PES with adaptation-field stuffing, so such a packet
+    #: ends the access unit without waiting for the next PES start. Trusted after
+    #: `_EARLY_AFTER` PES of this stream ended on a stuffed packet; switched off for good when
+    #: one carries stuffing before its last packet (the muxer stuffs mid-PES).
+    early_pes: int = 0
+    early_off: bool = False
+    #: The last packet appended to the open PES was stuffed.
+    tail_stuffed: bool = False
+    #: The previous PES was completed early: payload must now come with a PES start.
+    closed_early: bool = False
 
     @property
     def media(self) -> str:
@@ -416,15 +466,19 @@ class TsImporter:
             st.pending_tei = 0
             begin = 4
             disc = False
+            stuffed = False
             if b3 & 0x20:
                 af_len = raw[at + 4]
                 begin = 5 + af_len
                 disc = af_len > 0 and raw[at + 5] & 0x80 != 0
+                stuffed = st.video is not None and not st.early_off and _af_stuffed(raw, at, af_len)
             gap = damaged > 0 or (prev >= 0 and cc != (prev + 1) & 0x0F and not disc)
             pusi = b1 & 0x40 != 0
             col = collected.get(st)
             if col is None:
                 col = collected[st] = _Collected()
+            if stuffed:
+                col.stuffed.append(len(col.payloads))
             if pusi or gap:
                 event = _Event(len(col.payloads), i, pusi, gap, damaged, (prev + 1) & 0x0F, cc)
                 col.events.append(event)
@@ -450,7 +504,7 @@ class TsImporter:
                         added += len(payload)
                 return added
 
-            self._assemble(st, len(payloads), col.events, take, col.rows.__getitem__)
+            self._assemble(st, len(payloads), col.events, take, col.rows.__getitem__, col.stuffed)
         collected.clear()
 
     def _take_psi_problems(self) -> None:
@@ -648,6 +702,18 @@ class TsImporter:
         def row_of(i: int) -> float:
             return int(rows[i]) if override is None else override
 
+        stuffed: list[int] = []
+        if specials and st.video is not None and not st.early_off:
+            for s, begin in zip(specials, special_start, strict=True):
+                at = s * _PAYLOAD  # flat[at] is the adaptation_field_length byte
+                flags = flat[at + 1]
+                if (
+                    begin == 5
+                    or begin > _PAD_BEGIN[flags]
+                    or (flags & 0x03 and _af_stuffed(flat, at - 4, begin - 5))
+                ):
+                    stuffed.append(s)
+
         events = [
             _Event(
                 pos=e,
@@ -660,7 +726,7 @@ class TsImporter:
             )
             for e in positions
         ]
-        self._assemble(st, len(rows), events, take, row_of)
+        self._assemble(st, len(rows), events, take, row_of, stuffed)
 
     def _assemble(
         self,
@@ -669,14 +735,18 @@ class TsImporter:
         events: list[_Event],
         take: Callable[[int, int], int],
         row_of: Callable[[int], float],
+        stuffed: list[int],
     ) -> None:
         """Cut one PID's kept packets of a batch into PES: `count` packets, `events` where a
         PES starts or data was lost, `take(a, b)` appends the payloads of packets [a, b) to the
-        open PES, `row_of(i)` gives packet i's row in the batch, to order problems."""
+        open PES, `row_of(i)` gives packet i's row in the batch, to order problems, `stuffed`
+        lists (ascending) the packets padded with adaptation-field stuffing (video only)."""
 
         def add(a: int, b: int) -> None:
             added = take(a, b)
             if not st.active:
+                if st.closed_early and b > a:
+                    self._early_broken(st, row_of(a))
                 return
             st.size += added
             if not st.checked:
@@ -684,6 +754,10 @@ class TsImporter:
             if st.total is not None and st.size >= st.total:
                 self._row = row_of(b - 1)
                 self._complete(st)
+            elif stuffed and b > a and not st.early_off:
+                self._early_end(st, a, b, stuffed, row_of)
+            elif st.tail_stuffed and b > a:
+                self._stuffed_mid_pes(st)
 
         first = events[0].pos if events else count
         if first:
@@ -712,7 +786,10 @@ class TsImporter:
                         )
                     )
             if event.pusi:
+                st.closed_early = False
                 if st.active:
+                    if st.tail_stuffed and not st.early_off:
+                        st.early_pes += 1  # this PES ended on a stuffed packet
                     self._complete(st)
                 st.active = True
                 st.pieces = []
@@ -720,6 +797,54 @@ class TsImporter:
                 st.total = None
                 st.checked = False
             add(event.pos, nxt)
+
+    def _early_end(
+        self,
+        st: _Stream,
+        a: int,
+        b: int,
+        stuffed: list[int],
+        row_of: Callable[[int], float],
+    ) -> None:
+        """Packets [a, b) were appended to `st`'s open video PES: note where stuffing sits,
+        and complete the PES now if it ends on a stuffed packet and the stream is trusted."""
+        if not st.active:
+            return
+        if st.tail_stuffed:
+            self._stuffed_mid_pes(st)  # the previous last packet was stuffed: not the end
+            return
+        k = bisect_left(stuffed, a)
+        if k < len(stuffed) and stuffed[k] < b - 1:
+            self._stuffed_mid_pes(st)
+            return
+        st.tail_stuffed = k < len(stuffed) and stuffed[k] == b - 1
+        if st.tail_stuffed and st.total is None and st.early_pes >= _EARLY_AFTER:
+            self._row = row_of(b - 1)
+            self._complete(st)
+            st.closed_early = True
+
+    def _stuffed_mid_pes(self, st: _Stream) -> None:
+        """A video PES went on after a stuffed packet: this muxer's stuffing does not mark
+        the end of a PES, so never complete this stream's PES early."""
+        st.early_off = True
+        st.tail_stuffed = False
+
+    def _early_broken(self, st: _Stream, row: float) -> None:
+        """Payload without a PES start followed a PES completed early: that PES was cut short.
+        Its frame is written already; the continuation is dropped (as data without a PES
+        start always is) and early completion is switched off for the stream."""
+        st.closed_early = False
+        st.early_off = True
+        self.stats.dropped_pes += 1
+        self._row = row
+        self._problem(
+            BadPes(
+                pid=st.pid,
+                reason="PES went on after its stuffed last packet (completed early; the rest "
+                "is dropped, early completion is now off for this PID)",
+                dropped_bytes=0,
+            )
+        )
 
     def _check_start(self, st: _Stream) -> None:
         """Read PES_packet_length as soon as the first 6 bytes are in."""
@@ -743,6 +868,7 @@ class TsImporter:
 
     def _reset_pes(self, st: _Stream) -> None:
         st.active = False
+        st.tail_stuffed = False
         st.pieces = []
         st.size = 0
         st.total = None
@@ -750,6 +876,7 @@ class TsImporter:
 
     def _gap(self, st: _Stream) -> int:
         """Data was lost on this PID: drop (video) or salvage (audio) the partial PES."""
+        st.closed_early = False
         if not st.active:
             if st.audio is not None:
                 st.audio.reset()
