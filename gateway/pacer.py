@@ -21,7 +21,7 @@ Rules (moq-srt `serve_subscribe`, reference section 3.5):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 TS_PACKET_BYTES: Final = 188
 DEFAULT_PAYLOAD_BYTES: Final = 7 * TS_PACKET_BYTES  # 1316, the SRT live-mode norm
@@ -99,8 +99,11 @@ class Pacer:
         """
         return self.push_many(((data, media_ts_us),), now_us)
 
-    def push_many(self, chunks: Iterable[tuple[bytes, int]], now_us: int) -> list[Burst]:
-        """`push` every `(data, media_ts_us)` of `chunks` at one wall time `now_us`, in one pass.
+    def push_many(self, chunks: Iterable[tuple[Any, ...]], now_us: int) -> list[Burst]:
+        """`push` every chunk of `chunks` at one wall time `now_us`, in one pass.
+
+        A chunk is a tuple whose first two items are the TS bytes and their media timestamp
+        (`(data, media_ts_us)`, a `TsChunk`, a `gateway.egress.Piece`).
 
         The payloads and their instants are exactly those of pushing the chunks one by one;
         chunks sharing an instant are joined once and cut into payloads, so a run of them makes
@@ -113,7 +116,9 @@ class Pacer:
         at_ts_us = self._pending_ts_us
         last_ts_us = self._last_ts_us
         try:
-            for data, media_ts_us in chunks:
+            for chunk in chunks:
+                data: bytes = chunk[0]
+                media_ts_us: int = chunk[1]
                 if len(data) % TS_PACKET_BYTES:
                     raise ValueError("TS chunk is not a multiple of 188 bytes")
                 if media_ts_us == last_ts_us:

@@ -27,7 +27,7 @@ from typing import Final, Self
 
 import structlog
 
-from gateway.egress import Sender
+from gateway.egress import HubRegistry, Sender
 from gateway.session import (
     LinkFigures,
     Outcome,
@@ -54,7 +54,6 @@ from gateway.streamid import (
     normalize_prefix,
     parse_stream_id,
 )
-from gateway.ts_source import export_broadcast
 from model import (
     BroadcastConsumer,
     BroadcastProducer,
@@ -250,6 +249,7 @@ class Server:
         self._claims: dict[str, _Claim] = {}
         self._requests: set[_Request] = set()
         self._tasks: set[asyncio.Task[SessionRecord]] = set()
+        self._hubs = HubRegistry(latency_ms=config.latency_ms)
         self._closed = False
         self.rejected = 0
         """Callers refused at handshake so far (all codes)."""
@@ -515,6 +515,7 @@ class Server:
             await asyncio.gather(*tasks, return_exceptions=True)
         for request in list(self._requests):
             request._conn.close()
+        await self._hubs.aclose()
         self._claims.clear()
         if self._owns_reactor:
             await self._reactor.aclose()
@@ -883,7 +884,7 @@ class Subscribe(_Request):
             if cancelled is not None:
                 raise cancelled
             return record
-        return await self._run(consumer, target)
+        return await self._run(origin, consumer, target)
 
     async def _wait_for(self, origin: Origin, path: str) -> BroadcastConsumer | None:
         timeout = max(self._server.config.request_timeout_s, 0.0)
@@ -900,10 +901,9 @@ class Subscribe(_Request):
             return announced.result()
         return None
 
-    async def _run(self, consumer: BroadcastConsumer, path: str) -> SessionRecord:
+    async def _run(self, origin: Origin, consumer: BroadcastConsumer, path: str) -> SessionRecord:
         server = self._server
         guard = server.stats.broadcast(path, self.tier).egress(viewer=self.session)
-        consumer = consumer.with_meter(guard.meter)
         _log.info(
             "srt.subscribe_started",
             session=self.session,
@@ -911,13 +911,16 @@ class Subscribe(_Request):
             tier=self.tier,
             peer=_peer(self.peer),
         )
+        # One export per broadcast, shared by its viewers; each sender bills its own meter for
+        # the model reads behind the chunks it takes (gateway.egress, metering rule).
         sender = Sender(
             self._conn,
             latency_ms=server.config.latency_ms,
             send_buffer_limit_bytes=server.config.send_buffer_limit(),
+            meter=guard.meter,
         )
-        chunks = export_broadcast(consumer, latency_ms=server.config.latency_ms)
-        pump = asyncio.ensure_future(sender.run(chunks))
+        hub = server._hubs.attach((id(origin), path), consumer, sender)
+        pump = asyncio.ensure_future(sender.run())
         hangup = asyncio.ensure_future(self._conn.wait_closed())
         outcome: Outcome = "eof"
         error = ""
@@ -930,6 +933,7 @@ class Subscribe(_Request):
             for fut in (pump, hangup):
                 fut.cancel()
             await asyncio.gather(pump, hangup, return_exceptions=True)
+            await server._hubs.detach(hub, sender)
         if cancelled is not None:
             outcome, error = "closed", "cancelled"
         elif self._shutting_down:
