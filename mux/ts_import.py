@@ -6,6 +6,12 @@ broadcast, `abort(err)` aborts them. Each feed classifies its packets vectorized
 whole batch: sync, PID, flags, continuity), so Python work happens per PES, not per packet.
 Garbage in the stream becomes `Problem` events (`problems`, `problem_counts`), never an
 exception out of `feed`.
+
+A bounded PES is written once its declared length is in. An unbounded video PES
+(PES_packet_length 0, as ffmpeg writes video) is written at its packet padded with
+adaptation-field stuffing, which muxers use for the last packet of a PES, once two PES of the
+stream ended that way (stuffing before a PES's last packet turns this off for the stream);
+otherwise when the next PES on its PID starts, or at `finish`.
 """
 
 from __future__ import annotations
