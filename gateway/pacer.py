@@ -146,6 +146,17 @@ class Pacer:
         """Join the pending bytes and `parts`, append their payloads at `at_us` to `out`; the
         trailing partial payload stays pending when `keep_partial`."""
         pending = self._pending
+        size = self.payload_bytes
+        lead: list[bytes] = []
+        if not pending:
+            # Whole-payload chunks (most of a video frame's) go out as they are, uncopied.
+            n = 0
+            for part in parts:
+                if len(part) != size:
+                    break
+                n += 1
+            if n:
+                lead, parts = parts[:n], parts[n:]
         if pending:
             for part in parts:
                 pending += part
@@ -155,19 +166,23 @@ class Pacer:
             buf = parts[0]
         else:
             buf = b"".join(parts)
-        size = self.payload_bytes
         end = len(buf)
         if keep_partial:
             full = end - end % size
             if full < end:
                 pending += buf[full:]
             end = full
-        if not end:
-            return
         if end == len(buf) and end <= size:
-            payloads: tuple[bytes, ...] = (buf,)
+            rest = [buf] if end else []
         else:
-            payloads = tuple(buf[i : min(i + size, end)] for i in range(0, end, size))
+            # `end` is the length of `buf` or a multiple of `size`: no slice runs past it
+            rest = [buf[i : i + size] for i in range(0, end, size)]
+        if lead:
+            lead += rest
+            rest = lead
+        if not rest:
+            return
+        payloads = tuple(rest)
         out.append(Burst(at_us, ts_us, payloads))
 
     def flush(self) -> Burst | None:

@@ -246,3 +246,11 @@ def test_push_many_makes_one_burst_per_instant() -> None:
     assert [(b.send_at_us, len(b.payloads)) for b in bursts] == [(100 * MS, 3)]
     assert b"".join(bursts[0].payloads) == b"".join(c for c, _ in chunks[:3])
     assert pacer.flush() == Burst(send_at_us=100 * MS, media_ts_us=40 * MS, payloads=(ts_bytes(3),))
+
+
+def test_whole_payload_chunks_go_out_uncopied() -> None:
+    pacer = Pacer(budget_us=100 * MS)
+    full = [ts_bytes(7, fill=i) for i in range(3)]
+    bursts = pacer.push_many([(c, 0) for c in [*full, ts_bytes(2)]], now_us=0)
+    assert [p is c for p, c in zip(bursts[0].payloads, full, strict=True)] == [True] * 3
+    assert pacer.flush() == Burst(send_at_us=0, media_ts_us=0, payloads=(ts_bytes(2),))
