@@ -32,18 +32,21 @@ class _GroupState:
     """
 
     __slots__ = (
+        "bytes0",
         "charged",
         "count",
         "done",
         "error",
         "finished",
         "frames",
+        "frames0",
         "limit",
         "meter",
         "pool",
         "room",
         "sequence",
         "superseded_s",
+        "total",
         "track_name",
         "waiters",
     )
@@ -62,9 +65,16 @@ class _GroupState:
         self.done = False  # finished or aborted: no more writes
         self.error: BaseException | None = None
         self.waiters: Waiters = []
-        self.meter = meter  # ingress meter, or None
         self.pool = pool
         self.superseded_s = _INF  # when a newer group appeared (the cache's age reference)
+        self.total = 0  # bytes written, recorded when the group ends (survives release)
+        # The ingress meter (or None) reads len(frames) and limit - room live while the group
+        # is open, from these starting points, and adds them when it ends (see Usage._link).
+        self.frames0 = 0
+        self.bytes0 = 0
+        self.meter = meter
+        if meter is not None:
+            meter._open[self] = None  # Usage._link, inlined: nothing written yet
 
     @property
     def nbytes(self) -> int:
@@ -72,13 +82,36 @@ class _GroupState:
         return self.charged if self.room < 0 else self.limit - self.room
 
     def _end(self) -> None:
-        if self.room >= 0:
-            self.charged = self.limit - self.room
+        room = self.room
+        if room >= 0:
+            meter = self.meter
+            if meter is not None:
+                # Usage._unlink, inlined, while room and frames still say what was written.
+                del meter._open[self]
+                meter._frames += len(self.frames) - self.frames0
+                meter._bytes += self.limit - room - self.bytes0
+            self.charged = self.total = self.limit - room
             self.room = -1
         self.done = True
 
+    @property
+    def written_bytes(self) -> int:
+        """Payload bytes written so far (kept after the group ended, even once released)."""
+        room = self.room
+        return self.limit - room if room >= 0 else self.total
+
+    def set_meter(self, meter: Usage | None) -> None:
+        """Count the rest of this open group's writes into `meter` instead."""
+        if self.done or meter is self.meter:
+            return
+        if self.meter is not None:
+            self.meter._unlink(self)
+        self.meter = meter
+        if meter is not None:
+            meter._link(self)
+
     def write(self, payload: bytes) -> None:
-        """Append one frame: charge the pool, bump the ingress meter, wake readers.
+        """Append one frame: charge the pool, wake readers (the ingress meter reads the group).
 
         Raises `Closed` once ended; a frame that would take the group past the size cap evicts
         the group (readers get `Evicted`) and raises `Closed`.
@@ -89,10 +122,6 @@ class _GroupState:
             self.overflow()
         self.room = room
         self.frames.append(payload)
-        meter = self.meter
-        if meter is not None:
-            meter.frames += 1
-            meter.bytes += n
         pool = self.pool
         pool_room = pool.room_bytes - n
         pool.room_bytes = pool_room
@@ -132,6 +161,7 @@ class _GroupState:
         if self.error is not None:
             return
         self.error = err
+        self._end()  # before the frames go: the ingress meter counts them
         self.frames.clear()
         self.release()
         if self.waiters:
@@ -179,10 +209,6 @@ class GroupProducer:
             st.overflow()
         st.room = room
         st.frames.append(payload)
-        meter = st.meter
-        if meter is not None:
-            meter.frames += 1
-            meter.bytes += n
         pool = st.pool
         pool_room = pool.room_bytes - n
         pool.room_bytes = pool_room
@@ -242,8 +268,8 @@ class GroupConsumer:
                 frame = frames[i]
                 meter = self._meter
                 if meter is not None:
-                    meter.frames += 1
-                    meter.bytes += len(frame)
+                    meter._frames += 1
+                    meter._bytes += len(frame)
                 return frame
             st = self._state
             if st.finished and i >= st.count:
@@ -265,8 +291,8 @@ class GroupConsumer:
                 frame = frames[i]
                 meter = self._meter
                 if meter is not None:
-                    meter.frames += 1
-                    meter.bytes += len(frame)
+                    meter._frames += 1
+                    meter._bytes += len(frame)
                 return frame
             st = self._state
             if st.finished and i >= st.count:
@@ -284,11 +310,16 @@ class GroupConsumer:
         if i >= len(frames):
             return []
         ready = frames[i:]
-        self._index = len(frames)
+        self._index = end = len(frames)
         meter = self._meter
         if meter is not None:
-            meter.frames += len(ready)
-            meter.bytes += sum(map(len, ready))
+            meter._frames += end - i
+            if i:
+                meter._bytes += sum(map(len, ready))
+            else:  # from the start: the bytes are all the group got so far, no per-frame sum
+                st = self._state
+                room = st.room
+                meter._bytes += st.limit - room if room >= 0 else st.total
         return ready
 
     async def read_all(self) -> list[bytes]:

@@ -82,11 +82,13 @@ class _TrackState:
         """Count ingress into `meter` from now on, for new and still-open groups."""
         self.meter = meter
         for group in self.groups.values():
-            if not group.done:
-                group.meter = meter
+            group.set_meter(meter)
 
-    def new_group(self, sequence: int) -> _GroupState:
-        """Create and cache group `sequence`; expire old groups; count it; wake consumers."""
+    def new_group(self, sequence: int, *, link: bool = True) -> _GroupState:
+        """Create and cache group `sequence`; expire old groups; count it; wake consumers.
+
+        `link=False`: the ingress meter counts the group but not its frames, which the caller
+        counts itself (a one-frame group: cheaper than linking the group to the meter)."""
         if self.error is not None or self.finished:
             raise Closed(f"track {self.name!r} is closed")
         if sequence < 0:
@@ -95,7 +97,7 @@ class _TrackState:
         if sequence in groups:
             raise Duplicate(f"group {sequence} of track {self.name!r}")
         now = self.clock()
-        group = _GroupState(sequence, self.name, self.meter, self.pool)
+        group = _GroupState(sequence, self.name, self.meter if link else None, self.pool)
         if sequence > self.max_sequence:
             previous = self.latest
             if previous is not None:
@@ -213,9 +215,13 @@ class TrackProducer:
         """Write a one-frame group: append a group, write `payload`, finish it (audio, catalog).
         Raises `Closed` after the track ended."""
         state = self._state
-        group = state.new_group(state.max_sequence + 1)
+        group = state.new_group(state.max_sequence + 1, link=False)
         group.write(payload)
         group.finish()
+        meter = state.meter
+        if meter is not None:  # counted here, once the write succeeded
+            meter._frames += 1
+            meter._bytes += len(payload)
 
     def finish(self) -> None:
         """End the track cleanly: no new groups; consumers drain the cache, then get `None`.
