@@ -13,15 +13,18 @@ model consumer counts into a private `Usage`; every piece carries that meter's r
 `(groups, frames, bytes)` after the chunk was made. A viewer's sender adds to its own meter
 the difference between the totals of the last piece it took off its queue and those it had
 already billed, starting from the totals just before its first piece. So a viewer is billed
-for the model reads behind every piece it took (sent, or skipped because its own link was
-slow, as when it had its own consumer), not for pieces before it joined, nor for pieces it
-never took (its queue overflowed, or it left); reads after the last piece (the end of the
-broadcast) go to the viewers still attached. Two viewers attached for the whole broadcast are
-billed exactly what one consumer of it reads, each.
+for the model reads the hub made up to every piece it took (sent, or skipped because its own
+link was slow, as when it had its own consumer), not for pieces before it joined, nor for
+pieces it never took (its queue overflowed, or it left); reads after the last piece (the end
+of the broadcast) go to the viewers still attached. Reads count when the hub makes the piece
+they led to, so frames read ahead of a late viewer's first piece go unbilled to it: it is
+billed at most what it received, never more. Viewers attached for the whole broadcast are
+each billed exactly what one consumer of it reads.
 
-Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the sender works on
-batches (every chunk buffered when it wakes), so its per-chunk cost is a join and a slice;
-libsrt's send buffer is read at most every `BUFFER_CHECK_US` (and `send()` refusing is
+Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
+per broadcast, not once per viewer; the sender works on batches (every piece queued when it
+wakes), so its per-chunk cost is a length check (whole payloads go out uncopied); libsrt's
+send buffer is read at most every `BUFFER_CHECK_US` (and `send()` refusing is
 noticed at once), not before every payload.
 """
 
