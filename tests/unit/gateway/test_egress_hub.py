@@ -9,7 +9,7 @@ from typing import cast
 
 import av
 
-from gateway.egress import HubRegistry, Sender
+from gateway.egress import HubRegistry, Piece, Sender
 from gateway.srt import SrtConnection
 from model import BroadcastProducer, Usage
 from mux import TsImporter
@@ -122,3 +122,38 @@ async def test_the_last_viewer_leaving_stops_the_export() -> None:
     assert hubs.attach("live/y", broadcast.consume(), c) is not hub
     await hubs.aclose()
     broadcast.finish()
+
+
+def ts_packet(*, pat: bool = False, rai: bool = False, fill: int = 0) -> bytes:
+    if pat:
+        header = bytes([0x47, 0x40, 0x00, 0x10])
+    elif rai:
+        header = bytes([0x47, 0x41, 0x00, 0x30, 1, 0x40])
+    else:
+        header = bytes([0x47, 0x01, 0x00, 0x10])
+    return header + bytes([fill]) * (188 - len(header))
+
+
+async def test_a_starved_viewer_drops_its_queue_unbilled_and_resumes_at_a_join_point() -> None:
+    meter = Usage()
+    conn, sender = viewer(meter)
+    sender.start((0, 0, 0), [])
+    keyframe = ts_packet(pat=True) + ts_packet(rai=True)
+    # Its task does not run while the hub offers more than the queue holds: one model frame
+    # (1 byte) behind every piece.
+    n = Sender.QUEUE_PIECES + 10
+    for i in range(n):
+        data = keyframe if i == 0 else ts_packet(fill=i % 250)
+        sender.offer(Piece(data, i * 1000, i == 0, (1, i + 1, i + 1)))
+    # The queue overflowed once: what it held was dropped; the last ten pieces remain, none
+    # of them a join point, so nothing is sent until the next keyframe.
+    resume = Piece(keyframe, n * 1000, True, (2, n + 1, n + 1))
+    sender.offer(resume)
+    sender.source_ended((2, n + 1, n + 1), None)
+    async with asyncio.timeout(5):
+        await sender.run()
+    assert b"".join(conn.sent) == keyframe
+    assert sender.skips == 1
+    # Billed for the eleven pieces it took (the ten skipped on its queue and the keyframe),
+    # not for the QUEUE_PIECES it never took.
+    assert (meter.groups, meter.frames, meter.bytes) == (1, 11, 11)
