@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from model._wait import Waiters, logger, safety_net, wait, wake
 from model.errors import Closed, Dropped, Evicted
+from model.usage import link, unlink
 
 if TYPE_CHECKING:
     from model.pool import CachePool
@@ -69,12 +70,12 @@ class _GroupState:
         self.superseded_s = _INF  # when a newer group appeared (the cache's age reference)
         self.total = 0  # bytes written, recorded when the group ends (survives release)
         # The ingress meter (or None) reads len(frames) and limit - room live while the group
-        # is open, from these starting points, and adds them when it ends (see Usage._link).
+        # is open, from these starting points, and adds them when it ends (see model.usage.link).
         self.frames0 = 0
         self.bytes0 = 0
         self.meter = meter
         if meter is not None:
-            meter._open[self] = None  # Usage._link, inlined: nothing written yet
+            link(meter, self)
 
     @property
     def nbytes(self) -> int:
@@ -86,10 +87,7 @@ class _GroupState:
         if room >= 0:
             meter = self.meter
             if meter is not None:
-                # Usage._unlink, inlined, while room and frames still say what was written.
-                del meter._open[self]
-                meter._frames += len(self.frames) - self.frames0
-                meter._bytes += self.limit - room - self.bytes0
+                unlink(meter, self)  # while room and frames still say what was written
             self.charged = self.total = self.limit - room
             self.room = -1
         self.done = True
@@ -105,10 +103,10 @@ class _GroupState:
         if self.done or meter is self.meter:
             return
         if self.meter is not None:
-            self.meter._unlink(self)
+            unlink(self.meter, self)
         self.meter = meter
         if meter is not None:
-            meter._link(self)
+            link(meter, self)
 
     def write(self, payload: bytes) -> None:
         """Append one frame: charge the pool, wake readers (the ingress meter reads the group).
@@ -268,8 +266,8 @@ class GroupConsumer:
                 frame = frames[i]
                 meter = self._meter
                 if meter is not None:
-                    meter._frames += 1
-                    meter._bytes += len(frame)
+                    meter.frames += 1
+                    meter.bytes += len(frame)
                 return frame
             st = self._state
             if st.finished and i >= st.count:
@@ -291,8 +289,8 @@ class GroupConsumer:
                 frame = frames[i]
                 meter = self._meter
                 if meter is not None:
-                    meter._frames += 1
-                    meter._bytes += len(frame)
+                    meter.frames += 1
+                    meter.bytes += len(frame)
                 return frame
             st = self._state
             if st.finished and i >= st.count:
@@ -313,13 +311,13 @@ class GroupConsumer:
         self._index = end = len(frames)
         meter = self._meter
         if meter is not None:
-            meter._frames += end - i
+            meter.frames += end - i
             if i:
-                meter._bytes += sum(map(len, ready))
+                meter.bytes += sum(map(len, ready))
             else:  # from the start: the bytes are all the group got so far, no per-frame sum
                 st = self._state
                 room = st.room
-                meter._bytes += st.limit - room if room >= 0 else st.total
+                meter.bytes += st.limit - room if room >= 0 else st.total
         return ready
 
     async def read_all(self) -> list[bytes]:

@@ -17,7 +17,7 @@ from model.clock import Clock
 from model.errors import Closed, Dropped, Duplicate, Evicted, NotFound
 from model.group import GroupConsumer, GroupProducer, _GroupState
 from model.pool import CachePool
-from model.usage import Usage
+from model.usage import Usage, add_base
 
 __all__ = ["TrackConsumer", "TrackInfo", "TrackProducer"]
 
@@ -220,8 +220,7 @@ class TrackProducer:
         group.finish()
         meter = state.meter
         if meter is not None:  # counted here, once the write succeeded
-            meter._frames += 1
-            meter._bytes += len(payload)
+            add_base(meter, 1, len(payload))
 
     def finish(self) -> None:
         """End the track cleanly: no new groups; consumers drain the cache, then get `None`.

@@ -6,6 +6,9 @@ after finish, abort, overflow and eviction, across a meter attached mid-group, a
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
+import pickle
 import threading
 
 import pytest
@@ -28,15 +31,17 @@ def test_usage_behaves_like_a_mutable_dataclass() -> None:
     meter.bytes = 40
     meter.groups += 1
     assert counts(meter) == (2, 7, 40)
-    copy = meter.copy()
+    reading = meter.copy()
     meter.add_frame(1)
-    assert counts(copy) == (2, 7, 40)
+    assert counts(reading) == (2, 7, 40)
     assert counts(meter) == (2, 8, 41)
     match meter:
         case Usage(groups, frames, nbytes):
             assert (groups, frames, nbytes) == (2, 8, 41)
     with pytest.raises(TypeError):
         hash(meter)
+    assert pickle.loads(pickle.dumps(meter)) == meter
+    assert copy.deepcopy(meter) == meter
 
 
 def test_ingress_is_exact_after_every_write_of_an_open_group(
@@ -60,9 +65,12 @@ def test_ingress_is_exact_after_every_write_of_an_open_group(
         audio.write_frame(b"x" * 9)  # a one-frame group, counted at once
         written += 9
         assert counts(ingress) == (2 + n, 3 * n, written)
+    live = copy.copy(ingress)
     group.finish()
     other.abort(RuntimeError("gone"))  # an aborted group's frames were written: they count
     assert counts(ingress) == (5, 9, written)
+    assert pickle.loads(pickle.dumps(ingress)) == ingress
+    assert counts(live) == (5, 9, written)  # a copy is a plain reading, no longer linked
     video.finish()
     audio.finish()
     broadcast.finish()
@@ -199,5 +207,57 @@ def test_a_reader_thread_never_sees_more_than_was_written(
     # A reading may lag (or land mid-call, one frame ahead), but never runs further ahead.
     assert all(frames <= 0 and nbytes <= 0 for frames, nbytes, _, _ in seen)
     assert counts(ingress) == (300, 900, 300 * 357)
+    track.finish()
+    broadcast.finish()
+
+
+def test_a_linked_meter_still_looks_like_the_dataclass(clock: ManualClock, pool: CachePool) -> None:
+    ingress = Usage()
+    broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(ingress)
+    track = broadcast.create_track("video")
+    group = track.append_group()
+    group.write_frame(FRAMES[0])
+    assert dataclasses.is_dataclass(ingress)
+    assert isinstance(ingress, Usage)
+    assert repr(ingress) == "Usage(groups=1, frames=1, bytes=100)"
+    assert ingress == Usage(1, 1, 100)
+    assert Usage(1, 1, 100) == ingress
+    assert [f.name for f in dataclasses.fields(ingress) if f.init] == ["groups", "frames", "bytes"]
+    group.finish()
+    track.finish()
+    broadcast.finish()
+
+
+async def test_one_meter_for_ingress_and_egress_counts_both(
+    clock: ManualClock, pool: CachePool
+) -> None:
+    meter = Usage()
+    broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(meter)
+    track = broadcast.create_track("video")
+    reader = broadcast.consume().with_meter(meter).subscribe_track("video")
+    group = track.append_group()
+    group.write_frame(FRAMES[0])
+    async with asyncio.timeout(1):
+        got = await reader.next_group()
+        assert got is not None
+        assert await got.next_frame() == FRAMES[0]
+    assert counts(meter) == (2, 2, 200)
+    group.write_frame(FRAMES[1])
+    group.finish()
+    assert got.read_ready() == [FRAMES[1]]
+    track.write_frame(FRAMES[2])
+    assert counts(meter) == (3, 5, 707)
+    track.finish()
+    broadcast.finish()
+
+
+def test_a_meter_must_be_a_plain_usage(clock: ManualClock, pool: CachePool) -> None:
+    class Custom(Usage):
+        __slots__ = ()
+
+    broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(Custom())
+    track = broadcast.create_track("video")
+    with pytest.raises(TypeError, match="Usage"):
+        track.append_group()
     track.finish()
     broadcast.finish()
