@@ -24,8 +24,8 @@ each billed exactly what one consumer of it reads.
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
 per broadcast, not once per viewer; the sender works on batches (every piece queued when it
 wakes), so its per-chunk cost is a length check (whole payloads go out uncopied); libsrt's
-send buffer is read at most every `BUFFER_CHECK_US` (and `send()` refusing is
-noticed at once), not before every payload.
+send buffer is read at most every `BUFFER_CHECK_US` (and `send_many()` refusing is
+noticed at once), not before every payload; a burst goes to libsrt in one `send_many` call.
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ class Sender:
     exporter into a bounded buffer (so a stalled link holds back the model consumer, which
     then skips ahead, rather than memory growing); the sending side takes everything buffered
     at once, and flushes a partial payload as soon as the buffer runs dry. A slow viewer
-    (libsrt's unsent bytes above `send_buffer_limit_bytes`, or `send()` refused) drops what is
-    queued, including the rest of the batch being sent, and skips chunks until the next
-    keyframe. `latency_ms` is the SRT latency: half of it is the pacer's lateness budget.
+    (libsrt's unsent bytes above `send_buffer_limit_bytes`, or `send_many()` refused a payload)
+    drops what is queued, including the rest of the batch being sent, and skips chunks until
+    the next keyframe. `latency_ms` is the SRT latency: half of it is the pacer's lateness budget.
     """
 
     BUFFER_CHUNKS: Final = 256
@@ -102,7 +102,7 @@ class Sender:
     """Pieces a hub may queue for this viewer (about 10 MB of shared chunks, several seconds
     of media) before the queue is dropped and the viewer skips to the next join point."""
     #: How often libsrt's send buffer is read (µs). At 100 Mbit/s, 20 ms is 250 kB, a quarter
-    #: of the smallest limit; a full buffer makes `send()` refuse anyway.
+    #: of the smallest limit; a full buffer makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 20_000
 
     def __init__(
@@ -254,15 +254,16 @@ class Sender:
             if conn.send_buffer_bytes() > self._limit:
                 self._skip(burst.nbytes)
                 return
-        send_at_us = burst.send_at_us
-        sent = 0
-        for payload in burst.payloads:
-            if not conn.send(payload, srctime_us=send_at_us):
-                self.sent_bytes += sent
-                self._skip(burst.nbytes - sent)
-                return
-            sent += len(payload)
+        payloads = burst.payloads
+        # One call for the burst (libsrt's per-message cost is mostly the ctypes call); a full
+        # send buffer refuses a payload, and it and the rest of the burst are skipped.
+        queued = conn.send_many(payloads, srctime_us=burst.send_at_us)
+        if queued == len(payloads):
+            self.sent_bytes += sum(map(len, payloads))
+            return
+        sent = sum(map(len, payloads[:queued]))
         self.sent_bytes += sent
+        self._skip(burst.nbytes - sent)
 
     def _skip(self, nbytes: int) -> None:
         self._skipping = True

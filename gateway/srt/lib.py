@@ -3,8 +3,10 @@
 `load()` opens the system library once (Debian `libsrt1.5-openssl`, then the GnuTLS flavour)
 and gives every function it uses `argtypes` and `restype`. Each libsrt call has one typed
 wrapper below, named after it without the `srt_` prefix where that reads better; the raw
-`CDLL` attributes never leave this module. Errors are not interpreted here: callers pass the
-return code to `gateway.srt.errors.check`, which reads libsrt's thread-local last error.
+`CDLL` attributes never leave this module. One exception to the typing: the hot send path
+(`sendmsg2_many`) calls its own untyped pointer to `srt_sendmsg2`, see there. Errors are not
+interpreted here: callers pass the return code to `gateway.srt.errors.check`, which reads
+libsrt's thread-local last error.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ctypes
 import ctypes.util
 import errno
 import threading
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any, Final
 
@@ -622,6 +625,50 @@ def sendmsg2(u: int, data: bytes, mctrl: SrtMsgCtrl | None = None) -> int:
     return int(
         _l().srt_sendmsg2(u, data, len(data), None if mctrl is None else ctypes.byref(mctrl))
     )
+
+
+#: `ctypes.byref(mctrl)` of a `SrtMsgCtrl` (build it once with `msgctrl_ref`), or None (NULL).
+MsgCtrlRef = object
+
+# The hot send path's own function pointer (`cdll["srt_sendmsg2"]` is a fresh object, so the
+# typed `srt_sendmsg2` keeps its argtypes). No argtypes: ctypes passes a Python int as C int and
+# bytes as char* directly, a pre-built byref as the pointer, None as NULL, skipping the per-call
+# `from_param` conversions (a third of the call's cost with argtypes; measured 2.7 -> 1.4 us).
+_sendmsg2_fast: Any = None
+
+
+def _bind_sendmsg2_fast() -> Any:
+    global _sendmsg2_fast
+    func = _l()["srt_sendmsg2"]
+    func.restype = ctypes.c_int
+    _sendmsg2_fast = func
+    return func
+
+
+def msgctrl_ref(mctrl: SrtMsgCtrl) -> MsgCtrlRef:
+    """`&mctrl` for `sendmsg2_many`; keep `mctrl` referenced for as long as the result is used."""
+    return ctypes.byref(mctrl)
+
+
+def sendmsg2_many(u: int, payloads: Iterable[bytes], mctrl_ref: MsgCtrlRef | None) -> int:
+    """`srt_sendmsg2(u, p, len(p), mctrl)` for each of `payloads` in order, stopping at the
+    first -1: how many were queued. On a short count this thread's last error (read it next,
+    with `getlasterror`) says why (SRT_EASYNCSND: send buffer full).
+
+    Each payload must be `bytes` (ctypes passes its buffer as char*; anything else raises
+    ctypes.ArgumentError); `u` a socket id. `mctrl_ref` is `msgctrl_ref(mctrl)` (one message
+    control shared by all the payloads: its `srctime` applies to each) or None (NULL:
+    libsrt's defaults, each payload stamped with its own send time).
+    """
+    send = _sendmsg2_fast
+    if send is None:
+        send = _bind_sendmsg2_fast()
+    queued = 0
+    for payload in payloads:
+        if send(u, payload, len(payload), mctrl_ref) < 0:
+            break
+        queued += 1
+    return queued
 
 
 def time_now() -> int:

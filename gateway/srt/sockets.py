@@ -21,7 +21,7 @@ import threading
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol, Self
 
@@ -300,12 +300,15 @@ class SrtSocket:
     `close()` they raise SrtError(SRT_EINVSOCK).
     """
 
-    __slots__ = ("__weakref__", "_finalizer", "_handle", "_mctrl")
+    __slots__ = ("__weakref__", "_finalizer", "_handle", "_mctrl", "_mctrl_ref")
 
     def __init__(self, handle: int) -> None:
         """Take ownership of `handle` (from srt_create_socket or srt_accept)."""
         self._handle = handle
-        self._mctrl: lib.SrtMsgCtrl | None = None  # reused by send(srctime_us=...)
+        # One message control per socket, its pointer built once: sends set `srctime` on it.
+        self._mctrl = lib.SrtMsgCtrl()
+        lib.msgctrl_init(self._mctrl)
+        self._mctrl_ref = lib.msgctrl_ref(self._mctrl)
         _count("opened")
         self._finalizer = weakref.finalize(self, _finalize_socket, handle)
         # At interpreter exit srt_cleanup (reactor.py) closes what is left; no warning then.
@@ -472,18 +475,29 @@ class SrtSocket:
         """
         if not isinstance(payload, bytes):  # bytearray / memoryview: ctypes wants bytes
             payload = bytes(payload)
-        mctrl = None
-        if srctime_us is not None:
-            mctrl = self._mctrl
-            if mctrl is None:
-                mctrl = self._mctrl = lib.SrtMsgCtrl()
-                lib.msgctrl_init(mctrl)
-            mctrl.srctime = srctime_us
-        if lib.sendmsg2(self._h("srt_sendmsg2"), payload, mctrl) >= 0:
-            return True
+        return self.send_many((payload,), srctime_us=srctime_us) == 1
+
+    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
+        """`srt_sendmsg2()` each of `payloads` (bytes only) in order without blocking, all with
+        the source time `srctime_us` (as in `send`; None stamps each with its send time).
+
+        Returns how many were queued (the first ones): `len(payloads)`, or fewer when the
+        send buffer filled (SRT_EASYNCSND; the rest were not sent). Raises SrtConnectionLost
+        once the connection broke, SrtError for any other failure (e.g. SRT_ELARGEMSG); the
+        payloads before the failing one stay queued then.
+        """
+        if srctime_us is None:
+            ref = None
+        else:
+            self._mctrl.srctime = srctime_us
+            ref = self._mctrl_ref
+        queued = lib.sendmsg2_many(self._h("srt_sendmsg2"), payloads, ref)
+        if queued == len(payloads):
+            return queued
+        # Read right after the failing call, on its thread (libsrt's last error is per thread).
         exc = error_from_last("srt_sendmsg2")
         if exc.code == SrtErrno.SRT_EASYNCSND:
-            return False
+            return queued
         raise exc
 
     def stats(self) -> LinkStats:
@@ -628,6 +642,18 @@ class SrtConnection:
         if self._closed:
             raise SrtError(SrtErrno.SRT_ESCLOSED, "connection is closed", op="srt_sendmsg2")
         return self._sock.send(payload, srctime_us=srctime_us)
+
+    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
+        """Queue `payloads` (bytes, each at most `payload_size`) in order, non-blocking, all
+        with the source time `srctime_us` (as in `send`): one call for a burst.
+
+        Returns how many were queued, from the first: `len(payloads)`, or fewer when libsrt's
+        send buffer filled (the rest were not sent: retry later or skip them). Raises as
+        `send` does (the payloads before a failing one stay queued).
+        """
+        if self._closed:
+            raise SrtError(SrtErrno.SRT_ESCLOSED, "connection is closed", op="srt_sendmsg2")
+        return self._sock.send_many(payloads, srctime_us=srctime_us)
 
     def send_buffer_bytes(self) -> int:
         """Bytes sent but not yet acknowledged by the peer (`srt_getsndbuffer`); 0 once closed."""

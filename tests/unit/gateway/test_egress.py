@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,6 +32,13 @@ class CountingConn:
         self.sent.append(payload)
         self.srctimes.append(srctime_us)
         return True
+
+    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
+        """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
+        for queued, payload in enumerate(payloads):
+            if not self.send(payload, srctime_us=srctime_us):
+                return queued
+        return len(payloads)
 
     def send_buffer_bytes(self) -> int:
         self.buffer_reads += 1

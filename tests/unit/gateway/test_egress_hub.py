@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
@@ -29,6 +30,13 @@ class RecordingConn:
     def send(self, payload: bytes, *, srctime_us: int | None = None) -> bool:
         self.sent.append(payload)
         return True
+
+    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
+        """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
+        for queued, payload in enumerate(payloads):
+            if not self.send(payload, srctime_us=srctime_us):
+                return queued
+        return len(payloads)
 
     def send_buffer_bytes(self) -> int:
         return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -201,6 +201,13 @@ class FakeConn:
         self.sent.append(payload)
         self.srctimes.append(srctime_us)
         return True
+
+    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
+        """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
+        for queued, payload in enumerate(payloads):
+            if not self.send(payload, srctime_us=srctime_us):
+                return queued
+        return len(payloads)
 
     def send_buffer_bytes(self) -> int:
         return self.unacked
