@@ -281,7 +281,8 @@ class Sender:
                 while self._conn.send_buffer_bytes() > 0 and not self._conn.ended:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 if not self._conn.ended:
-                    await asyncio.sleep(self._latency_s + 0.05)
+                    # A loaded receiver plays out late; a margin past one latency keeps the tail.
+                    await asyncio.sleep(self._latency_s + 0.25)
 
 
 class ExportHub:

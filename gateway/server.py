@@ -62,6 +62,7 @@ from model import (
     PublishConflict,
     PublisherPolicy,
     StatsHandle,
+    Usage,
     normalize_path,
 )
 from mux import TsImporter
@@ -657,20 +658,25 @@ class _Request:
         except SrtError:
             return LinkFigures()
 
-    def _record(
+    async def _end(
         self,
         *,
         path: str,
-        groups: int,
-        frames: int,
-        nbytes: int,
-        ts_bytes: int,
         outcome: Outcome,
         error: str = "",
+        usage: Usage | None = None,
+        ts_bytes: int = 0,
         skipped_bytes: int = 0,
-        link: LinkFigures,
     ) -> SessionRecord:
-        return SessionRecord(
+        """Close the connection and its claim, then build, log and sink the session's record.
+
+        `usage` is the session's payload meter (None: nothing moved); read the link figures
+        before the close so they include the last exchange.
+        """
+        link = self._link()
+        self._finish_request()
+        usage = usage or Usage()
+        record = SessionRecord(
             session=self.session,
             node=self._server.node,
             role=self.role,
@@ -682,18 +688,17 @@ class _Request:
             started_at=self.started_at,
             ended_at=time.time(),
             duration_s=round(time.monotonic() - self._started_mono, 6),
-            groups=groups,
-            frames=frames,
-            bytes=nbytes,
+            groups=usage.groups,
+            frames=usage.frames,
+            bytes=usage.bytes,
             ts_bytes=ts_bytes,
             skipped_bytes=skipped_bytes,
             outcome=outcome,
             error=error,
             srt=link,
         )
-
-    async def _emit(self, record: SessionRecord) -> None:
         await emit_session(record, self._server.config.sinks)
+        return record
 
 
 class Publish(_Request):
@@ -730,20 +735,7 @@ class Publish(_Request):
                 return await self._run(origin, target)
             except PublishConflict as exc:
                 conflict = f"path {target!r} already published ({exc})"
-        link = self._link()
-        self._finish_request()
-        record = self._record(
-            path=target,
-            groups=0,
-            frames=0,
-            nbytes=0,
-            ts_bytes=0,
-            outcome="error",
-            error=conflict,
-            link=link,
-        )
-        await self._emit(record)
-        return record
+        return await self._end(path=target, outcome="error", error=conflict)
 
     async def _run(self, origin: Origin, path: str) -> SessionRecord:
         server = self._server
@@ -809,19 +801,9 @@ class Publish(_Request):
                 broadcast.abort(Closed(f"publisher ended: {error}"))
         usage = guard.meter.copy()
         guard.close()
-        link = self._link()
-        self._finish_request()
-        record = self._record(
-            path=path,
-            groups=usage.groups,
-            frames=usage.frames,
-            nbytes=usage.bytes,
-            ts_bytes=ts_bytes,
-            outcome=outcome,
-            error=error,
-            link=link,
+        record = await self._end(
+            path=path, outcome=outcome, error=error, usage=usage, ts_bytes=ts_bytes
         )
-        await self._emit(record)
         if cancelled is not None:
             raise cancelled
         return record
@@ -868,19 +850,7 @@ class Subscribe(_Request):
         except asyncio.CancelledError as exc:
             cancelled, outcome, error = exc, "closed", "cancelled"
         if consumer is None:
-            link = self._link()
-            self._finish_request()
-            record = self._record(
-                path=target,
-                groups=0,
-                frames=0,
-                nbytes=0,
-                ts_bytes=0,
-                outcome=outcome,
-                error=error,
-                link=link,
-            )
-            await self._emit(record)
+            record = await self._end(path=target, outcome=outcome, error=error)
             if cancelled is not None:
                 raise cancelled
             return record
@@ -948,20 +918,14 @@ class Subscribe(_Request):
             outcome, error = "eof", "caller left"
         usage = guard.meter.copy()
         guard.close()
-        link = self._link()
-        self._finish_request()
-        record = self._record(
+        record = await self._end(
             path=path,
-            groups=usage.groups,
-            frames=usage.frames,
-            nbytes=usage.bytes,
-            ts_bytes=sender.sent_bytes,
-            skipped_bytes=sender.skipped_bytes,
             outcome=outcome,
             error=error,
-            link=link,
+            usage=usage,
+            ts_bytes=sender.sent_bytes,
+            skipped_bytes=sender.skipped_bytes,
         )
-        await self._emit(record)
         if cancelled is not None:
             raise cancelled
         return record
