@@ -3,10 +3,10 @@
 `load()` opens the system library once (Debian `libsrt1.5-openssl`, then the GnuTLS flavour)
 and gives every function it uses `argtypes` and `restype`. Each libsrt call has one typed
 wrapper below, named after it without the `srt_` prefix where that reads better; the raw
-`CDLL` attributes never leave this module. One exception to the typing: the hot send path
-(`sendmsg2_many`) calls its own untyped pointer to `srt_sendmsg2`, see there. Errors are not
-interpreted here: callers pass the return code to `gateway.srt.errors.check`, which reads
-libsrt's thread-local last error.
+`CDLL` attributes never leave this module. One exception to the typing: the hot send and
+receive paths (`sendmsg2_many`, `recvmsg_drain`) call their own untyped pointers to
+`srt_sendmsg2` and `srt_recvmsg`, see there. Errors are not interpreted here: callers pass
+the return code to `gateway.srt.errors.check`, which reads libsrt's thread-local last error.
 """
 
 from __future__ import annotations
@@ -679,6 +679,47 @@ def time_now() -> int:
 def recvmsg(u: int, buf: ctypes.Array[ctypes.c_char], size: int) -> int:
     """`srt_recvmsg(u, buf, size)`: one message's length, or -1 (SRT_EASYNCRCV when empty)."""
     return int(_l().srt_recvmsg(u, buf, size))
+
+
+# The hot receive path's own untyped pointer to `srt_recvmsg` (same reasoning as
+# `_sendmsg2_fast`: a Python int goes as C int, a pre-built byref as the buffer's address).
+_recvmsg_fast: Any = None
+
+
+def _bind_recvmsg_fast() -> Any:
+    global _recvmsg_fast
+    func = _l()["srt_recvmsg"]
+    func.restype = ctypes.c_int
+    _recvmsg_fast = func
+    return func
+
+
+def recvmsg_drain(
+    u: int, buf: ctypes.Array[ctypes.c_char], size: int, max_msgs: int
+) -> list[bytes]:
+    """`srt_recvmsg(u, buf, size)` repeatedly until it returns <= 0 or `max_msgs` messages
+    were read: the messages in order, each a fresh `bytes` copy (`buf` is reused).
+
+    Fewer than `max_msgs` means the last call failed: this thread's last error (read it next,
+    with `getlasterror`, on the same thread) says why (SRT_EASYNCRCV: nothing more for now).
+    `max_msgs` of them means the socket may hold more. `size` (at most `len(buf)`, checked)
+    bounds each message; `u` must be an int socket id.
+    """
+    if size > len(buf):
+        raise ValueError(f"size {size} exceeds the buffer's {len(buf)} bytes")
+    recv = _recvmsg_fast
+    if recv is None:
+        recv = _bind_recvmsg_fast()
+    ref = ctypes.byref(buf)  # passed as is; an array would be converted on every call
+    view: Any = buf  # slicing a c_char array gives bytes (one copy)
+    msgs: list[bytes] = []
+    append = msgs.append
+    for _ in range(max_msgs):
+        n = recv(u, ref, size)
+        if n <= 0:
+            break
+        append(view[:n])
+    return msgs
 
 
 def msgctrl_init(mctrl: SrtMsgCtrl) -> None:

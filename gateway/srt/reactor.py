@@ -686,33 +686,21 @@ class _IoCore:
     # -- reading
 
     def _read(self, entry: _ConnEntry, events: list[_Event]) -> None:
-        handle = entry.handle
-        buf: Any = self._buf  # slicing a c_char array gives bytes
-        recv = lib.recvmsg
-        msgs: list[bytes] = []
-        append = msgs.append
-        nbytes = 0
-        n = 0
-        while len(msgs) < MAX_MESSAGES_PER_WAKE:
-            n = recv(handle, buf, RECV_BUF_BYTES)
-            if n <= 0:
-                break
-            append(buf[:n])
-            nbytes += n
+        msgs = lib.recvmsg_drain(entry.handle, self._buf, RECV_BUF_BYTES, MAX_MESSAGES_PER_WAKE)
+        # Read the error first: it is this thread's, and only the drain's last call set it.
+        code = lib.getlasterror()[0] if len(msgs) < MAX_MESSAGES_PER_WAKE else None
         if msgs:
             now = time.monotonic()
             entry.last_heard = now
             if now - entry.perf_at >= STATS_SNAPSHOT_S:
                 entry.snapshot(now)
             self.messages += len(msgs)
-            self.bytes += nbytes
+            self.bytes += sum(map(len, msgs))
             conn = entry.ref()
             if conn is not None:
                 events.append((conn._feed, msgs))
-        if n <= 0:
-            code, _ = lib.getlasterror()
-            if code != SrtErrno.SRT_EASYNCRCV:
-                self._broken(entry, code, events)
+        if code is not None and code != SrtErrno.SRT_EASYNCRCV:
+            self._broken(entry, code, events)
 
     def _broken(self, entry: _ConnEntry, code: int, events: list[_Event]) -> None:
         now = time.monotonic()
