@@ -1,7 +1,8 @@
 """TS export throughput vs ffmpeg's remuxer, on the same big file, plus the packetizer profile.
 
 Uses the ~200 MB 1080p30 H.264 + AAC stream at ~27 Mbit/s that bench_import caches under
-fixtures/big/ (generated here too if missing, same command), and measures in the same run:
+fixtures/big/ (`bench_import.big_file` makes it once), and measures in the same run (run with
+`make bench BENCH=bench_export` or `python -m tests.bench.bench_export` from the repository):
 - ours: every frame (PyAV demux, done beforehand, as hang legacy frames) pushed through
   `TsExporter` into 1316-byte `TsChunk`s; MB/s of TS output, in-process, median of 5 runs;
 - ffmpeg: `ffmpeg -i big.ts -map 0 -c copy -f mpegts -y /dev/null` (demux + mux, whole
@@ -20,33 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from tests.bench.bench_import import big_file
+
 ROOT = Path(__file__).resolve().parents[2]
-BIG = ROOT / "fixtures" / "big" / "big.ts"
 RUNS = 5
 
-FFMPEG_MAKE = [
-    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-    "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
-    "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-    "-t", "60", "-map", "0:v", "-map", "1:a", "-vf", "noise=alls=12:allf=t",
-    "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-    "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-    "-b:v", "26M", "-maxrate", "26M", "-bufsize", "26M",
-    "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts",
-]  # fmt: skip
-
 Frame = tuple[str, bytes, bool]
-
-
-def big_file() -> Path:
-    """Return the cached big TS file, generating it first if needed (about 20 s)."""
-    if not BIG.exists():
-        BIG.parent.mkdir(parents=True, exist_ok=True)
-        partial = BIG.with_suffix(".partial.ts")
-        print(f"generating {BIG} (once) ...", flush=True)
-        subprocess.run([*FFMPEG_MAKE, str(partial)], check=True)
-        partial.rename(BIG)
-    return BIG
 
 
 def load_frames(path: Path) -> tuple[list[Frame], object]:
