@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="request_timeout_s",
         help="seconds an m=request caller waits for its publisher (default 10)",
     )
+    parser.add_argument(
+        "--publish-cap",
+        dest="publish_cap_bps",
+        help="per-publisher TS bit rate cap in bits/s (off by default)",
+    )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument(
         "--log-format", dest="log_format", choices=("json", "console", "auto"), help="log format"
@@ -69,6 +74,7 @@ def server_config(config: GatewayConfig) -> ServerConfig:
         request_timeout_s=config.request_timeout_s,
         node=config.node,
         max_bitrate_bps=config.max_bitrate_bps,
+        publish_cap_bps=config.publish_cap_bps,
     )
 
 
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             "passphrase",
             "publisher_policy",
             "request_timeout_s",
+            "publish_cap_bps",
             "node",
             "log_format",
             "log_level",

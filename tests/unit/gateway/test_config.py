@@ -24,6 +24,16 @@ def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> Non
     assert config.prefix == "live"
 
 
+def test_publish_cap_is_off_by_default_and_reaches_the_server_config() -> None:
+    from gateway.serve import server_config
+
+    assert load_config().publish_cap_bps is None
+    config = load_config(None, {"publish_cap_bps": "20000000"})
+    assert config.publish_cap_bps == 20_000_000
+    assert server_config(config).publish_cap_bps == 20_000_000
+    assert load_config(None, {"publish_cap_bps": "off"}).publish_cap_bps is None
+
+
 def test_off_disables_a_listener() -> None:
     assert parse_address("moq", "off") is None
     assert load_config(None, {"http": "off"}).http is None
@@ -59,3 +69,11 @@ def test_a_broken_toml_file_is_a_config_error_naming_the_file(tmp_path: Path) ->
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_the_readme_configuration_example_loads_as_the_defaults(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    start = readme.index("```toml\n") + len("```toml\n")
+    example = tmp_path / "example.toml"
+    example.write_text(readme[start : readme.index("```", start)])
+    assert load_config(example) == GatewayConfig()
