@@ -50,6 +50,19 @@ class FrameFormat(Protocol):
         ...
 
 
+def find_two_byte_sync(data: bytes, pos: int, first: bytes, mask: int, value: int) -> int:
+    """Offset of the first byte `first` at or after `pos` whose next byte has
+    `next & mask == value`, or -1 (a sync word spanning two bytes)."""
+    last = len(data) - 1
+    while True:
+        pos = data.find(first, pos)
+        if pos == -1 or pos >= last:
+            return -1
+        if data[pos + 1] & mask == value:
+            return pos
+        pos += 1
+
+
 class AudioFramer:
     """Frame state of one audio stream; see the module docstring.
 
@@ -196,14 +209,8 @@ class Adts:
     min_header = aac.ADTS_HEADER
 
     def find_sync(self, data: bytes, pos: int) -> int:
-        size = len(data) - 1
-        while True:
-            pos = data.find(b"\xff", pos)
-            if pos == -1 or pos >= size:
-                return -1
-            if aac.is_sync(data, pos):
-                return pos
-            pos += 1
+        # ADTS: 0xFFF sync word, layer 00 (aac.is_sync)
+        return find_two_byte_sync(data, pos, b"\xff", 0xF6, 0xF0)
 
     def parse(self, data: bytes, pos: int) -> FrameInfo:
         hdr = aac.parse_adts(data, pos)
@@ -240,14 +247,7 @@ class MpegAudio:
     min_header = 4
 
     def find_sync(self, data: bytes, pos: int) -> int:
-        size = len(data) - 1
-        while True:
-            pos = data.find(b"\xff", pos)
-            if pos == -1 or pos >= size:
-                return -1
-            if data[pos + 1] & 0xE0 == 0xE0:
-                return pos
-            pos += 1
+        return find_two_byte_sync(data, pos, b"\xff", 0xE0, 0xE0)  # 11-bit frame sync
 
     def parse(self, data: bytes, pos: int) -> FrameInfo:
         b1, b2, b3 = data[pos + 1], data[pos + 2], data[pos + 3]
@@ -400,14 +400,7 @@ class OpusTs:
         self.channels = channels
 
     def find_sync(self, data: bytes, pos: int) -> int:
-        size = len(data) - 1
-        while True:
-            pos = data.find(b"\x7f", pos)
-            if pos == -1 or pos >= size:
-                return -1
-            if data[pos + 1] & 0xE0 == 0xE0:
-                return pos
-            pos += 1
+        return find_two_byte_sync(data, pos, b"\x7f", 0xE0, 0xE0)  # control header prefix
 
     def parse(self, data: bytes, pos: int) -> FrameInfo:
         size = len(data)
