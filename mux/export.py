@@ -734,19 +734,28 @@ def parse_avcc(description: bytes) -> tuple[int, bytes]:
         for count_mask in (0x1F, 0xFF):
             count = description[offset] & count_mask
             offset += 1
-            for _ in range(count):
-                size = int.from_bytes(description[offset : offset + 2], "big")
-                offset += 2
-                nal = description[offset : offset + size]
-                if len(nal) != size:
-                    raise Malformed("avcC: parameter set truncated", offset=offset)
-                parts.append(_START_CODE + nal)
-                offset += size
+            offset = _read_nal_array(description, offset, count, parts, "avcC")
     except IndexError as exc:
         raise Malformed("avcC: truncated", offset=len(description)) from exc
     if length_size == 3:
         raise Malformed("avcC: 3-byte NAL lengths are not allowed", offset=4)
     return length_size, b"".join(parts)
+
+
+def _read_nal_array(
+    description: bytes, offset: int, count: int, parts: list[bytes], record: str
+) -> int:
+    """Append `count` 16-bit-length-prefixed NAL units at `offset` to `parts` as Annex-B;
+    return the offset after them. `Malformed` (naming `record`) if one is truncated."""
+    for _ in range(count):
+        size = int.from_bytes(description[offset : offset + 2], "big")
+        offset += 2
+        nal = description[offset : offset + size]
+        if len(nal) != size:
+            raise Malformed(f"{record}: parameter set truncated", offset=offset)
+        parts.append(_START_CODE + nal)
+        offset += size
+    return offset
 
 
 def parse_hvcc(description: bytes) -> tuple[int, bytes]:
@@ -761,14 +770,7 @@ def parse_hvcc(description: bytes) -> tuple[int, bytes]:
             offset += 1  # array_completeness, reserved, NAL_unit_type
             count = int.from_bytes(description[offset : offset + 2], "big")
             offset += 2
-            for _ in range(count):
-                size = int.from_bytes(description[offset : offset + 2], "big")
-                offset += 2
-                nal = description[offset : offset + size]
-                if len(nal) != size:
-                    raise Malformed("hvcC: NAL unit truncated", offset=offset)
-                parts.append(_START_CODE + nal)
-                offset += size
+            offset = _read_nal_array(description, offset, count, parts, "hvcC")
     except IndexError as exc:
         raise Malformed("hvcC: truncated", offset=len(description)) from exc
     if length_size == 3:

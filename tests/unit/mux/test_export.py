@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mux.catalog import AudioConfig, Catalog, Container, VideoConfig
 from mux.container import encode_frame
+from mux.errors import Malformed
 from mux.export import (
     CHUNK_BYTES,
     ExportProblemKind,
@@ -21,6 +22,7 @@ from mux.export import (
     adts_fields_from_params,
     length_prefixed_to_annexb,
     parse_avcc,
+    parse_hvcc,
 )
 from mux.ts_mux import PidWriter, crc32_mpeg2
 from tests.unit.mux.test_export_support import (
@@ -538,3 +540,19 @@ def test_video_without_reordering_and_no_reserve_gets_dts_equal_to_pts() -> None
     vpes = pes_units(parse_packets(ts_of(chunks)), exporter.track_pids()["0.avc3"])
     assert [p.dts_90k for p in vpes] == [None] * len(vpes), "DTS = PTS is written as PTS only"
     assert decode_ts(ts_of(chunks)).video_frames == 30
+
+
+def test_avcc_and_hvcc_parameter_sets_become_annexb_and_truncation_is_malformed() -> None:
+    sps, pps = b"\x67\x64\x00\x1f\xac", b"\x68\xee\x3c\x80"
+    avcc = bytes([1, 0x64, 0x00, 0x1F, 0xFF, 0xE1, 0, len(sps)]) + sps
+    avcc += bytes([1, 0, len(pps)]) + pps
+    assert parse_avcc(avcc) == (4, b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps)
+    vps, hsps = b"\x40\x01\x0c", b"\x42\x01\x01\x01"
+    hvcc = bytes(21) + bytes([0x0F, 2])
+    hvcc = bytes([1]) + hvcc[1:]
+    hvcc += bytes([0x20, 0, 1, 0, len(vps)]) + vps + bytes([0x21, 0, 1, 0, len(hsps)]) + hsps
+    assert parse_hvcc(hvcc) == (4, b"\x00\x00\x00\x01" + vps + b"\x00\x00\x00\x01" + hsps)
+    with pytest.raises(Malformed, match="avcC: parameter set truncated"):
+        parse_avcc(avcc[:-1])
+    with pytest.raises(Malformed, match="hvcC: parameter set truncated"):
+        parse_hvcc(hvcc[:-1])
