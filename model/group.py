@@ -281,6 +281,8 @@ class GroupConsumer:
 
     async def __anext__(self) -> bytes:
         """`async for frame in group`: like `next_frame()`, ending the loop at a clean end."""
+        # Mirrors next_frame() instead of awaiting it: one coroutine less per frame read, on
+        # the egress hot path that bench_model's metered/unmetered ratio measures.
         frames = self._frames
         while True:
             i = self._index
