@@ -10,6 +10,7 @@ from tests.integration.conftest import (
     FIXTURE,
     HOST,
     Procs,
+    assert_arrived,
     decode_video,
     frames_in_last,
     remux_size,
@@ -86,8 +87,9 @@ async def test_srt_live_transmit_publishes_and_pulls(procs: Procs, tmp_path: Pat
     # srt-live-transmit drops its last 1316-byte read at end of input (it does so towards its
     # own listener too): everything else arrived.
     assert 0 <= remux_size() - ingress.ts_bytes <= CHUNK
-    # srt-live-transmit writes what it receives verbatim: every byte the gateway sent arrived.
-    assert out_path.stat().st_size == egress.ts_bytes
+    # srt-live-transmit writes what it receives verbatim: every byte the gateway sent arrived,
+    # except whole packets libsrt's sender reports it dropped as too late (loaded machines).
+    assert_arrived(out_path.stat().st_size, egress)
     decoded = decode_video(out_path)
     assert decoded.first_is_keyframe
     assert decoded.errors == 0
