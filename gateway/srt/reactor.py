@@ -864,14 +864,18 @@ class _IoCore:
         addr: bytes,
         peer: tuple[str, int],
         options: SrtOptions,
+        local: bytes | None,
         fut: asyncio.Future[SrtConnection],
         events: list[_Event],
     ) -> None:
-        """Start a non-blocking srt_connect; epoll reports success (OUT) or failure (ERR)."""
+        """Start a non-blocking srt_connect (from `local`, a packed sockaddr, when given);
+        epoll reports success (OUT) or failure (ERR)."""
         sock: SrtSocket | None = None
         try:
             sock = SrtSocket.create()
             sock.apply(options, caller=True)
+            if local is not None:
+                sock.bind(local)
             sock.connect(addr)
             self._poll(sock.handle, EpollOpt.SRT_EPOLL_OUT | EpollOpt.SRT_EPOLL_ERR)
         except SrtError as exc:
@@ -1079,9 +1083,19 @@ class SrtReactor:
         return listener
 
     async def connect(
-        self, host: str, port: int, options: SrtOptions | None = None
+        self,
+        host: str,
+        port: int,
+        options: SrtOptions | None = None,
+        *,
+        local: tuple[str, int] | None = None,
     ) -> SrtConnection:
         """Connect to an SRT listener as a caller (non-blocking srt_connect on the I/O thread).
+
+        `local` is a numeric (host, port) to send from (srt_bind before srt_connect; port 0
+        picks one). Callers bound to the same local address share one UDP socket and one pair
+        of libsrt send/receive threads (libsrt's multiplexer), as the callers a listener
+        accepts do.
 
         Raises SrtRejected (reject_code from the listener or libsrt, e.g. 1403, 10 = wrong
         passphrase), SrtTimeout after `connect_timeout_ms`, SrtError otherwise. The caller
@@ -1090,8 +1104,9 @@ class SrtReactor:
         self._check_open("srt_connect")
         options = options if options is not None else SrtOptions()
         addr, numeric = await self._resolve(host, port)
+        bind = None if local is None else pack_sockaddr(*local)
         fut: asyncio.Future[SrtConnection] = self._loop.create_future()
-        cmd = partial(self._core.cmd_connect, addr, (numeric, port), options, fut)
+        cmd = partial(self._core.cmd_connect, addr, (numeric, port), options, bind, fut)
         if not self._core.submit(cmd):
             self._check_open("srt_connect")
         return await fut

@@ -270,12 +270,18 @@ async def watch(conn: SrtConnection, tails: VideoTails, deadline: float) -> int:
 
 
 async def connect_retry(
-    reactor: SrtReactor, host: str, port: int, options: SrtOptions, deadline: float
+    reactor: SrtReactor,
+    host: str,
+    port: int,
+    options: SrtOptions,
+    deadline: float,
+    local: tuple[str, int] | None = None,
 ) -> SrtConnection:
-    """Connect as a caller, retrying refusals and timeouts until `deadline` (then raise)."""
+    """Connect as a caller (from `local`, when given), retrying refusals and timeouts until
+    `deadline` (then raise)."""
     while True:
         try:
-            return await reactor.connect(host, port, options)
+            return await reactor.connect(host, port, options, local=local)
         except SrtError:
             if time.monotonic() + CONNECT_RETRY_S >= deadline:
                 raise
@@ -350,6 +356,7 @@ async def _view(args: argparse.Namespace) -> _Counts:
             print("ready", flush=True)
         else:
             host, port = _split(args.connect)
+            local = _split(args.local) if args.local else None
             expect = len(args.sid)
             opened = await asyncio.gather(
                 *(
@@ -359,6 +366,7 @@ async def _view(args: argparse.Namespace) -> _Counts:
                         port,
                         SrtOptions(latency_ms=args.latency_ms, stream_id=sid),
                         deadline,
+                        local,
                     )
                     for sid in args.sid
                 )
@@ -393,6 +401,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     view.add_argument("--expect", type=int, default=0)
     view.add_argument("--connect", help="host:port: call it once per --sid")
     view.add_argument("--sid", action="append", default=[], help="stream id of one caller")
+    view.add_argument("--local", help="host:port every caller sends from (one shared UDP port)")
     view.add_argument("--latency-ms", type=int, default=120)
     view.add_argument("--deadline", type=float, default=60.0, help="seconds, then stop")
     args = parser.parse_args(list(argv) if argv is not None else None)

@@ -105,6 +105,37 @@ async def test_listener_and_caller_exchange_messages_both_ways(no_leaks: object)
         await listener.aclose()
 
 
+async def test_callers_bound_to_one_local_port_share_it_and_each_get_their_data(
+    no_leaks: object,
+) -> None:
+    async with SrtReactor() as reactor:
+        listener = await reactor.listen("127.0.0.1", 0, None, accept_all)
+        probe = await reactor.connect("127.0.0.1", listener.port, local=("127.0.0.1", 0))
+        async with asyncio.timeout(5):
+            first = await listener.accept()
+        local_port = first.peer[1]
+        a = await reactor.connect(
+            "127.0.0.1", listener.port, SrtOptions(stream_id="a"), local=("127.0.0.1", local_port)
+        )
+        b = await reactor.connect(
+            "127.0.0.1", listener.port, SrtOptions(stream_id="b"), local=("127.0.0.1", local_port)
+        )
+        accepted = {}
+        async with asyncio.timeout(5):
+            for _ in range(2):
+                conn = await listener.accept()
+                accepted[conn.stream_id] = conn
+        # the listener sees every caller coming from the one port they were bound to
+        assert {conn.peer for conn in accepted.values()} == {("127.0.0.1", local_port)}
+        assert accepted["a"].send(b"for a")
+        assert accepted["b"].send(b"for b")
+        assert await receive(a, 1) == [b"for a"]
+        assert await receive(b, 1) == [b"for b"]
+        for conn in (probe, first, a, b, *accepted.values()):
+            conn.close()
+        await listener.aclose()
+
+
 async def test_a_burst_arrives_complete_in_order_in_few_loop_callbacks(no_leaks: object) -> None:
     async with SrtReactor() as reactor:
         listener, caller, server_side = await pair(reactor)
