@@ -1,50 +1,50 @@
-"""SRT egress: TS chunks out of the model, shared per broadcast, paced per viewer.
+"""SRT egress: TS out of the model, exported once per broadcast, sent to each viewer at once.
 
-`ExportHub` runs one `export_broadcast` (one model consumer, one `TsExporter`) per broadcast
-and hands every chunk, as a `Piece`, to each of that broadcast's viewers; `HubRegistry` finds
-or starts the hub of a path and stops it with its last viewer. `Sender` is the per-viewer
-adapter: it queues pieces, stamps everything queued in one pass with the `Pacer` and hands the
-payloads to libsrt. A viewer whose link cannot keep up is skipped ahead to the next keyframe;
-nothing here waits on the link, so a slow viewer never holds back the publisher or the other
-viewers.
+`ExportHub` runs one `export_batches` (one model consumer, one `TsExporter`) per broadcast and
+hands each exported frame, as a `Piece` (its 1316-byte payloads and media timestamp), to every
+viewer's `Sender`, synchronously: the sender stamps the piece with its `Pacer` and hands the
+payloads to libsrt in the same call. No queue and no task per viewer: sends never block (a
+full libsrt buffer refuses), so nothing is gained by deferring them, and each deferral would
+cost an event-loop wake-up per frame per viewer. A viewer whose link cannot keep up is skipped
+ahead to the next keyframe; nothing here waits on the link, so a slow viewer never holds back
+the publisher or the other viewers. `HubRegistry` finds or starts the hub of a path and stops
+it with its last viewer.
 
 Metering (egress is billed per viewer, for what that viewer got out of the model): the hub's
 model consumer counts into a private `Usage`; every piece carries that meter's running totals
-`(groups, frames, bytes)` after the chunk was made. A viewer's sender adds to its own meter
-the difference between the totals of the last piece it took off its queue and those it had
-already billed, starting from the totals just before its first piece. So a viewer is billed
-for the model reads the hub made up to every piece it took (sent, or skipped because its own
-link was slow, as when it had its own consumer), not for pieces before it joined, nor for
-pieces it never took (its queue overflowed, or it left); reads after the last piece (the end
-of the broadcast) go to the viewers still attached. Reads count when the hub makes the piece
-they led to, so frames read ahead of a late viewer's first piece go unbilled to it: it is
-billed at most what it received, never more. Viewers attached for the whole broadcast are
-each billed exactly what one consumer of it reads.
+`(groups, frames, bytes)` after the piece was made. A viewer's sender adds to its own meter
+the difference between the totals of the last piece it was handed and those it had already
+billed, starting from the totals just before its first piece. So a viewer is billed for the
+model reads the hub made up to every piece it was handed (sent, or skipped because its own link
+was slow, as when it had its own consumer), not for pieces before it joined, nor after it left;
+reads after the last piece (the end of the broadcast) go to the viewers still attached. Reads
+count when the hub makes the piece they led to, so frames read ahead of a late viewer's first
+piece go unbilled to it: it is billed at most what it received, never more. Viewers attached
+for the whole broadcast are each billed exactly what one consumer of it reads.
 
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
-per broadcast, not once per viewer; the sender works on batches (every piece queued when it
-wakes), so its per-chunk cost is a length check (whole payloads go out uncopied); libsrt's
-send buffer is read at most every `BUFFER_CHECK_US` (and `send_many()` refusing is
-noticed at once), not before every payload; a burst goes to libsrt in one `send_many` call.
+per broadcast, not once per viewer; a viewer's cost per frame is one stamp, one `send_many`
+call for the frame's payloads (whole payloads go out uncopied) and three integer subtractions
+for billing; libsrt's send buffer is read at most every `BUFFER_CHECK_US` (and `send_many()`
+refusing is noticed at once), not before every payload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import Callable, Hashable
 from typing import Final, NamedTuple
 
 import structlog
 
-from gateway.pacer import Burst, Pacer
+from gateway.pacer import Pacer
 from gateway.srt import SrtConnection, SrtError, srt_now_us
-from gateway.ts_source import export_broadcast
+from gateway.ts_source import export_batches
 from model import BroadcastConsumer, Usage
 from mux.export import TsChunk
 
-__all__ = ["ExportHub", "HubRegistry", "Piece", "Sender", "random_access"]
+__all__ = ["ExportHub", "HubRegistry", "Piece", "Sender", "pieces", "random_access"]
 
 Totals = tuple[int, int, int]
 """Running model usage `(groups, frames, bytes)` of a hub's consumer."""
@@ -70,37 +70,50 @@ def _starts_with_pat(data: bytes) -> bool:
 
 
 class Piece(NamedTuple):
-    """One TS chunk as a hub hands it to every viewer (shared, never modified).
+    """One exported frame as a hub hands it to every viewer (shared, never modified).
 
-    `data`/`media_ts_us` as in `TsChunk`; `join` marks a point where a viewer may start or
-    resume (the chunk opening a video keyframe with PAT and PMT; in a broadcast without video,
-    any chunk opening with PAT); `totals` is the hub consumer's running usage after the chunk
-    was made (None: not metered, e.g. a sender fed by `Sender.run` directly).
+    `payloads`: the frame's TS as SRT payloads (whole TS packets, at most 1316 bytes each, in
+    order); `media_ts_us`: their media timestamp (µs, `TsChunk.media_ts_us`); `join`: a point
+    where a viewer may start or resume (a video keyframe opening with PAT and PMT; in a
+    broadcast without video, any piece opening with PAT); `totals`: the hub consumer's running
+    usage after the piece was made (None: not metered); `nbytes`: the payloads' total length.
     """
 
-    data: bytes
+    payloads: tuple[bytes, ...]
     media_ts_us: int
     join: bool
     totals: Totals | None
+    nbytes: int
+
+
+def pieces(chunks: list[TsChunk]) -> list[tuple[tuple[bytes, ...], int]]:
+    """Group an exported frame's chunks into `(payloads, media_ts_us)` runs sharing one
+    timestamp (one run, except when a keyframe releases held audio)."""
+    ts = chunks[0][1]
+    if chunks[-1][1] == ts:
+        return [(tuple([chunk[0] for chunk in chunks]), ts)]
+    runs: list[tuple[tuple[bytes, ...], int]] = []
+    run: list[bytes] = []
+    for data, chunk_ts in chunks:
+        if chunk_ts != ts and run:
+            runs.append((tuple(run), ts))
+            run = []
+        ts = chunk_ts
+        run.append(data)
+    runs.append((tuple(run), ts))
+    return runs
 
 
 class Sender:
-    """Egress adapter: reads TS chunks, stamps them with the `Pacer`, sends SRT payloads.
+    """Egress adapter of one viewer: stamps each piece with the `Pacer`, sends its payloads.
 
-    One per viewer connection (it does not own `conn`). A reader task pulls chunks from the
-    exporter into a bounded buffer (so a stalled link holds back the model consumer, which
-    then skips ahead, rather than memory growing); the sending side takes everything buffered
-    at once, and flushes a partial payload as soon as the buffer runs dry. A slow viewer
+    One per viewer connection (it does not own `conn`); fed by an `ExportHub` on the loop
+    thread (`start`, `offer`, `source_ended`), each piece sent within the call. A slow viewer
     (libsrt's unsent bytes above `send_buffer_limit_bytes`, or `send_many()` refused a payload)
-    drops what is queued, including the rest of the batch being sent, and skips chunks until
-    the next keyframe. `latency_ms` is the SRT latency: half of it is the pacer's lateness budget.
+    skips pieces until the next join point. `latency_ms` is the SRT latency: half of it is the
+    pacer's lateness budget. `run()` waits for the end.
     """
 
-    BUFFER_CHUNKS: Final = 256
-    """Chunks `run` buffers before its reader waits (the old, unshared source)."""
-    QUEUE_PIECES: Final = 8192
-    """Pieces a hub may queue for this viewer (about 10 MB of shared chunks, several seconds
-    of media) before the queue is dropped and the viewer skips to the next join point."""
     #: How often libsrt's send buffer is read (µs). At 100 Mbit/s, 20 ms is 250 kB, a quarter
     #: of the smallest limit; a full buffer makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 20_000
@@ -122,103 +135,85 @@ class Sender:
         self.sent_bytes = 0
         """TS bytes libsrt accepted for this viewer."""
         self.skipped_bytes = 0
-        """TS bytes dropped for this viewer (slow link)."""
+        """TS bytes not sent to this viewer (its link was slow)."""
         self.skips = 0
         self.ended_by_source = False
         self._skipping = False
         self._next_check_us = 0
         self._billed: Totals | None = None
-        self._buffer: deque[Piece] = deque()
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-        self._source_done = False
-        self._source_error: BaseException | None = None
-        self._final: Totals | None = None
-
-    # -- fed by a hub (loop thread) ---------------------------------------------------------
+        self._done = asyncio.Event()
+        self._error: BaseException | None = None
 
     def start(self, billed: Totals, pieces: list[Piece]) -> None:
-        """Begin with `pieces` (a replay from a join point, may be empty); `billed`: the hub's
-        totals just before the first piece this viewer gets."""
+        """Begin with `pieces` (a replay from a join point, may be empty, sent at once);
+        `billed`: the hub's totals just before the first piece this viewer gets."""
         self._billed = billed
-        self._buffer.extend(pieces)
-        self._ready.set()
+        for piece in pieces:
+            self.offer(piece)
 
     def offer(self, piece: Piece) -> None:
-        """Queue one piece. When the queue is full, everything queued is dropped unbilled and
-        the viewer skips to the next join point (its sender task is starved)."""
-        buffer = self._buffer
-        if len(buffer) >= self.QUEUE_PIECES:
-            last = buffer[-1].totals
-            if last is not None:
-                self._billed = last
-            self.skipped_bytes += sum(len(p.data) for p in buffer)
-            buffer.clear()
-            self._skip(0)
-        buffer.append(piece)
-        self._ready.set()
+        """Bill and send one piece now (or skip it: slow link, or waiting for a join point)."""
+        if self._done.is_set():
+            return
+        totals = piece.totals
+        if totals is not None and totals is not self._billed:
+            self._bill(totals)
+        if self._skipping:
+            if not piece.join:
+                self.skipped_bytes += piece.nbytes
+                return
+            self._skipping = False
+            self._pacer.reset()
+        # libsrt's clock: the pacer's instants become SRT source times (srctime): the
+        # receiver's TSBPD plays each payload out at that time plus the latency, which undoes
+        # our pipeline's bunching. Never in the future, at most half a latency in the past.
+        now_us = srt_now_us()
+        conn = self._conn
+        try:
+            if now_us >= self._next_check_us:
+                self._next_check_us = now_us + self.BUFFER_CHECK_US
+                if conn.send_buffer_bytes() > self._limit:
+                    self._skip(piece.nbytes)
+                    return
+            payloads = piece.payloads
+            # A full send buffer refuses a payload: it and the rest of the piece are skipped.
+            queued = conn.send_many(
+                payloads, srctime_us=self._pacer.stamp(piece.media_ts_us, now_us)
+            )
+        except SrtError as exc:
+            self._fail(exc)
+            return
+        if queued == len(payloads):
+            self.sent_bytes += piece.nbytes
+            return
+        sent = sum(map(len, payloads[:queued]))
+        self.sent_bytes += sent
+        self._skip(piece.nbytes - sent)
 
     def source_ended(self, totals: Totals | None, error: BaseException | None) -> None:
         """The hub's export ended (`error` None: the broadcast finished) with `totals`."""
-        self._final = totals
-        self._source_error = error
-        self._source_done = True
-        self._ready.set()
-
-    async def run(self, chunks: AsyncIterator[TsChunk] | None = None) -> None:
-        """Send until the source ends (sets `ended_by_source`) or fails (its error re-raised
-        here, after what came before it has been sent). The source is `chunks` (this sender
-        reads it, unshared), or, when None, the hub that calls `start`/`offer`."""
-        reader = None if chunks is None else asyncio.ensure_future(self._read(chunks))
-        buffer = self._buffer
-        try:
-            while True:
-                if not buffer:
-                    tail = self._pacer.flush()
-                    if tail is not None:
-                        self._send(tail, srt_now_us())
-                    if self._source_done:
-                        break
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
-                batch = list(buffer)
-                buffer.clear()
-                self._space.set()
-                self._take(batch)
-        finally:
-            if reader is not None:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-        self._bill(self._final)
+        if self._done.is_set():
+            return
+        if totals is not None:
+            self._bill(totals)
         self.ended_by_source = True
-        if self._source_error is not None:
-            raise self._source_error
+        self._fail(error)
 
-    async def _read(self, chunks: AsyncIterator[TsChunk]) -> None:
-        try:
-            async for chunk in chunks:
-                data = chunk.data
-                self._buffer.append(Piece(data, chunk.media_ts_us, random_access(data), None))
-                self._ready.set()
-                while len(self._buffer) >= self.BUFFER_CHUNKS:
-                    self._space.clear()
-                    await self._space.wait()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (handed to run(), which re-raises it)
-            self._source_error = exc
-        finally:
-            self._source_done = True
-            self._ready.set()
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+    async def run(self) -> None:
+        """Wait until the source ends (sets `ended_by_source`) or fails, or a send fails; the
+        error is raised here."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
 
-    def _bill(self, totals: Totals | None) -> None:
+    def _fail(self, error: BaseException | None) -> None:
+        self._error = error
+        self._done.set()
+
+    def _bill(self, totals: Totals) -> None:
         billed = self._billed
-        if totals is None or billed is None or self.meter is None or totals == billed:
+        if billed is None or self.meter is None or totals == billed:
+            self._billed = totals if billed is not None else None
             return
         meter = self.meter
         meter.groups += totals[0] - billed[0]
@@ -226,49 +221,10 @@ class Sender:
         meter.bytes += totals[2] - billed[2]
         self._billed = totals
 
-    def _take(self, batch: list[Piece]) -> None:
-        self._bill(batch[-1].totals)
-        if self._skipping:
-            start = next((i for i, p in enumerate(batch) if p.join), len(batch))
-            self.skipped_bytes += sum(len(p.data) for p in batch[:start])
-            if start == len(batch):
-                return
-            del batch[:start]
-            self._skipping = False
-            self._pacer.reset()
-        # libsrt's clock: the pacer's instants become SRT source times (srctime).
-        now_us = srt_now_us()
-        for burst in self._pacer.push_many(batch, now_us):
-            self._send(burst, now_us)
-
-    def _send(self, burst: Burst, now_us: int) -> None:
-        # `burst.send_at_us` is the SRT source time the pacer chose on libsrt's clock (never in
-        # the future, at most half a latency in the past): the receiver's TSBPD plays each
-        # payload out at that time plus the latency, which undoes our pipeline's bunching.
-        if self._skipping:
-            self.skipped_bytes += burst.nbytes
-            return
-        conn = self._conn
-        if now_us >= self._next_check_us:
-            self._next_check_us = now_us + self.BUFFER_CHECK_US
-            if conn.send_buffer_bytes() > self._limit:
-                self._skip(burst.nbytes)
-                return
-        payloads = burst.payloads
-        # One call for the burst (libsrt's per-message cost is mostly the ctypes call); a full
-        # send buffer refuses a payload, and it and the rest of the burst are skipped.
-        queued = conn.send_many(payloads, srctime_us=burst.send_at_us)
-        if queued == len(payloads):
-            self.sent_bytes += sum(map(len, payloads))
-            return
-        sent = sum(map(len, payloads[:queued]))
-        self.sent_bytes += sent
-        self._skip(burst.nbytes - sent)
-
     def _skip(self, nbytes: int) -> None:
         self._skipping = True
         self.skips += 1
-        self.skipped_bytes += nbytes + self._pacer.drop_pending()
+        self.skipped_bytes += nbytes
         _log.info("srt.viewer_skipping", skipped_bytes=nbytes, skips=self.skips)
 
     async def drain(self, timeout_s: float) -> None:
@@ -289,15 +245,15 @@ class ExportHub:
     """One TS export of a broadcast, shared by the SRT viewers of it.
 
     It owns a model consumer (metered into a private `Usage`, see the module's metering rule)
-    and one `export_broadcast` task, started by the first `attach` and cancelled by `close`
-    (`HubRegistry` calls it when the last viewer leaves). A viewer attaching gets the chunks
+    and one `export_batches` task, started by the first `attach` and cancelled by `close`
+    (`HubRegistry` calls it when the last viewer leaves). A viewer attaching gets the pieces
     since the latest join point at once (the current GOP: the tune-in burst a fresh model
     consumer would give, since it starts at the latest group), or, when there is none yet or
-    it was longer than `REPLAY_PIECES`, starts at the next join point.
+    it was longer than `REPLAY_BYTES`, starts at the next join point.
     """
 
-    REPLAY_PIECES: Final = 4096
-    """Chunks kept from the latest join point for late viewers (about 5 MB)."""
+    REPLAY_BYTES: Final = 4096 * 1316
+    """TS bytes kept from the latest join point for late viewers (a GOP of ~20 Mbit/s)."""
 
     def __init__(
         self,
@@ -314,6 +270,7 @@ class ExportHub:
         self._senders: list[Sender] = []
         self._waiting: list[Sender] = []
         self._replay: list[Piece] | None = None
+        self._replay_bytes = 0
         self._replay_base: Totals = (0, 0, 0)
         self._last: Totals = (0, 0, 0)
         self._seen_video = False
@@ -355,41 +312,54 @@ class ExportHub:
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def _pump(self) -> None:
-        chunks = export_broadcast(self.consumer, latency_ms=self._latency_ms)
+        batches = export_batches(self.consumer, latency_ms=self._latency_ms)
         usage = self.usage
         error: BaseException | None = None
         try:
-            async for data, media_ts_us in chunks:
+            async for chunks in batches:
                 totals = (usage.groups, usage.frames, usage.bytes)
-                ra = random_access(data)
-                if ra:
-                    self._seen_video = True
-                join = self._first or (_starts_with_pat(data) and (ra or not self._seen_video))
-                self._first = False
-                piece = Piece(data, media_ts_us, join, totals)
-                if join:
-                    self._replay = [piece]
-                    self._replay_base = self._last
-                    if self._waiting:
-                        for sender in self._waiting:
-                            sender.start(self._last, [])
-                        self._senders += self._waiting
-                        self._waiting.clear()
-                elif self._replay is not None:
-                    self._replay.append(piece)
-                    if len(self._replay) > self.REPLAY_PIECES:
-                        self._replay = None
-                self._last = totals
-                for sender in self._senders:
-                    sender.offer(piece)
+                for payloads, media_ts_us in pieces(chunks):
+                    self._hand_out(payloads, media_ts_us, totals)
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # noqa: BLE001  (handed to every viewer)
             error = exc
         finally:
             with contextlib.suppress(Exception):
-                await chunks.aclose()
+                await batches.aclose()
             self._finish(error)
+
+    def _hand_out(self, payloads: tuple[bytes, ...], media_ts_us: int, totals: Totals) -> None:
+        head = payloads[0]
+        # Every keyframe opens with PAT/PMT (the exporter's rule): only such pieces are looked
+        # through for the random-access flag.
+        ra = False
+        if _starts_with_pat(head):
+            ra = any(map(random_access, payloads))
+            self._seen_video = self._seen_video or ra
+            join = self._first or ra or not self._seen_video
+        else:
+            join = self._first
+        self._first = False
+        nbytes = sum(map(len, payloads))
+        piece = Piece(payloads, media_ts_us, join, totals, nbytes)
+        if join:
+            self._replay = [piece]
+            self._replay_bytes = nbytes
+            self._replay_base = self._last
+            if self._waiting:
+                for sender in self._waiting:
+                    sender.start(self._last, [])
+                self._senders += self._waiting
+                self._waiting.clear()
+        elif self._replay is not None:
+            self._replay.append(piece)
+            self._replay_bytes += nbytes
+            if self._replay_bytes > self.REPLAY_BYTES:
+                self._replay = None
+        self._last = totals
+        for sender in self._senders:
+            sender.offer(piece)
 
     def _finish(self, error: BaseException | None) -> None:
         if self.done:

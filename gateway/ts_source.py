@@ -1,17 +1,19 @@
-"""Reads a model broadcast and yields MPEG-TS chunks: the asyncio driver of `mux.export`.
+"""Reads a model broadcast and yields MPEG-TS: the asyncio driver of `mux.export`.
 
-`export_broadcast(consumer)` is an async generator. Inside it, one task reads the
+`export_batches(consumer)` is an async generator of each exported frame's chunks
+(`export_broadcast` yields the same chunks one by one). Inside it, one task reads the
 `catalog.json` track and one task per exported media track reads groups into a small bounded
 buffer; the generator itself merges those buffers in arrival order, feeds `TsExporter` and
-yields its chunks. All tasks live in a `TaskGroup` scoped to the generator: closing the generator
-(`aclose()`, or leaving `async for`) or cancelling its consumer cancels them. The tasks never
-raise into the group (that would cancel whatever task iterates the generator); they hand
-their error to the generator, which raises it.
+yields its output. All tasks live in a `TaskGroup` scoped to the generator: closing the
+generator (`aclose()`, or leaving `async for`) or cancelling its consumer cancels them. The
+tasks never raise into the group (that would cancel whatever task iterates the generator);
+they hand their error to the generator, which raises it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from mux.container import decode_varint
 from mux.errors import Malformed
 from mux.export import TsChunk, TsExporter
 
-__all__ = ["DEFAULT_LATENCY_MS", "export_broadcast"]
+__all__ = ["DEFAULT_LATENCY_MS", "export_batches", "export_broadcast"]
 
 _log = structlog.get_logger("moqsrt.export")
 
@@ -96,7 +98,25 @@ async def export_broadcast(
     latency_ms: int = DEFAULT_LATENCY_MS,
     exporter: TsExporter | None = None,
 ) -> AsyncGenerator[TsChunk, None]:
-    """Yield the broadcast read through `consumer` as MPEG-TS chunks (see `mux.export`).
+    """Yield the broadcast read through `consumer` as MPEG-TS chunks, one at a time: the
+    chunks of `export_batches`, with its behaviour. Close it (`aclose()`) when stopping early."""
+    async with contextlib.aclosing(
+        export_batches(consumer, latency_ms=latency_ms, exporter=exporter)
+    ) as batches:
+        async for chunks in batches:
+            for chunk in chunks:
+                yield chunk
+
+
+async def export_batches(
+    consumer: BroadcastConsumer,
+    *,
+    latency_ms: int = DEFAULT_LATENCY_MS,
+    exporter: TsExporter | None = None,
+) -> AsyncGenerator[list[TsChunk], None]:
+    """Yield the broadcast read through `consumer` as MPEG-TS (see `mux.export`): one list of
+    chunks per exported frame (the exporter's output for it, never empty; a keyframe that
+    releases held audio brings those frames' chunks too), in order.
 
     Subscribes to `catalog.json` (waiting for it to appear), then to every media track the
     exporter supports, each from its latest group (so a late joiner starts at the current GOP).
@@ -174,12 +194,13 @@ async def export_broadcast(
                     source.space.set()
                     chunks = exporter.push(source.name, frame, keyframe=keyframe)
                     log_problems()
-                    for chunk in chunks:
-                        yield chunk
+                    if chunks:
+                        yield chunks
                     continue
                 if merge.finished():
-                    for chunk in exporter.flush():
-                        yield chunk
+                    chunks = exporter.flush()
+                    if chunks:
+                        yield chunks
                     break
                 await merge.changed.wait()
             failure = merge.error

@@ -1,15 +1,18 @@
-"""The per-viewer SRT sender: batching, libsrt buffer checks, skipping (fakes, no sockets)."""
+"""The per-viewer SRT sender: stamping, libsrt buffer checks, skipping, billing (fakes)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from gateway.egress import Sender
-from gateway.srt import SrtConnection, srt_now_us
-from mux.export import TsChunk
+import pytest
+
+from gateway.egress import Piece, Sender, Totals
+from gateway.srt import SrtConnection, SrtConnectionLost, SrtError, srt_now_us
+from gateway.srt.lib import SrtErrno
+from model import Usage
 
 
 def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
@@ -28,7 +31,14 @@ class CountingConn:
     buffer_reads: int = 0
     ended: bool = False
 
+    refuse_after: int | None = None
+    error: SrtError | None = None
+
     def send(self, payload: bytes, *, srctime_us: int | None = None) -> bool:
+        if self.error is not None:
+            raise self.error
+        if self.refuse_after is not None and len(self.sent) >= self.refuse_after:
+            return False
         self.sent.append(payload)
         self.srctimes.append(srctime_us)
         return True
@@ -45,52 +55,86 @@ class CountingConn:
         return self.unacked
 
 
-def make(conn: CountingConn, limit: int = 1_000_000) -> Sender:
-    return Sender(cast(SrtConnection, conn), latency_ms=120, send_buffer_limit_bytes=limit)
+def make(conn: CountingConn, limit: int = 1_000_000, meter: Usage | None = None) -> Sender:
+    return Sender(
+        cast(SrtConnection, conn), latency_ms=120, send_buffer_limit_bytes=limit, meter=meter
+    )
+
+
+def piece(data: bytes, ts_us: int, *, join: bool = False, totals: Totals | None = None) -> Piece:
+    payloads = tuple(data[i : i + 1316] for i in range(0, len(data), 1316))
+    return Piece(payloads, ts_us, join, totals, len(data))
 
 
 async def test_send_buffer_is_read_at_most_every_check_interval() -> None:
     conn = CountingConn()
     s = make(conn)
-    frames = [TsChunk(packet(0x100, fill=i % 200) * 3, i * 1000) for i in range(300)]
-
-    async def source() -> AsyncIterator[TsChunk]:
-        for chunk in frames:
-            yield chunk
-            await asyncio.sleep(0)
-
+    s.start((0, 0, 0), [])
+    frames = [piece(packet(0x100, fill=i % 200) * 9, i * 1000) for i in range(300)]
     started = srt_now_us()
-    async with asyncio.timeout(5):
-        await s.run(source())
+    for p in frames:
+        s.offer(p)
+        await asyncio.sleep(0)
     elapsed_us = srt_now_us() - started
-    assert b"".join(conn.sent) == b"".join(c.data for c in frames)
-    assert len(conn.sent) > 20  # many bursts ...
-    # ... but one buffer read per interval, not one per burst
+    assert b"".join(conn.sent) == b"".join(b"".join(p.payloads) for p in frames)
+    assert len(conn.sent) == 600  # each piece's payloads, as they are
+    # ... but one buffer read per interval, not one per piece
     assert conn.buffer_reads <= elapsed_us // Sender.BUFFER_CHECK_US + 1
     stamps = [t for t in conn.srctimes if t is not None]
     assert len(stamps) == len(conn.sent)
     assert stamps == sorted(stamps)
+    assert s.sent_bytes == 300 * 9 * 188
 
 
-async def test_a_full_send_buffer_is_noticed_within_one_check_interval() -> None:
+async def test_a_full_send_buffer_skips_to_the_next_join_point_and_still_bills() -> None:
     conn = CountingConn()
-    s = make(conn, limit=1_000_000)
-    gop = [TsChunk(packet(0x100, rai=True), 0)] + [
-        TsChunk(packet(0x100, fill=i), i * 1000) for i in range(1, 50)
-    ]
-
-    async def source() -> AsyncIterator[TsChunk]:
-        yield gop[0]
-        await asyncio.sleep(0)
-        conn.unacked = 5_000_000  # the link stalls
-        await asyncio.sleep(2 * Sender.BUFFER_CHECK_US / 1e6)
-        for chunk in gop[1:]:
-            yield chunk
-            await asyncio.sleep(0)
-
-    async with asyncio.timeout(5):
-        await s.run(source())
-    assert conn.sent[0] == gop[0].data
+    meter = Usage()
+    s = make(conn, limit=1_000_000, meter=meter)
+    s.start((0, 0, 0), [])
+    keyframe = piece(packet(0x100, rai=True), 0, join=True, totals=(1, 1, 10))
+    s.offer(keyframe)
+    conn.unacked = 5_000_000  # the link stalls
+    await asyncio.sleep(2 * Sender.BUFFER_CHECK_US / 1e6)
+    rest = [piece(packet(0x100, fill=i), i * 1000, totals=(1, 1 + i, 10 + i)) for i in range(1, 50)]
+    for p in rest:
+        s.offer(p)
+    assert conn.sent == [keyframe.payloads[0]]  # nothing after the stall
     assert s.skips == 1
-    assert b"".join(conn.sent) == gop[0].data  # nothing after the stall
-    assert s.sent_bytes + s.skipped_bytes == sum(len(c.data) for c in gop)
+    assert s.sent_bytes + s.skipped_bytes == 50 * 188
+    conn.unacked = 0
+    resume = piece(packet(0x100, rai=True, fill=1), 60_000, join=True, totals=(2, 51, 70))
+    s.offer(piece(packet(0x100, fill=7), 55_000, totals=(1, 50, 60)))  # still skipping
+    s.offer(resume)
+    assert conn.sent == [keyframe.payloads[0], resume.payloads[0]]
+    # billed for every piece handed to it, sent or skipped (as with its own model consumer)
+    assert (meter.groups, meter.frames, meter.bytes) == (2, 51, 70)
+    s.source_ended((2, 52, 75), None)
+    async with asyncio.timeout(1):
+        await s.run()
+    assert s.ended_by_source
+    assert (meter.groups, meter.frames, meter.bytes) == (2, 52, 75)
+
+
+async def test_a_refused_payload_skips_the_rest_of_the_piece() -> None:
+    conn = CountingConn()
+    conn.refuse_after = 2
+    s = make(conn)
+    s.start((0, 0, 0), [])
+    s.offer(piece(packet(0x100, rai=True) + packet(0x100) * 20, 0, join=True))
+    assert len(conn.sent) == 2
+    assert s.sent_bytes == 2 * 1316
+    assert s.skipped_bytes == 21 * 188 - 2 * 1316
+    assert s.skips == 1
+
+
+async def test_a_send_error_ends_the_sender_with_it() -> None:
+    conn = CountingConn()
+    conn.error = SrtConnectionLost(SrtErrno.SRT_ECONNLOST, "gone", op="srt_sendmsg2")
+    s = make(conn)
+    s.start((0, 0, 0), [])
+    s.offer(piece(packet(0x100, rai=True), 0, join=True))
+    s.offer(piece(packet(0x100), 1000))  # ignored: the sender is done
+    with pytest.raises(SrtConnectionLost):
+        async with asyncio.timeout(1):
+            await s.run()
+    assert s.sent_bytes == 0

@@ -10,8 +10,9 @@ from typing import cast
 
 import av
 
-from gateway.egress import HubRegistry, Piece, Sender
-from gateway.srt import SrtConnection
+from gateway.egress import HubRegistry, Sender
+from gateway.srt import SrtConnection, SrtConnectionLost
+from gateway.srt.lib import SrtErrno
 from model import BroadcastProducer, Usage
 from mux import TsImporter
 from tests.media import expected_counts
@@ -132,36 +133,32 @@ async def test_the_last_viewer_leaving_stops_the_export() -> None:
     broadcast.finish()
 
 
-def ts_packet(*, pat: bool = False, rai: bool = False, fill: int = 0) -> bytes:
-    if pat:
-        header = bytes([0x47, 0x40, 0x00, 0x10])
-    elif rai:
-        header = bytes([0x47, 0x41, 0x00, 0x30, 1, 0x40])
-    else:
-        header = bytes([0x47, 0x01, 0x00, 0x10])
-    return header + bytes([fill]) * (188 - len(header))
+class BrokenConn(RecordingConn):
+    """A link that broke: every send raises."""
+
+    def send(self, payload: bytes, *, srctime_us: int | None = None) -> bool:
+        raise SrtConnectionLost(SrtErrno.SRT_ECONNLOST, "connection lost", op="srt_sendmsg2")
 
 
-async def test_a_starved_viewer_drops_its_queue_unbilled_and_resumes_at_a_join_point() -> None:
-    meter = Usage()
-    conn, sender = viewer(meter)
-    sender.start((0, 0, 0), [])
-    keyframe = ts_packet(pat=True) + ts_packet(rai=True)
-    # Its task does not run while the hub offers more than the queue holds: one model frame
-    # (1 byte) behind every piece.
-    n = Sender.QUEUE_PIECES + 10
-    for i in range(n):
-        data = keyframe if i == 0 else ts_packet(fill=i % 250)
-        sender.offer(Piece(data, i * 1000, i == 0, (1, i + 1, i + 1)))
-    # The queue overflowed once: what it held was dropped; the last ten pieces remain, none
-    # of them a join point, so nothing is sent until the next keyframe.
-    resume = Piece(keyframe, n * 1000, True, (2, n + 1, n + 1))
-    sender.offer(resume)
-    sender.source_ended((2, n + 1, n + 1), None)
-    async with asyncio.timeout(5):
-        await sender.run()
-    assert b"".join(conn.sent) == keyframe
-    assert sender.skips == 1
-    # Billed for the eleven pieces it took (the ten skipped on its queue and the keyframe),
-    # not for the QUEUE_PIECES it never took.
-    assert (meter.groups, meter.frames, meter.bytes) == (1, 11, 11)
+async def test_a_viewer_whose_link_broke_ends_alone_and_the_others_get_everything() -> None:
+    data = FIXTURE.read_bytes()
+    broadcast = BroadcastProducer()
+    importer = TsImporter(broadcast)
+    hubs = HubRegistry(latency_ms=120)
+    conn_a, a = viewer(Usage())
+    broken = Sender(
+        cast(SrtConnection, BrokenConn()), latency_ms=120, send_buffer_limit_bytes=1 << 40
+    )
+    hub = hubs.attach("live/z", broadcast.consume(), a)
+    hubs.attach("live/z", broadcast.consume(), broken)
+    runs = [asyncio.ensure_future(s.run()) for s in (a, broken)]
+    await feed(importer, data)
+    importer.finish()
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*runs, return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], SrtConnectionLost)
+    assert hub.done
+    got = media_frames(b"".join(conn_a.sent))
+    expected = expected_counts(FIXTURE)
+    assert got["video"] == expected["0x100"].frames  # the healthy viewer got every video frame

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import pytest
 
 from gateway import AuthDecision, Server, ServerConfig
-from gateway.egress import Sender, random_access
+from gateway.egress import Piece, Sender, random_access
 from gateway.server import RateCap, _Pending
 from gateway.srt import (
     Accept,
@@ -213,10 +213,21 @@ class FakeConn:
         return self.unacked
 
 
-async def chunks_of(items: list[TsChunk]) -> AsyncIterator[TsChunk]:
-    for item in items:
-        yield item
+async def drive(
+    s: Sender, items: list[TsChunk], error: BaseException | None = None, between: Any = None
+) -> None:
+    """Hand `items` to `s` as a hub would (one piece each, a keyframe is a join point), end
+    the source with `error`, and run the sender to its end. `between(i)` runs before item i."""
+    s.start((0, 0, 0), [])
+    for i, item in enumerate(items):
+        if between is not None:
+            between(i)
+        payloads = tuple(item.data[j : j + 1316] for j in range(0, len(item.data), 1316))
+        s.offer(Piece(payloads, item.media_ts_us, random_access(item.data), None, len(item.data)))
         await asyncio.sleep(0)
+    s.source_ended(None, error)
+    async with asyncio.timeout(5):
+        await s.run()
 
 
 def sender(conn: FakeConn, **overrides: Any) -> Sender:
@@ -234,8 +245,7 @@ async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> No
     ]
     conn = FakeConn()
     s = sender(conn)
-    async with asyncio.timeout(5):
-        await s.run(chunks_of(frames))
+    await drive(s, frames)
     assert b"".join(conn.sent) == b"".join(c.data for c in frames)
     assert all(len(p) % 188 == 0 and len(p) <= 1316 for p in conn.sent)
     assert s.sent_bytes == sum(len(c.data) for c in frames)
@@ -248,15 +258,12 @@ async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> No
 
 
 async def test_sender_reraises_the_source_error_after_sending_what_it_had() -> None:
-    async def broken() -> AsyncIterator[TsChunk]:
-        yield TsChunk(packet(0x100, rai=True), 0)
-        raise ConnectionResetError("publisher vanished")
-
     conn = FakeConn()
     s = sender(conn)
     with pytest.raises(ConnectionResetError):
-        async with asyncio.timeout(5):
-            await s.run(broken())
+        await drive(
+            s, [TsChunk(packet(0x100, rai=True), 0)], ConnectionResetError("publisher vanished")
+        )
     assert conn.sent == [packet(0x100, rai=True)]
 
 
@@ -272,17 +279,11 @@ async def test_slow_viewer_skips_to_the_next_keyframe() -> None:
     conn = FakeConn(capacity=2)
     s = sender(conn)
 
-    async def source() -> AsyncIterator[TsChunk]:
-        for chunk in gop1:
-            yield chunk
-            await asyncio.sleep(0)
-        conn.capacity = 100  # the link recovers before the next GOP
-        for chunk in gop2:
-            yield chunk
-            await asyncio.sleep(0)
+    def recover(i: int) -> None:
+        if i == len(gop1):
+            conn.capacity = 100  # the link recovers before the next GOP
 
-    async with asyncio.timeout(5):
-        await s.run(source())
+    await drive(s, gop1 + gop2, between=recover)
     assert conn.sent[:2] == [gop1[0].data, gop1[1].data]
     # Nothing of GOP 1 after the refusal; GOP 2 from its keyframe on.
     assert conn.sent[2:] == [gop2[0].data, gop2[1].data]
@@ -294,8 +295,7 @@ async def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
     conn = FakeConn(unacked=10_000_000)
     s = sender(conn, send_buffer_limit_bytes=1_000_000)
     frames = [TsChunk(packet(0x100, fill=1), 0), TsChunk(packet(0x100, fill=2), 33_000)]
-    async with asyncio.timeout(5):
-        await s.run(chunks_of(frames))
+    await drive(s, frames)
     assert conn.sent == []
     assert s.skipped_bytes == 2 * 188
 
