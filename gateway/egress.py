@@ -52,6 +52,8 @@ Totals = tuple[int, int, int]
 _log = structlog.get_logger("moqsrt.srt.server")
 
 _TS_PACKET: Final = 188
+PAYLOAD_BYTES: Final = 7 * _TS_PACKET
+"""An SRT live payload: seven TS packets."""
 
 
 def random_access(data: bytes) -> bool:
@@ -86,22 +88,47 @@ class Piece(NamedTuple):
     nbytes: int
 
 
-def pieces(chunks: list[TsChunk]) -> list[tuple[tuple[bytes, ...], int]]:
-    """Group an exported frame's chunks into `(payloads, media_ts_us)` runs sharing one
-    timestamp (one run, except when a keyframe releases held audio)."""
-    ts = chunks[0][1]
-    if chunks[-1][1] == ts:
-        return [(tuple([chunk[0] for chunk in chunks]), ts)]
-    runs: list[tuple[tuple[bytes, ...], int]] = []
-    run: list[bytes] = []
-    for data, chunk_ts in chunks:
-        if chunk_ts != ts and run:
-            runs.append((tuple(run), ts))
-            run = []
-        ts = chunk_ts
-        run.append(data)
-    runs.append((tuple(run), ts))
-    return runs
+def pieces(frames: list[list[TsChunk]]) -> list[tuple[tuple[bytes, ...], int]]:
+    """Turn exported frames (each the chunks of one `TsExporter.push`) into `(payloads,
+    media_ts_us)` runs: one per frame (a frame's chunks with different timestamps, from audio
+    released at the start keyframe, make one run each), in order. Each run's short last payload
+    is filled from the head of the next run, unless that one opens with PAT (a join point must
+    start a payload).
+
+    The exporter cuts every frame into 1316-byte chunks from its own start, so each frame ends
+    in a short payload; topping it up with the next frame's first packets (sent at the earlier
+    frame's instant: at most one frame early at the receiver) saves an SRT message per frame.
+    Every payload is whole TS packets, at most `PAYLOAD_BYTES`.
+    """
+    runs: list[tuple[list[bytes], int]] = []
+    for chunks in frames:
+        ts = chunks[0][1]
+        if chunks[-1][1] == ts:
+            runs.append(([chunk[0] for chunk in chunks], ts))
+            continue
+        first = len(runs)
+        for data, chunk_ts in chunks:
+            if len(runs) > first and runs[-1][1] == chunk_ts:
+                runs[-1][0].append(data)
+            else:
+                runs.append(([data], chunk_ts))
+    out: list[tuple[list[bytes], int]] = []
+    for payloads, ts in runs:
+        if out and not _starts_with_pat(payloads[0]):
+            previous = out[-1][0]
+            room = PAYLOAD_BYTES - len(previous[-1])
+            if room:
+                data = payloads[0] if len(payloads) == 1 else b"".join(payloads)
+                previous[-1] += data[:room]
+                if len(data) <= room:
+                    continue  # all of it fitted into the previous run's last payload
+                payloads = _cut(data, room)
+        out.append((payloads, ts))
+    return [(tuple(payloads), ts) for payloads, ts in out]
+
+
+def _cut(data: bytes, start: int) -> list[bytes]:
+    return [data[i : i + PAYLOAD_BYTES] for i in range(start, len(data), PAYLOAD_BYTES)]
 
 
 class Sender:
@@ -316,9 +343,9 @@ class ExportHub:
         usage = self.usage
         error: BaseException | None = None
         try:
-            async for chunks in batches:
+            async for frames in batches:
                 totals = (usage.groups, usage.frames, usage.bytes)
-                for payloads, media_ts_us in pieces(chunks):
+                for payloads, media_ts_us in pieces(frames):
                     self._hand_out(payloads, media_ts_us, totals)
         except asyncio.CancelledError:
             pass

@@ -1,13 +1,13 @@
 """Reads a model broadcast and yields MPEG-TS: the asyncio driver of `mux.export`.
 
-`export_batches(consumer)` is an async generator of each exported frame's chunks
-(`export_broadcast` yields the same chunks one by one). Inside it, one task reads the
-`catalog.json` track and one task per exported media track reads groups into a small bounded
-buffer; the generator itself merges those buffers in arrival order, feeds `TsExporter` and
-yields its output. All tasks live in a `TaskGroup` scoped to the generator: closing the
-generator (`aclose()`, or leaving `async for`) or cancelling its consumer cancels them. The
-tasks never raise into the group (that would cancel whatever task iterates the generator);
-they hand their error to the generator, which raises it.
+`export_batches(consumer)` is an async generator of the exported chunks, a list per frame
+and a list of those per turn (`export_broadcast` yields the same chunks one by one). Inside
+it, one task reads the `catalog.json` track and one task per exported media track reads
+groups into a small bounded buffer; the generator itself merges those buffers in arrival
+order, feeds `TsExporter` and yields its output. All tasks live in a `TaskGroup` scoped to the
+generator: closing the generator (`aclose()`, or leaving `async for`) or cancelling its
+consumer cancels them. The tasks never raise into the group (that would cancel whatever task
+iterates the generator); they hand their error to the generator, which raises it.
 """
 
 from __future__ import annotations
@@ -103,9 +103,10 @@ async def export_broadcast(
     async with contextlib.aclosing(
         export_batches(consumer, latency_ms=latency_ms, exporter=exporter)
     ) as batches:
-        async for chunks in batches:
-            for chunk in chunks:
-                yield chunk
+        async for frames in batches:
+            for chunks in frames:
+                for chunk in chunks:
+                    yield chunk
 
 
 async def export_batches(
@@ -113,10 +114,10 @@ async def export_batches(
     *,
     latency_ms: int = DEFAULT_LATENCY_MS,
     exporter: TsExporter | None = None,
-) -> AsyncGenerator[list[TsChunk], None]:
-    """Yield the broadcast read through `consumer` as MPEG-TS (see `mux.export`): one list of
-    chunks per exported frame (the exporter's output for it, never empty; a keyframe that
-    releases held audio brings those frames' chunks too), in order.
+) -> AsyncGenerator[list[list[TsChunk]], None]:
+    """Yield the broadcast read through `consumer` as MPEG-TS (see `mux.export`), each time
+    everything read so far is exported: the chunks of every frame that arrived since the
+    previous yield, one non-empty list per frame (`TsExporter.push`'s output), in order.
 
     Subscribes to `catalog.json` (waiting for it to appear), then to every media track the
     exporter supports, each from its latest group (so a late joiner starts at the current GOP).
@@ -179,6 +180,7 @@ async def export_batches(
         # An exception leaving this block would reach the caller wrapped in an ExceptionGroup
         # (GeneratorExit from `aclose()` included): keep it and act on it, unwrapped, after
         # the task group has closed.
+        out: list[list[TsChunk]] = []
         try:
             while merge.error is None:
                 merge.changed.clear()
@@ -193,15 +195,22 @@ async def export_batches(
                     _, _, frame, keyframe = source.buffer.popleft()
                     source.space.set()
                     chunks = exporter.push(source.name, frame, keyframe=keyframe)
-                    log_problems()
                     if chunks:
-                        yield chunks
+                        out.append(chunks)
+                    log_problems()
                     continue
                 if merge.finished():
                     chunks = exporter.flush()
                     if chunks:
-                        yield chunks
+                        out.append(chunks)
+                    if out:
+                        yield out
                     break
+                if out:
+                    # Everything buffered is exported: hand it over before waiting for more.
+                    yield out
+                    out = []
+                    continue
                 await merge.changed.wait()
             failure = merge.error
         except GeneratorExit:

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gateway.egress import Piece, Sender, Totals
+from gateway.egress import Piece, Sender, Totals, pieces
 from gateway.srt import SrtConnection, SrtConnectionLost, SrtError, srt_now_us
 from gateway.srt.lib import SrtErrno
 from model import Usage
+from mux.export import TsChunk
 
 
 def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
@@ -138,3 +141,77 @@ async def test_a_send_error_ends_the_sender_with_it() -> None:
         async with asyncio.timeout(1):
             await s.run()
     assert s.sent_bytes == 0
+
+
+def pat_packet(fill: int = 0) -> bytes:
+    return bytes([0x47, 0x40, 0x00, 0x10]) + bytes([fill]) * 184
+
+
+def frame_chunks(data: bytes, ts_us: int) -> list[TsChunk]:
+    """A frame as the exporter cuts it: 1316-byte chunks from its start, the last shorter."""
+    return [TsChunk(data[i : i + 1316], ts_us) for i in range(0, len(data), 1316)]
+
+
+def test_pieces_top_up_a_short_last_payload_from_the_next_frame() -> None:
+    a = packet(0x100, fill=1) * 9  # 1316 + 376
+    b = packet(0x101, fill=2) * 3
+    c = packet(0x100, fill=3) * 10
+    runs = pieces([frame_chunks(a, 0), frame_chunks(b, 1000), frame_chunks(c, 2000)])
+    # b fits entirely into a's short payload; c tops it up to 1316 and is cut from there
+    assert [ts for _, ts in runs] == [0, 2000]
+    assert [len(p) for p in runs[0][0]] == [1316, 1316]
+    assert [len(p) for p in runs[1][0]] == [1316, 188]
+    assert b"".join(p for payloads, _ in runs for p in payloads) == a + b + c
+
+
+def test_pieces_never_carry_into_a_frame_that_opens_with_pat() -> None:
+    a = packet(0x100, fill=1) * 2
+    key = pat_packet() + packet(0x100, rai=True) * 8
+    runs = pieces([frame_chunks(a, 0), frame_chunks(key, 1000)])
+    assert runs[0] == ((a,), 0)
+    assert runs[1][0][0][:188] == pat_packet()  # the join point starts its own payload
+    assert [len(p) for p in runs[1][0]] == [1316, 2 * 188]
+
+
+@given(
+    frames=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=30), st.booleans()), min_size=1, max_size=12
+    )
+)
+def test_pieces_keep_every_byte_in_order_in_whole_packet_payloads(
+    frames: list[tuple[int, bool]],
+) -> None:
+    chunks: list[list[TsChunk]] = []
+    expected = b""
+    pat_led: list[int] = []
+    for i, (npackets, pat) in enumerate(frames):
+        data = (pat_packet(i) if pat else packet(0x100, fill=i)) + packet(0x100, fill=i) * (
+            npackets - 1
+        )
+        if pat:
+            pat_led.append(i * 1000)
+        chunks.append(frame_chunks(data, i * 1000))
+        expected += data
+    runs = pieces(chunks)
+    payloads = [p for ps, _ in runs for p in ps]
+    assert b"".join(payloads) == expected
+    assert all(0 < len(p) <= 1316 and len(p) % 188 == 0 for p in payloads)
+    assert len(payloads) <= sum(map(len, chunks))
+    stamps = [ts for _, ts in runs]
+    assert stamps == sorted(set(stamps))
+    for ts in pat_led:  # every PAT-led frame opens its own run, at its own timestamp
+        run = next(ps for ps, t in runs if t == ts)
+        assert run[0][:188] == pat_packet(ts // 1000)
+    # payloads are full except where a PAT-led frame (or the end) follows
+    for k, (ps, _) in enumerate(runs):
+        for p in ps[:-1]:
+            assert len(p) == 1316
+        if k + 1 < len(runs) and len(ps[-1]) < 1316:
+            assert runs[k + 1][0][0][:188] == pat_packet(runs[k + 1][1] // 1000)
+
+
+def test_a_keyframe_sharing_its_timestamp_with_the_audio_before_it_still_opens_a_run() -> None:
+    audio = packet(0x101, fill=1) * 2
+    key = pat_packet() + packet(0x100, rai=True) * 3
+    runs = pieces([frame_chunks(audio, 5000), frame_chunks(key, 5000)])
+    assert runs == [((audio,), 5000), ((key,), 5000)]
