@@ -3,8 +3,9 @@
 `TsSync.push(data)` yields numpy views of shape (n, 188), one per run of packets that sit on a
 188-byte stride; a byte that should be a sync byte but is not ends the run, and sync is found
 again on a 0x47 confirmed by the 0x47 one packet later. Partial packets wait for the next call,
-so how the input is chunked never changes the output. Header fields are read vectorized over a
-whole batch by `PacketColumns`.
+so how the input is chunked never changes the output. `TsSync.take_aligned(data)` is the cheap
+path for input that is whole packets in sync (live reads). Header fields are read vectorized
+over a whole batch by `PacketColumns`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ class TsSync:
             yield from self._scan(data, need)
         else:
             yield from self._scan(tail + data if tail else data, 0)
+
+    def take_aligned(self, data: bytes | bytearray) -> bytes | None:
+        """Consume `data` at once if it is whole packets continuing a stream in sync (nothing
+        buffered, every sync byte in place) and return it as bytes (`data` itself when it is
+        bytes: nothing is copied); otherwise return None and change nothing (`push` it then).
+
+        The cheap path for live input, where every read is whole packets: no generator and no
+        numpy view, and the result is what `push` would yield as one batch.
+        """
+        size = len(data)
+        if not size or size % PACKET_SIZE or self._tail or not self._locked:
+            return None
+        if data[::PACKET_SIZE].lstrip(b"\x47"):
+            return None
+        self._tail_offset += size
+        return data if isinstance(data, bytes) else bytes(data)
 
     def _scan(self, buf: bytes | bytearray, pos: int) -> Iterator[U8Array]:
         """Yield the batches of `buf[pos:]`, whose first byte is at stream offset `offset`."""
