@@ -2,10 +2,11 @@
 
 `TsImporter(broadcast)` owns the writing side of `broadcast` from then on: `feed(data)` takes
 bytes in chunks of any size, `finish()` flushes the last frames and finishes every track and the
-broadcast, `abort(err)` aborts them. Each feed classifies its packets vectorized (numpy over the
-whole batch: sync, PID, flags, continuity), so Python work happens per PES, not per packet.
-Garbage in the stream becomes `Problem` events (`problems`, `problem_counts`), never an
-exception out of `feed`.
+broadcast, `abort(err)` aborts them. A large feed has its packets classified vectorized (numpy
+over the whole batch: sync, PID, flags, continuity), so Python work happens per PES, not per
+packet; a small one (a few SRT messages) is read in plain Python, a run of continuation packets
+of one PID at a time. Garbage in the stream becomes `Problem` events (`problems`,
+`problem_counts`), never an exception out of `feed`.
 
 A bounded PES is written once its declared length is in. An unbounded video PES
 (PES_packet_length 0, as ffmpeg writes video) is written at its packet padded with
@@ -16,10 +17,12 @@ otherwise when the next PES on its PID starts, or at `finish`.
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -77,7 +80,53 @@ _EARLY_AFTER = 2
 
 #: Batches up to this many packets take the pure-Python path (numpy's fixed cost per call is
 #: larger than the work for a few packets, e.g. one 1316-byte SRT message).
-_SMALL_BATCH = 32
+_SMALL_BATCH = 256
+_SMALL_BYTES = _SMALL_BATCH * PACKET_SIZE
+
+#: `_run_length` compares this many packets' headers at a time.
+_LOOKAHEAD = 64
+#: Up to this many packets, struct copies payloads out faster than numpy's fixed cost.
+_STRUCT_RUN = 48
+_PAYLOAD_STRUCTS = [struct.Struct("4x184s" * count) for count in range(_STRUCT_RUN + 1)]
+
+
+def _run_payloads(raw: bytes, at: int, count: int) -> bytes:
+    """The payloads of the `count` packets at `raw[at:]` (all without adaptation field), joined."""
+    if count <= _STRUCT_RUN:
+        return b"".join(_PAYLOAD_STRUCTS[count].unpack_from(raw, at))
+    rows = np.frombuffer(raw, np.uint8, count * PACKET_SIZE, at).reshape(count, PACKET_SIZE)
+    return rows[:, 4:].tobytes()
+
+
+@lru_cache(maxsize=64)
+def _run_headers(flags_pid: bytes) -> bytes:
+    """The 4-byte headers of a run of plain packets with bytes 1 and 2 `flags_pid`, the CC
+    counting up from 0 (long enough for any CC then `_LOOKAHEAD` packets)."""
+    ccs = range(16 + _LOOKAHEAD)
+    return b"".join(b"\x47" + flags_pid + bytes([0x10 | (cc & 0x0F)]) for cc in ccs)
+
+
+def _run_length(headers: bytes, i: int, left: int) -> int:
+    """How many packets from packet `i` of a batch (`headers`: the 4-byte header of each;
+    `left` packets from `i` to the end; packet i + 1 continues packet i) share its flags and
+    PID and continue its CC one by one, with a payload and no adaptation field. Compared
+    `_LOOKAHEAD` packets at a time (a short run never slices the whole rest of the batch)."""
+    at = 4 * i
+    pattern = _run_headers(headers[at + 1 : at + 3])
+    cc = headers[at + 3]
+    count = 2
+    while count < left:
+        span = min(left - count, _LOOKAHEAD)
+        first = at + 4 * count
+        got = headers[first : first + 4 * span]
+        expected = 4 * ((cc + count) & 0x0F)
+        want = pattern[expected : expected + 4 * span]
+        if got != want:
+            # The first differing byte is the highest one set in got ^ want.
+            diff = int.from_bytes(got, "big") ^ int.from_bytes(want, "big")
+            return count + (4 * span - 1 - (diff.bit_length() - 1) // 8) // 4
+        count += span
+    return count
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +145,13 @@ class _Event:
 
 @dataclass(slots=True)
 class _Collected:
-    """One PID's kept packets of a small batch: payload views, events, packet rows, and the
-    positions of packets padded with adaptation-field stuffing (video only)."""
+    """One PID's kept packets of a small batch: their payloads as pieces (one per packet, or
+    one per run of plain packets, none when empty) with the position of each piece's first
+    packet, events, packet rows, and the positions of packets padded with adaptation-field
+    stuffing (video only). A position is a packet's index among the PID's kept packets."""
 
-    payloads: list[Any] = field(default_factory=list)
+    pieces: list[Any] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
     events: list[_Event] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     stuffed: list[int] = field(default_factory=list)
@@ -289,7 +341,7 @@ class TsImporter:
     def feed(self, data: bytes | bytearray) -> None:
         """Import `data` (any length, any alignment); writes whatever frames it completes.
 
-        `data` is not referenced after the call returns (the caller may reuse the buffer).
+        A bytearray `data` is copied where it is kept, so the caller may reuse its buffer.
         Problems in the stream are recorded, never raised. After `finish`/`abort`, or once the
         broadcast was closed by someone else, data is ignored.
         """
@@ -297,12 +349,17 @@ class TsImporter:
             return
         self.stats.bytes += len(data)
         try:
-            for packets in self._sync.push(data):
-                if self._sync.losses:
-                    self._check_sync()  # report a sync loss before what follows it
-                self._batch(packets)
-            self._check_sync()
-            self._maybe_publish_catalog(batch_end=True)
+            raw = self._sync.take_aligned(data) if len(data) <= _SMALL_BYTES else None
+            if raw is not None:
+                self._batch(raw)
+            else:
+                for packets in self._sync.push(data):
+                    if self._sync.losses:
+                        self._check_sync()  # report a sync loss before what follows it
+                    self._batch(packets)
+                self._check_sync()
+            if self._catalog_dirty:
+                self._maybe_publish_catalog(batch_end=True)
         except Closed:
             self._closed = True
 
@@ -368,21 +425,25 @@ class TsImporter:
 
     # -- packets -------------------------------------------------------------------------
 
-    def _batch(self, packets: U8Array) -> None:
-        """Handle one aligned batch: PSI packets in order, ES packets vectorized per PID."""
-        n = len(packets)
+    def _batch(self, packets: U8Array | bytes) -> None:
+        """Handle one aligned batch (a numpy batch, or the bytes of at most `_SMALL_BATCH`
+        packets): PSI packets in order, ES packets per PID."""
+        n = len(packets) if isinstance(packets, np.ndarray) else len(packets) // PACKET_SIZE
         self.stats.packets += n
         self._batch_problems = []
         try:
-            if n <= _SMALL_BATCH:
-                self._batch_small(packets)
+            if isinstance(packets, bytes):
+                self._batch_small(packets, None)
+            elif n <= _SMALL_BATCH:
+                self._batch_small(packets.tobytes(), packets)
             else:
                 self._batch_rows(packets)
         finally:
             pending, self._batch_problems = self._batch_problems, None
-            pending.sort(key=lambda item: item[:2])
-            for _, _, problem in pending:
-                self._record(problem)
+            if pending:
+                pending.sort(key=lambda item: item[:2])
+                for _, _, problem in pending:
+                    self._record(problem)
 
     def _batch_rows(self, packets: U8Array) -> None:
         n = len(packets)
@@ -415,59 +476,101 @@ class TsImporter:
         handled += self._es_segment(packets, cols, segment, n)
         self.stats.ignored_packets += n - handled
 
-    def _batch_small(self, packets: U8Array) -> None:
-        """`_batch_rows` for a few packets, in plain Python, with the same results: packets
-        are classified one by one in stream order, then each PID's are cut into PES."""
-        n = len(packets)
-        raw = packets.tobytes()
+    def _batch_small(self, raw: bytes, packets: U8Array | None) -> None:
+        """`_batch_rows` for a few packets (`raw`, and `packets` its numpy view or None), in
+        plain Python, with the same results: packets are classified in stream order, then each
+        PID's are cut into PES. A run of plain continuation packets of one stream (no TEI, no
+        PUSI, no adaptation field, each CC one more than the last) is classified at once."""
+        n = len(raw) // PACKET_SIZE
         view = memoryview(raw)
+        headers: bytes | None = None  # each packet's 4-byte header, once a run needs them
         collected: dict[_Stream, _Collected] = {}
         handled = 0
         segment = 0
         streams = self._streams
         psi = self._psi
-        for i in range(n):
+        stats = self.stats
+        i = 0
+        while i < n:
             at = i * PACKET_SIZE
             b1 = raw[at + 1]
             pid = ((b1 & 0x1F) << 8) | raw[at + 2]
             if pid == 0 or pid == psi.pmt_pid:
+                if packets is None:
+                    packets = np.frombuffer(raw, np.uint8).reshape(n, PACKET_SIZE)
                 self._row = i
                 change = psi.packet(packets[i], pid)
                 if psi.problems:
                     self._take_psi_problems()
                 handled += 1
+                i += 1
                 if change is None:
                     continue
                 self._flush_collected(collected)
                 if psi.program is None:
-                    self._stash_rows(packets, segment, i)
-                segment = i
+                    self._stash_rows(packets, segment, i - 1)
+                segment = i - 1
                 self._apply(change)
                 streams = self._streams
                 if self._stash and psi.program is not None:
-                    self._row_override = i - 0.5
+                    self._row_override = i - 1.5
                     self._replay_stash()
                     self._row_override = None
                 continue
             if psi.program is None:
+                i += 1
                 continue
             st = streams.get(pid)
             if st is None:
+                i += 1
+                continue
+            b3 = raw[at + 3]
+            prev = st.last_cc
+            nxt = at + PACKET_SIZE
+            if (
+                # Plain, following `prev`, and so is the next packet: a run of two or more.
+                not b1 & 0xC0
+                and b3 & 0xF0 == 0x10
+                and prev >= 0
+                and (b3 - prev) & 0x0F == 1
+                and not st.pending_tei
+                and nxt < len(raw)
+                and raw[nxt + 1] == b1
+                and raw[nxt + 2] == raw[at + 2]
+                and raw[nxt + 3] == 0x10 | ((b3 + 1) & 0x0F)
+            ):
+                if headers is None:
+                    headers = view.cast("I")[:: PACKET_SIZE // 4].tobytes()
+                count = _run_length(headers, i, n - i)
+                st.last_cc = (b3 + count - 1) & 0x0F
+                # One copy of the run's payloads: cheaper to make and to join than a view per
+                # packet. A run holds no event, so `take` never splits it.
+                payload = _run_payloads(raw, at, count)
+                if count == n:
+                    self._continue_pes(st, [payload], range(n))  # the usual live read
+                    return
+                col = collected.get(st)
+                if col is None:
+                    col = collected[st] = _Collected()
+                col.starts.append(len(col.rows))
+                col.pieces.append(payload)
+                col.rows += range(i, i + count)
+                handled += count
+                i += count
                 continue
             handled += 1
-            b3 = raw[at + 3]
+            i += 1
             if b1 & 0x80:
-                self.stats.transport_errors += 1
+                stats.transport_errors += 1
                 st.pending_tei += 1
                 continue
             if not b3 & 0x10:
                 continue
             cc = b3 & 0x0F
-            prev = st.last_cc
             st.last_cc = cc
             damaged = st.pending_tei
             if cc == prev and not damaged:
-                self.stats.duplicate_packets += 1
+                stats.duplicate_packets += 1
                 continue
             st.pending_tei = 0
             begin = 4
@@ -483,35 +586,58 @@ class TsImporter:
             col = collected.get(st)
             if col is None:
                 col = collected[st] = _Collected()
+            pos = len(col.rows)
             if stuffed:
-                col.stuffed.append(len(col.payloads))
+                col.stuffed.append(pos)
             if pusi or gap:
-                event = _Event(len(col.payloads), i, pusi, gap, damaged, (prev + 1) & 0x0F, cc)
+                event = _Event(pos, i - 1, pusi, gap, damaged, (prev + 1) & 0x0F, cc)
                 col.events.append(event)
-            col.payloads.append(view[at + begin : at + PACKET_SIZE] if begin < PACKET_SIZE else b"")
-            col.rows.append(i)
-        self._flush_collected(collected)
+            if begin < PACKET_SIZE:
+                col.starts.append(pos)
+                col.pieces.append(view[at + begin : at + PACKET_SIZE])
+            col.rows.append(i - 1)
+        if collected:
+            self._flush_collected(collected)
         if psi.program is None:
+            if packets is None:
+                packets = np.frombuffer(raw, np.uint8).reshape(n, PACKET_SIZE)
             self._stash_rows(packets, segment, n)
             handled = n
-        self.stats.ignored_packets += n - handled
+        stats.ignored_packets += n - handled
 
     def _flush_collected(self, collected: dict[_Stream, _Collected]) -> None:
         for st, col in collected.items():
-            payloads = col.payloads
+            if not col.events and not col.stuffed:
+                self._continue_pes(st, col.pieces, col.rows)
+                continue
 
-            def take(a: int, b: int, st: _Stream = st, payloads: list[Any] = payloads) -> int:
+            def take(a: int, b: int, st: _Stream = st, col: _Collected = col) -> int:
                 if not st.active:
                     return 0
-                added = 0
-                for payload in payloads[a:b]:
-                    if payload:
-                        st.pieces.append(payload)
-                        added += len(payload)
-                return added
+                starts = col.starts
+                part = col.pieces[bisect_left(starts, a) : bisect_left(starts, b)]
+                st.pieces += part
+                return sum(map(len, part))
 
-            self._assemble(st, len(payloads), col.events, take, col.rows.__getitem__, col.stuffed)
+            self._assemble(st, len(col.rows), col.events, take, col.rows.__getitem__, col.stuffed)
         collected.clear()
+
+    def _continue_pes(self, st: _Stream, pieces: list[Any], rows: Sequence[int]) -> None:
+        """`_assemble` for packets (`rows`, at least one) that hold no event and no stuffing:
+        append their payload `pieces` to the open PES, or drop them if none is open."""
+        if not st.active:
+            if st.closed_early:
+                self._early_broken(st, rows[0])
+            return
+        st.pieces += pieces
+        st.size += sum(map(len, pieces))
+        if not st.checked:
+            self._check_start(st)
+        if st.total is not None and st.size >= st.total:
+            self._row = rows[-1]
+            self._complete(st)
+        elif st.tail_stuffed:
+            self._stuffed_mid_pes(st)
 
     def _take_psi_problems(self) -> None:
         for problem in self._psi.problems:
