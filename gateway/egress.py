@@ -42,7 +42,7 @@ from gateway.pacer import Pacer
 from gateway.srt import SrtConnection, SrtError, srt_now_us
 from gateway.ts_source import export_batches
 from model import BroadcastConsumer, Usage
-from mux.export import TsChunk
+from mux.export import TsFrame, cut_payloads
 
 __all__ = ["ExportHub", "HubRegistry", "Piece", "Sender", "pieces", "random_access"]
 
@@ -66,7 +66,7 @@ def random_access(data: bytes) -> bool:
     return False
 
 
-def _starts_with_pat(data: bytes) -> bool:
+def _starts_with_pat(data: bytes | bytearray) -> bool:
     # PID 0 with payload_unit_start_indicator: the exporter's PSI, ahead of every keyframe
     return len(data) >= _TS_PACKET and data[1] & 0x5F == 0x40 and data[2] == 0
 
@@ -88,47 +88,27 @@ class Piece(NamedTuple):
     nbytes: int
 
 
-def pieces(frames: list[list[TsChunk]]) -> list[tuple[tuple[bytes, ...], int]]:
-    """Turn exported frames (each the chunks of one `TsExporter.push`) into `(payloads,
-    media_ts_us)` runs: one per frame (a frame's chunks with different timestamps, from audio
-    released at the start keyframe, make one run each), in order. Each run's short last payload
-    is filled from the head of the next run, unless that one opens with PAT (a join point must
-    start a payload).
+def pieces(frames: list[TsFrame]) -> list[tuple[tuple[bytes, ...], int]]:
+    """Cut exported frames into `(payloads, media_ts_us)` runs, one per frame, in order.
 
-    The exporter cuts every frame into 1316-byte chunks from its own start, so each frame ends
-    in a short payload; topping it up with the next frame's first packets (sent at the earlier
-    frame's instant: at most one frame early at the receiver) saves an SRT message per frame.
-    Every payload is whole TS packets, at most `PAYLOAD_BYTES`.
+    A frame is cut into 1316-byte payloads from its start, so it ends in a short payload; that
+    one is topped up with the next frame's first packets (which then go at the earlier frame's
+    instant: at most one frame early at the receiver), unless the next frame opens with PAT (a
+    join point must start a payload). That saves an SRT message per frame. Every payload is
+    whole TS packets, at most `PAYLOAD_BYTES`.
     """
-    runs: list[tuple[list[bytes], int]] = []
-    for chunks in frames:
-        ts = chunks[0][1]
-        if chunks[-1][1] == ts:
-            runs.append(([chunk[0] for chunk in chunks], ts))
-            continue
-        first = len(runs)
-        for data, chunk_ts in chunks:
-            if len(runs) > first and runs[-1][1] == chunk_ts:
-                runs[-1][0].append(data)
-            else:
-                runs.append(([data], chunk_ts))
     out: list[tuple[list[bytes], int]] = []
-    for payloads, ts in runs:
-        if out and not _starts_with_pat(payloads[0]):
+    for data, ts in frames:
+        start = 0
+        if out and not _starts_with_pat(data):
             previous = out[-1][0]
-            room = PAYLOAD_BYTES - len(previous[-1])
-            if room:
-                data = payloads[0] if len(payloads) == 1 else b"".join(payloads)
-                previous[-1] += data[:room]
-                if len(data) <= room:
-                    continue  # all of it fitted into the previous run's last payload
-                payloads = _cut(data, room)
-        out.append((payloads, ts))
+            start = PAYLOAD_BYTES - len(previous[-1])
+            if start:
+                previous[-1] += data[:start]
+                if len(data) <= start:
+                    continue  # all of it fitted into the previous frame's last payload
+        out.append((cut_payloads(data, start), ts))
     return [(tuple(payloads), ts) for payloads, ts in out]
-
-
-def _cut(data: bytes, start: int) -> list[bytes]:
-    return [data[i : i + PAYLOAD_BYTES] for i in range(start, len(data), PAYLOAD_BYTES)]
 
 
 class Sender:
@@ -178,8 +158,9 @@ class Sender:
         for piece in pieces:
             self.offer(piece)
 
-    def offer(self, piece: Piece) -> None:
-        """Bill and send one piece now (or skip it: slow link, or waiting for a join point)."""
+    def offer(self, piece: Piece, now_us: int | None = None) -> None:
+        """Bill and send one piece now (or skip it: slow link, or waiting for a join point).
+        `now_us`: `srt_now_us()`, when the caller has just read it."""
         if self._done.is_set():
             return
         totals = piece.totals
@@ -194,7 +175,8 @@ class Sender:
         # libsrt's clock: the pacer's instants become SRT source times (srctime): the
         # receiver's TSBPD plays each payload out at that time plus the latency, which undoes
         # our pipeline's bunching. Never in the future, at most half a latency in the past.
-        now_us = srt_now_us()
+        if now_us is None:
+            now_us = srt_now_us()
         conn = self._conn
         try:
             if now_us >= self._next_check_us:
@@ -385,8 +367,9 @@ class ExportHub:
             if self._replay_bytes > self.REPLAY_BYTES:
                 self._replay = None
         self._last = totals
+        now_us = srt_now_us()
         for sender in self._senders:
-            sender.offer(piece)
+            sender.offer(piece, now_us)
 
     def _finish(self, error: BaseException | None) -> None:
         if self.done:

@@ -1,7 +1,7 @@
 """Reads a model broadcast and yields MPEG-TS: the asyncio driver of `mux.export`.
 
-`export_batches(consumer)` is an async generator of the exported chunks, a list per frame
-and a list of those per turn (`export_broadcast` yields the same chunks one by one). Inside
+`export_batches(consumer)` is an async generator of the exported frames (`TsFrame`), a list
+per turn (`export_broadcast` yields the same as `TsChunk`s, one by one). Inside
 it, one task reads the `catalog.json` track and one task per exported media track reads
 groups into a small bounded buffer; the generator itself merges those buffers in arrival
 order, feeds `TsExporter` and yields its output. All tasks live in a `TaskGroup` scoped to the
@@ -24,7 +24,7 @@ from model import BroadcastConsumer, Evicted, NotFound, TrackConsumer
 from mux.catalog import CATALOG_TRACK, Catalog
 from mux.container import decode_varint
 from mux.errors import Malformed
-from mux.export import TsChunk, TsExporter
+from mux.export import TsChunk, TsExporter, TsFrame, cut_chunks
 
 __all__ = ["DEFAULT_LATENCY_MS", "export_batches", "export_broadcast"]
 
@@ -104,9 +104,8 @@ async def export_broadcast(
         export_batches(consumer, latency_ms=latency_ms, exporter=exporter)
     ) as batches:
         async for frames in batches:
-            for chunks in frames:
-                for chunk in chunks:
-                    yield chunk
+            for chunk in cut_chunks(frames):
+                yield chunk
 
 
 async def export_batches(
@@ -114,10 +113,10 @@ async def export_batches(
     *,
     latency_ms: int = DEFAULT_LATENCY_MS,
     exporter: TsExporter | None = None,
-) -> AsyncGenerator[list[list[TsChunk]], None]:
+) -> AsyncGenerator[list[TsFrame], None]:
     """Yield the broadcast read through `consumer` as MPEG-TS (see `mux.export`), each time
-    everything read so far is exported: the chunks of every frame that arrived since the
-    previous yield, one non-empty list per frame (`TsExporter.push`'s output), in order.
+    everything read so far is exported: the `TsFrame`s of every frame that arrived since the
+    previous yield (a non-empty list, in order; `cut_chunks` makes `TsChunk`s of it).
 
     Subscribes to `catalog.json` (waiting for it to appear), then to every media track the
     exporter supports, each from its latest group (so a late joiner starts at the current GOP).
@@ -180,7 +179,7 @@ async def export_batches(
         # An exception leaving this block would reach the caller wrapped in an ExceptionGroup
         # (GeneratorExit from `aclose()` included): keep it and act on it, unwrapped, after
         # the task group has closed.
-        out: list[list[TsChunk]] = []
+        out: list[TsFrame] = []
         try:
             while merge.error is None:
                 merge.changed.clear()
@@ -194,15 +193,10 @@ async def export_batches(
                 if source is not None:
                     _, _, frame, keyframe = source.buffer.popleft()
                     source.space.set()
-                    chunks = exporter.push(source.name, frame, keyframe=keyframe)
-                    if chunks:
-                        out.append(chunks)
+                    out += exporter.push_frames(source.name, frame, keyframe=keyframe)
                     log_problems()
                     continue
                 if merge.finished():
-                    chunks = exporter.flush()
-                    if chunks:
-                        out.append(chunks)
                     if out:
                         yield out
                     break

@@ -24,7 +24,16 @@ from mux.errors import (
     MalformedSection,
     MuxError,
 )
-from mux.export import ExportProblem, ExportProblemKind, ExportStats, TsChunk, TsExporter
+from mux.export import (
+    ExportProblem,
+    ExportProblemKind,
+    ExportStats,
+    TsChunk,
+    TsExporter,
+    TsFrame,
+    cut_chunks,
+    cut_payloads,
+)
 from mux.problems import (
     AudioResync,
     BadCodecData,
@@ -72,9 +81,12 @@ __all__ = [
     "TransportError",
     "TsChunk",
     "TsExporter",
+    "TsFrame",
     "TsImporter",
     "UnsupportedStream",
     "VideoConfig",
+    "cut_chunks",
+    "cut_payloads",
     "decode_frame",
     "decode_varint",
     "encode_frame",

@@ -2,9 +2,10 @@
 
 The caller owns the `TsExporter` and feeds it: `set_catalog()` with each catalog version, then
 `push()` with every media frame (hang legacy frames, per track in decode order, tracks merged
-roughly by time). Each call returns the `TsChunk`s it produced, at once; the exporter holds no
-output between calls, so `flush()` returns nothing today and exists for the end of a stream.
-The driver that reads a model broadcast is `gateway.ts_source.export_broadcast`.
+roughly by time). Each call returns the `TsChunk`s it produced, at once (`push_frames()`: the
+same output as `TsFrame`s, one per muxed frame, uncut); the exporter holds no output between
+calls, so the end of a stream needs no flush. The driver that reads a model broadcast is
+`gateway.ts_source.export_batches`.
 
 Output layout (one program):
 - PAT and PMT (PMT PID 0x1000) before the first frame, before every video keyframe, whenever
@@ -94,6 +95,17 @@ class TsChunk(NamedTuple):
     """
 
     data: bytes
+    media_ts_us: int
+
+
+class TsFrame(NamedTuple):
+    """The TS packets one frame produced (`data`, whole packets: PAT/PMT and PCR packets due
+    before it, then its PES), and the media time they belong to in microseconds (`media_ts_us`,
+    as in `TsChunk`). `data` is handed over: the exporter never touches it again.
+    `cut_chunks` turns frames into the `TsChunk`s that `TsExporter.push` returns.
+    """
+
+    data: bytearray
     media_ts_us: int
 
 
@@ -475,6 +487,11 @@ class TsExporter:
         malformed frames are dropped (counted in `stats`, malformed ones also reported in
         `problems`).
         """
+        return cut_chunks(self.push_frames(track, frame, keyframe=keyframe))
+
+    def push_frames(self, track: str, frame: bytes, *, keyframe: bool) -> list[TsFrame]:
+        """`push`, returning the muxed frames uncut: usually one, none when the frame was
+        dropped, more when a start keyframe releases held audio."""
         try:
             timestamp_us, payload = decode_frame(frame)
         except Malformed as exc:
@@ -486,7 +503,8 @@ class TsExporter:
                 f"track {track!r}: a frame is not a legacy frame ({exc}); dropped",
             )
             return []
-        return self.push_media(track, timestamp_us, payload, keyframe=keyframe)
+        self.stats.frames_in += 1
+        return self._mux(track, timestamp_us, payload, keyframe)
 
     def push_media(
         self, track: str, timestamp_us: int, payload: BytesLike, *, keyframe: bool
@@ -497,11 +515,11 @@ class TsExporter:
         copied and held until it, then written if it is not older than the keyframe's DTS).
         """
         self.stats.frames_in += 1
-        return self._mux(track, timestamp_us, payload, keyframe)
+        return cut_chunks(self._mux(track, timestamp_us, payload, keyframe))
 
     def _mux(
         self, track: str, timestamp_us: int, payload: BytesLike, keyframe: bool
-    ) -> list[TsChunk]:
+    ) -> list[TsFrame]:
         stats = self.stats
         state = self._tracks.get(track)
         if state is None:
@@ -578,26 +596,22 @@ class TsExporter:
         if tag_us < self._last_tag_us:
             tag_us = self._last_tag_us
         self._last_tag_us = tag_us
-        chunks = _chunks(out, tag_us)
+        frames = [TsFrame(out, tag_us)]
         if starting and self._held:
-            chunks += self._release_held(dts)
-        return chunks
+            frames += self._release_held(dts)
+        return frames
 
-    def _release_held(self, start_dts_90k: int) -> list[TsChunk]:
+    def _release_held(self, start_dts_90k: int) -> list[TsFrame]:
         """Write the audio held before the start keyframe that decodes at or after it."""
         held = sorted(self._held, key=lambda item: item[0])
         self._held.clear()
-        chunks: list[TsChunk] = []
+        frames: list[TsFrame] = []
         for timestamp_us, track, payload in held:
             if (timestamp_us * 9 + 50) // 100 >= start_dts_90k:
-                chunks += self._mux(track, timestamp_us, payload, True)
+                frames += self._mux(track, timestamp_us, payload, True)
             else:
                 self.stats.frames_dropped += 1
-        return chunks
-
-    def flush(self) -> list[TsChunk]:
-        """Return output still held at the end of the stream (none: `push` holds nothing)."""
-        return []
+        return frames
 
     def _video_dts(self, state: _Track, pts: int) -> int:
         """Author a DTS: monotonic, at most PTS, `reorder` behind the highest PTS seen.
@@ -672,19 +686,28 @@ class TsExporter:
 _CHUNK_STRUCT = struct.Struct(f"{CHUNK_BYTES}s")
 
 
-def _chunks(out: bytearray, tag_us: int) -> list[TsChunk]:
-    """Cut `out` into chunks of 1316 bytes (the last may be shorter), all stamped `tag_us`.
+def cut_chunks(frames: list[TsFrame]) -> list[TsChunk]:
+    """Cut each frame into chunks of 1316 bytes from its start (its last chunk may be shorter),
+    stamped with its `media_ts_us`.
 
-    The hot loop of the exporter (one object per 1316 bytes): `Struct.iter_unpack` slices in C
-    and `tuple.__new__` skips NamedTuple's Python-level constructor.
+    A hot loop (one object per 1316 bytes): `tuple.__new__` skips NamedTuple's Python-level
+    constructor.
     """
     new = tuple.__new__
-    whole = len(out) // CHUNK_BYTES * CHUNK_BYTES
-    view = memoryview(out)
-    chunks = [new(TsChunk, (data, tag_us)) for (data,) in _CHUNK_STRUCT.iter_unpack(view[:whole])]
-    if whole < len(out):
-        chunks.append(new(TsChunk, (view[whole:].tobytes(), tag_us)))
-    return chunks
+    return [new(TsChunk, (data, ts)) for out, ts in frames for data in cut_payloads(out)]
+
+
+def cut_payloads(data: BytesLike, start: int = 0) -> list[bytes]:
+    """`data[start:]` (whole TS packets) as SRT payloads: 1316 bytes each, the last shorter.
+
+    `Struct.iter_unpack` slices in C, one copy per payload.
+    """
+    view = memoryview(data)[start:]
+    whole = len(view) // CHUNK_BYTES * CHUNK_BYTES
+    payloads = [payload for (payload,) in _CHUNK_STRUCT.iter_unpack(view[:whole])]
+    if whole < len(view):
+        payloads.append(view[whole:].tobytes())
+    return payloads
 
 
 def _starts_with_aud(data: BytesLike, *, h264: bool) -> bool:

@@ -15,7 +15,7 @@ from gateway.egress import Piece, Sender, Totals, pieces
 from gateway.srt import SrtConnection, SrtConnectionLost, SrtError, srt_now_us
 from gateway.srt.lib import SrtErrno
 from model import Usage
-from mux.export import TsChunk
+from mux.export import TsFrame
 
 
 def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
@@ -147,16 +147,16 @@ def pat_packet(fill: int = 0) -> bytes:
     return bytes([0x47, 0x40, 0x00, 0x10]) + bytes([fill]) * 184
 
 
-def frame_chunks(data: bytes, ts_us: int) -> list[TsChunk]:
-    """A frame as the exporter cuts it: 1316-byte chunks from its start, the last shorter."""
-    return [TsChunk(data[i : i + 1316], ts_us) for i in range(0, len(data), 1316)]
+def frame(data: bytes, ts_us: int) -> TsFrame:
+    """A frame as the exporter makes it."""
+    return TsFrame(bytearray(data), ts_us)
 
 
 def test_pieces_top_up_a_short_last_payload_from_the_next_frame() -> None:
     a = packet(0x100, fill=1) * 9  # 1316 + 376
     b = packet(0x101, fill=2) * 3
     c = packet(0x100, fill=3) * 10
-    runs = pieces([frame_chunks(a, 0), frame_chunks(b, 1000), frame_chunks(c, 2000)])
+    runs = pieces([frame(a, 0), frame(b, 1000), frame(c, 2000)])
     # b fits entirely into a's short payload; c tops it up to 1316 and is cut from there
     assert [ts for _, ts in runs] == [0, 2000]
     assert [len(p) for p in runs[0][0]] == [1316, 1316]
@@ -167,7 +167,7 @@ def test_pieces_top_up_a_short_last_payload_from_the_next_frame() -> None:
 def test_pieces_never_carry_into_a_frame_that_opens_with_pat() -> None:
     a = packet(0x100, fill=1) * 2
     key = pat_packet() + packet(0x100, rai=True) * 8
-    runs = pieces([frame_chunks(a, 0), frame_chunks(key, 1000)])
+    runs = pieces([frame(a, 0), frame(key, 1000)])
     assert runs[0] == ((a,), 0)
     assert runs[1][0][0][:188] == pat_packet()  # the join point starts its own payload
     assert [len(p) for p in runs[1][0]] == [1316, 2 * 188]
@@ -181,7 +181,7 @@ def test_pieces_never_carry_into_a_frame_that_opens_with_pat() -> None:
 def test_pieces_keep_every_byte_in_order_in_whole_packet_payloads(
     frames: list[tuple[int, bool]],
 ) -> None:
-    chunks: list[list[TsChunk]] = []
+    chunks: list[TsFrame] = []
     expected = b""
     pat_led: list[int] = []
     for i, (npackets, pat) in enumerate(frames):
@@ -190,13 +190,13 @@ def test_pieces_keep_every_byte_in_order_in_whole_packet_payloads(
         )
         if pat:
             pat_led.append(i * 1000)
-        chunks.append(frame_chunks(data, i * 1000))
+        chunks.append(frame(data, i * 1000))
         expected += data
     runs = pieces(chunks)
     payloads = [p for ps, _ in runs for p in ps]
     assert b"".join(payloads) == expected
     assert all(0 < len(p) <= 1316 and len(p) % 188 == 0 for p in payloads)
-    assert len(payloads) <= sum(map(len, chunks))
+    assert len(payloads) <= sum(-(-len(f.data) // 1316) for f in chunks)
     stamps = [ts for _, ts in runs]
     assert stamps == sorted(set(stamps))
     for ts in pat_led:  # every PAT-led frame opens its own run, at its own timestamp
@@ -213,5 +213,5 @@ def test_pieces_keep_every_byte_in_order_in_whole_packet_payloads(
 def test_a_keyframe_sharing_its_timestamp_with_the_audio_before_it_still_opens_a_run() -> None:
     audio = packet(0x101, fill=1) * 2
     key = pat_packet() + packet(0x100, rai=True) * 3
-    runs = pieces([frame_chunks(audio, 5000), frame_chunks(key, 5000)])
+    runs = pieces([frame(audio, 5000), frame(key, 5000)])
     assert runs == [((audio,), 5000), ((key,), 5000)]

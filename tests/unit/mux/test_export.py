@@ -62,7 +62,6 @@ def export(
     chunks = []
     for p in pushes:
         chunks += exporter.push(p.track, p.frame, keyframe=p.keyframe)
-    chunks += exporter.flush()
     return exporter, chunks
 
 
