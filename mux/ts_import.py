@@ -23,7 +23,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -131,10 +131,10 @@ def _run_length(headers: bytes, i: int, left: int) -> int:
     return count
 
 
-@dataclass(frozen=True, slots=True)
-class _Event:
+class _Event(NamedTuple):
     """A packet of one PID that starts a PES and/or follows lost data, at `pos` in the PID's
-    kept packets of a batch; `row` orders the problems it causes."""
+    kept packets of a batch; `row` orders the problems it causes. (A named tuple: a frozen
+    dataclass costs a setattr call per field, and every PES start makes one.)"""
 
     pos: int
     row: float
