@@ -395,17 +395,26 @@ class HubRegistry:
     def __init__(self, *, latency_ms: int) -> None:
         self._latency_ms = latency_ms
         self._hubs: dict[Hashable, ExportHub] = {}
+        self._live: set[ExportHub] = set()  # the hubs in `_hubs` and those they replaced
 
     def __len__(self) -> int:
-        return len(self._hubs)
+        """Hubs still exporting."""
+        return len(self._live)
 
     def attach(self, key: Hashable, consumer: BroadcastConsumer, sender: Sender) -> ExportHub:
         """Attach `sender` to the hub at `key`, or to a new one reading `consumer` (when there
-        is none, or the one there reads a broadcast that has ended). Returns the hub."""
+        is none, or the one there reads a broadcast that has ended or another broadcast, one a
+        takeover replaced, whose viewers it keeps serving until it ends). Returns the hub."""
         hub = self._hubs.get(key)
-        if hub is None or hub.done or hub.consumer.finished:
+        if (
+            hub is None
+            or hub.done
+            or hub.consumer.finished
+            or not hub.consumer.same_broadcast(consumer)
+        ):
             hub = ExportHub(consumer, latency_ms=self._latency_ms, on_done=self._forget(key))
             self._hubs[key] = hub
+            self._live.add(hub)
         hub.attach(sender)
         return hub
 
@@ -417,11 +426,12 @@ class HubRegistry:
 
     async def aclose(self) -> None:
         """Stop every hub."""
-        for hub in list(self._hubs.values()):
+        for hub in list(self._live):
             await hub.close()
 
     def _forget(self, key: Hashable) -> Callable[[ExportHub], None]:
         def forget(hub: ExportHub) -> None:
+            self._live.discard(hub)
             if self._hubs.get(key) is hub:
                 del self._hubs[key]
 

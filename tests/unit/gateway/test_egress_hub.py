@@ -162,3 +162,28 @@ async def test_a_viewer_whose_link_broke_ends_alone_and_the_others_get_everythin
     got = media_frames(b"".join(conn_a.sent))
     expected = expected_counts(FIXTURE)
     assert got["video"] == expected["0x100"].frames  # the healthy viewer got every video frame
+
+
+async def test_a_viewer_of_a_taken_over_path_gets_the_new_broadcast_not_the_old_ones_end() -> None:
+    old = BroadcastProducer()
+    hubs = HubRegistry(latency_ms=120)
+    _, a = viewer(Usage())
+    old_hub = hubs.attach("live/t", old.consume(), a)
+    new = BroadcastProducer()  # a takeover published a new broadcast at the same path
+    _, b = viewer(Usage())
+    new_hub = hubs.attach("live/t", new.consume(), b)
+    assert new_hub is not old_hub
+    assert len(hubs) == 2  # the old export goes on for its viewer until its broadcast ends
+    _, c = viewer(Usage())
+    assert hubs.attach("live/t", new.consume(), c) is new_hub
+    run_a = asyncio.ensure_future(a.run())
+    old.finish()
+    async with asyncio.timeout(5):
+        await run_a
+    assert a.ended_by_source
+    assert [old_hub.done, new_hub.done] == [True, False]
+    assert len(hubs) == 1
+    await hubs.aclose()
+    assert new_hub.done
+    assert len(hubs) == 0
+    new.finish()
