@@ -435,7 +435,8 @@ class TsImporter:
         self._batch_problems = []
         try:
             if isinstance(packets, bytes):
-                self._batch_small(packets, None)
+                if not self._continue_run(packets):
+                    self._batch_small(packets, None)
             elif n <= _SMALL_BATCH:
                 self._batch_small(packets.tobytes(), packets)
             else:
@@ -446,6 +447,31 @@ class TsImporter:
                 pending.sort(key=lambda item: item[:2])
                 for _, _, problem in pending:
                     self._record(problem)
+
+    def _continue_run(self, raw: bytes) -> bool:
+        """If every packet of `raw` (at most `_LOOKAHEAD`) is a plain continuation packet of
+        the open PES of one stream, CC one more each time, append them to it (the usual live
+        read) and return True; otherwise return False, having changed nothing."""
+        b1 = raw[1]
+        b3 = raw[3]
+        n = len(raw) // PACKET_SIZE
+        if b1 & 0xC0 or b3 & 0xF0 != 0x10 or n > _LOOKAHEAD:
+            return False
+        psi = self._psi
+        pid = ((b1 & 0x1F) << 8) | raw[2]
+        st = self._streams.get(pid)
+        if st is None or psi.program is None or pid == psi.pmt_pid:
+            return False
+        prev = st.last_cc
+        if prev < 0 or (b3 - prev) & 0x0F != 1 or st.pending_tei or not st.active:
+            return False
+        headers = memoryview(raw).cast("I")[:: PACKET_SIZE // 4].tobytes()
+        start = 4 * (b3 & 0x0F)
+        if headers != _run_headers(headers[1:3])[start : start + 4 * n]:
+            return False
+        st.last_cc = (b3 + n - 1) & 0x0F
+        self._continue_pes(st, [_run_payloads(raw, 0, n)], range(n))
+        return True
 
     def _batch_rows(self, packets: U8Array) -> None:
         n = len(packets)
