@@ -14,7 +14,8 @@ from tests.unit.mux.test_ts_import_fixtures import FIXTURE_NAMES
 
 SRT_MESSAGE = 1316
 VIDEO, AUDIO = 0x100, 0x101
-MESSAGES_PER_FEED = [1, 3, 17]
+#: 60 messages (420 packets) go the per-packet way only once a stream is seen to be runs.
+MESSAGES_PER_FEED = [1, 3, 17, 60]
 
 
 def assert_same_import(split: Imported, whole: Imported) -> None:
@@ -123,3 +124,33 @@ def test_take_aligned_consumes_whole_packets_in_sync_and_nothing_else() -> None:
     list(sync.push(data[2820:2900]))  # a partial packet is now buffered
     assert sync.take_aligned(data[3008:3196]) is None
     assert sync.buffered_bytes == 80
+
+
+def test_a_stream_of_runs_is_read_packet_by_packet_up_to_the_larger_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mux.ts_import as ts_import
+
+    ways: list[str] = []
+    rows, small = ts_import.TsImporter._batch_rows, ts_import.TsImporter._batch_small
+
+    def spy_rows(self: ts_import.TsImporter, packets: object) -> None:
+        ways.append("numpy")
+        rows(self, packets)  # type: ignore[arg-type]
+
+    def spy_small(self: ts_import.TsImporter, raw: bytes, packets: object) -> None:
+        ways.append("packets")
+        small(self, raw, packets)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ts_import.TsImporter, "_batch_rows", spy_rows)
+    monkeypatch.setattr(ts_import.TsImporter, "_batch_small", spy_small)
+    data = (FIXTURES / "h264_aac.ts").read_bytes()
+    feed = SRT_MESSAGE * 60  # 420 packets: above the plain bound, within the larger one
+    assert ts_import._SMALL_BATCH < 420 <= ts_import._RUNNY_BATCH
+    split = run_import(chunks(data, feed))
+    whole_feeds = len(data) // feed
+    # mostly video continuation packets: after the first batch shows it, every batch goes
+    # the per-packet way, and imports what one whole feed does
+    assert ways.count("packets") >= whole_feeds
+    assert ways.count("numpy") == 0
+    assert_same_import(split, run_import([data]))
