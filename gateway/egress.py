@@ -121,9 +121,10 @@ class Sender:
     pacer's lateness budget. `run()` waits for the end.
     """
 
-    #: How often libsrt's send buffer is read (µs). At 100 Mbit/s, 20 ms is 250 kB, a quarter
-    #: of the smallest limit; a full buffer makes `send_many()` refuse anyway.
-    BUFFER_CHECK_US: Final = 20_000
+    #: How often libsrt's send buffer is read (µs). At 100 Mbit/s, 50 ms is 625 kB, under the
+    #: smallest default limit (1 MB; 3 MB at 120 ms and 100 Mbit/s); a full buffer makes
+    #: `send_many()` refuse anyway.
+    BUFFER_CHECK_US: Final = 50_000
 
     def __init__(
         self,
