@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.egress import Piece, Sender, Totals, pieces
+from gateway.egress import Piece, Sender, Totals, pieces, random_access
 from gateway.srt import SrtConnection, SrtConnectionLost, SrtError, srt_now_us
 from gateway.srt.lib import SrtErrno
 from model import Usage
@@ -215,3 +215,80 @@ def test_a_keyframe_sharing_its_timestamp_with_the_audio_before_it_still_opens_a
     key = pat_packet() + packet(0x100, rai=True) * 3
     runs = pieces([frame(audio, 5000), frame(key, 5000)])
     assert runs == [((audio,), 5000), ((key,), 5000)]
+
+
+def drive_pieces(
+    s: Sender,
+    items: list[tuple[bytes, int]],
+    error: BaseException | None = None,
+    between: Callable[[int], None] | None = None,
+) -> None:
+    """Hand `items` (TS bytes, media µs) to `s` as a hub would: one piece each, a keyframe is a
+    join point; then end the source with `error`. `between(i)` runs before item i."""
+    s.start((0, 0, 0), [])
+    for i, (data, ts_us) in enumerate(items):
+        if between is not None:
+            between(i)
+        s.offer(piece(data, ts_us, join=random_access(data)))
+    s.source_ended(None, error)
+
+
+async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> None:
+    frames = [(b"".join(packet(0x100, fill=i) for _ in range(5)), i * 33_000) for i in range(20)]
+    conn = CountingConn()
+    s = make(conn)
+    drive_pieces(s, frames)
+    async with asyncio.timeout(1):
+        await s.run()
+    assert b"".join(conn.sent) == b"".join(data for data, _ in frames)
+    assert all(len(p) % 188 == 0 and len(p) <= 1316 for p in conn.sent)
+    assert s.sent_bytes == sum(len(data) for data, _ in frames)
+    assert s.ended_by_source
+    # every payload carries an SRT source time on libsrt's clock, never in the future, in order
+    stamps = [t for t in conn.srctimes if t is not None]
+    assert len(stamps) == len(conn.sent)
+    assert stamps == sorted(stamps)
+    assert stamps[-1] <= srt_now_us()
+
+
+async def test_sender_reraises_the_source_error_after_sending_what_it_had() -> None:
+    conn = CountingConn()
+    s = make(conn)
+    drive_pieces(s, [(packet(0x100, rai=True), 0)], ConnectionResetError("publisher vanished"))
+    with pytest.raises(ConnectionResetError):
+        async with asyncio.timeout(1):
+            await s.run()
+    assert conn.sent == [packet(0x100, rai=True)]
+
+
+def test_slow_viewer_skips_to_the_next_keyframe() -> None:
+    # GOP 1: keyframe + 3 frames; GOP 2: keyframe + 1 frame. The link refuses after 2 payloads.
+    gop1 = [(packet(0x100, rai=True, fill=1), 0)]
+    gop1 += [(packet(0x100, fill=2 + i), (i + 1) * 33_000) for i in range(3)]
+    gop2 = [(packet(0x100, rai=True, fill=9), 132_000), (packet(0x100, fill=10), 165_000)]
+    conn = CountingConn(refuse_after=2)
+
+    def recover(i: int) -> None:
+        if i == len(gop1):
+            conn.refuse_after = None  # the link recovers before the next GOP
+
+    s = make(conn)
+    drive_pieces(s, gop1 + gop2, between=recover)
+    assert conn.sent[:2] == [gop1[0][0], gop1[1][0]]
+    # Nothing of GOP 1 after the refusal; GOP 2 from its keyframe on.
+    assert conn.sent[2:] == [gop2[0][0], gop2[1][0]]
+    assert s.skips == 1
+    assert s.skipped_bytes == 2 * 188
+
+
+def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
+    conn = CountingConn(unacked=10_000_000)
+    s = make(conn, limit=1_000_000)
+    drive_pieces(s, [(packet(0x100, fill=1), 0), (packet(0x100, fill=2), 33_000)])
+    assert conn.sent == []
+    assert s.skipped_bytes == 2 * 188
+
+
+def test_random_access_indicator_is_found_in_any_packet_of_a_chunk() -> None:
+    assert random_access(packet(0, fill=0) + packet(0x100, rai=True))
+    assert not random_access(packet(0x100) * 7)

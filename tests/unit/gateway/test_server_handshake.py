@@ -1,29 +1,22 @@
-"""Handshake decisions and egress skipping of the SRT server, without sockets (fakes only)."""
+"""Handshake decisions and the publisher rate cap of the SRT server, without sockets (fakes)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, cast
 
-import pytest
-
 from gateway import AuthDecision, Server, ServerConfig
-from gateway.egress import Piece, Sender, random_access
 from gateway.server import RateCap, _Pending
 from gateway.srt import (
     Accept,
     HandshakeInfo,
     Reject,
-    SrtConnection,
     SrtListener,
     SrtReactor,
-    srt_now_us,
 )
 from gateway.streamid import StreamRequest
 from model import BroadcastProducer, Origin, PublisherPolicy
-from mux.export import TsChunk
 
 PEER = ("127.0.0.1", 40000)
 
@@ -177,132 +170,6 @@ async def test_request_for_a_missing_path_gets_1404_when_the_server_must_not_wai
 
 
 # -- egress: pacing into a fake connection, skipping when the link is slow -------------------
-
-
-def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
-    if rai:
-        header = bytes([0x47, 0x40 | (pid >> 8), pid & 0xFF, 0x30, 1, 0x40])
-    else:
-        header = bytes([0x47, pid >> 8, pid & 0xFF, 0x10])
-    return header + bytes([fill]) * (188 - len(header))
-
-
-@dataclass
-class FakeConn:
-    capacity: int = 1 << 30  # payloads accepted before send() says "full"
-    unacked: int = 0
-    sent: list[bytes] = field(default_factory=list)
-    srctimes: list[int | None] = field(default_factory=list)
-    ended: bool = False
-
-    def send(self, payload: bytes, *, srctime_us: int | None = None) -> bool:
-        if len(self.sent) >= self.capacity:
-            return False
-        self.sent.append(payload)
-        self.srctimes.append(srctime_us)
-        return True
-
-    def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
-        """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
-        for queued, payload in enumerate(payloads):
-            if not self.send(payload, srctime_us=srctime_us):
-                return queued
-        return len(payloads)
-
-    def send_buffer_bytes(self) -> int:
-        return self.unacked
-
-
-async def drive(
-    s: Sender, items: list[TsChunk], error: BaseException | None = None, between: Any = None
-) -> None:
-    """Hand `items` to `s` as a hub would (one piece each, a keyframe is a join point), end
-    the source with `error`, and run the sender to its end. `between(i)` runs before item i."""
-    s.start((0, 0, 0), [])
-    for i, item in enumerate(items):
-        if between is not None:
-            between(i)
-        payloads = tuple(item.data[j : j + 1316] for j in range(0, len(item.data), 1316))
-        s.offer(Piece(payloads, item.media_ts_us, random_access(item.data), None, len(item.data)))
-        await asyncio.sleep(0)
-    s.source_ended(None, error)
-    async with asyncio.timeout(5):
-        await s.run()
-
-
-def sender(conn: FakeConn, **overrides: Any) -> Sender:
-    config = replace(ServerConfig(), **overrides)
-    return Sender(
-        cast(SrtConnection, conn),
-        latency_ms=config.latency_ms,
-        send_buffer_limit_bytes=config.send_buffer_limit(),
-    )
-
-
-async def test_sender_delivers_every_byte_in_order_in_1316_byte_payloads() -> None:
-    frames = [
-        TsChunk(b"".join(packet(0x100, fill=i) for _ in range(5)), i * 33_000) for i in range(20)
-    ]
-    conn = FakeConn()
-    s = sender(conn)
-    await drive(s, frames)
-    assert b"".join(conn.sent) == b"".join(c.data for c in frames)
-    assert all(len(p) % 188 == 0 and len(p) <= 1316 for p in conn.sent)
-    assert s.sent_bytes == sum(len(c.data) for c in frames)
-    assert s.ended_by_source
-    # every payload carries an SRT source time on libsrt's clock, never in the future, in order
-    stamps = [t for t in conn.srctimes if t is not None]
-    assert len(stamps) == len(conn.sent)
-    assert stamps == sorted(stamps)
-    assert stamps[-1] <= srt_now_us()
-
-
-async def test_sender_reraises_the_source_error_after_sending_what_it_had() -> None:
-    conn = FakeConn()
-    s = sender(conn)
-    with pytest.raises(ConnectionResetError):
-        await drive(
-            s, [TsChunk(packet(0x100, rai=True), 0)], ConnectionResetError("publisher vanished")
-        )
-    assert conn.sent == [packet(0x100, rai=True)]
-
-
-async def test_slow_viewer_skips_to_the_next_keyframe() -> None:
-    # GOP 1: keyframe + 3 frames; GOP 2: keyframe + 1 frame. The link refuses after 2 payloads.
-    gop1 = [TsChunk(packet(0x100, rai=True, fill=1), 0)] + [
-        TsChunk(packet(0x100, fill=2 + i), (i + 1) * 33_000) for i in range(3)
-    ]
-    gop2 = [
-        TsChunk(packet(0x100, rai=True, fill=9), 132_000),
-        TsChunk(packet(0x100, fill=10), 165_000),
-    ]
-    conn = FakeConn(capacity=2)
-    s = sender(conn)
-
-    def recover(i: int) -> None:
-        if i == len(gop1):
-            conn.capacity = 100  # the link recovers before the next GOP
-
-    await drive(s, gop1 + gop2, between=recover)
-    assert conn.sent[:2] == [gop1[0].data, gop1[1].data]
-    # Nothing of GOP 1 after the refusal; GOP 2 from its keyframe on.
-    assert conn.sent[2:] == [gop2[0].data, gop2[1].data]
-    assert s.skips == 1
-    assert s.skipped_bytes == 2 * 188
-
-
-async def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
-    conn = FakeConn(unacked=10_000_000)
-    s = sender(conn, send_buffer_limit_bytes=1_000_000)
-    frames = [TsChunk(packet(0x100, fill=1), 0), TsChunk(packet(0x100, fill=2), 33_000)]
-    await drive(s, frames)
-    assert conn.sent == []
-    assert s.skipped_bytes == 2 * 188
-
-
-def test_random_access_indicator_is_found_in_any_packet_of_a_chunk() -> None:
-    assert random_access(packet(0, fill=0) + packet(0x100, rai=True))
-    assert not random_access(packet(0x100) * 7)
 
 
 def test_rate_cap_allows_the_sustained_rate_and_a_burst() -> None:
