@@ -222,13 +222,13 @@ class Sender:
 
     def _bill(self, totals: Totals) -> None:
         billed = self._billed
-        if billed is None or self.meter is None or totals == billed:
-            self._billed = totals if billed is not None else None
+        if billed is None:  # not started yet
             return
         meter = self.meter
-        meter.groups += totals[0] - billed[0]
-        meter.frames += totals[1] - billed[1]
-        meter.bytes += totals[2] - billed[2]
+        if meter is not None and totals != billed:
+            meter.groups += totals[0] - billed[0]
+            meter.frames += totals[1] - billed[1]
+            meter.bytes += totals[2] - billed[2]
         self._billed = totals
 
     def _skip(self, nbytes: int) -> None:
