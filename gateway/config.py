@@ -36,7 +36,8 @@ class GatewayConfig:
     Addresses are `(host, port)` tuples, or None where a listener is off. `latency_ms` is the
     SRT latency the listener offers (milliseconds); `request_timeout_s` bounds how long an
     `m=request` caller waits for its publisher to appear; `publish_cap_bps` (None = off) is the
-    sustained TS bit rate above which a publisher is disconnected.
+    sustained TS bit rate above which a publisher is disconnected; `peer_idle_timeout_ms` is how
+    long a silent SRT peer (a publisher whose host died) has before its session is ended.
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
@@ -51,6 +52,7 @@ class GatewayConfig:
     request_timeout_s: float = 10.0
     max_bitrate_bps: int = 100_000_000
     publish_cap_bps: int | None = None
+    peer_idle_timeout_ms: int = 5000
     node: str = "gw-1"
     log_format: str = "auto"
     log_level: str = "info"
@@ -83,7 +85,7 @@ def _coerce(key: str, value: Any) -> Any:
         return None if value in (None, "", "off") else Path(str(value))
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
-    if key in {"latency_ms", "max_bitrate_bps", "publish_cap_bps"}:
+    if key in {"latency_ms", "max_bitrate_bps", "publish_cap_bps", "peer_idle_timeout_ms"}:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         try:

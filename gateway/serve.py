@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="publish_cap_bps",
         help="per-publisher TS bit rate cap in bits/s (off by default)",
     )
+    parser.add_argument(
+        "--peer-idle-timeout",
+        dest="peer_idle_timeout_ms",
+        help="milliseconds of silence before an SRT peer counts as gone (default 5000)",
+    )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument(
         "--log-format", dest="log_format", choices=("json", "console", "auto"), help="log format"
@@ -75,6 +80,7 @@ def server_config(config: GatewayConfig) -> ServerConfig:
         node=config.node,
         max_bitrate_bps=config.max_bitrate_bps,
         publish_cap_bps=config.publish_cap_bps,
+        peer_idle_timeout_ms=config.peer_idle_timeout_ms,
     )
 
 
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             "publisher_policy",
             "request_timeout_s",
             "publish_cap_bps",
+            "peer_idle_timeout_ms",
             "node",
             "log_format",
             "log_level",

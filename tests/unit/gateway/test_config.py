@@ -34,6 +34,21 @@ def test_publish_cap_is_off_by_default_and_reaches_the_server_config() -> None:
     assert load_config(None, {"publish_cap_bps": "off"}).publish_cap_bps is None
 
 
+def test_peer_idle_timeout_flag_reaches_the_srt_sockets_settings() -> None:
+    import argparse
+
+    from gateway.serve import add_arguments, server_config
+
+    assert server_config(load_config()).peer_idle_timeout_ms == 5000
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--peer-idle-timeout", "1500"])
+    config = load_config(None, {"peer_idle_timeout_ms": args.peer_idle_timeout_ms})
+    assert server_config(config).peer_idle_timeout_ms == 1500
+    with pytest.raises(ConfigError, match="peer_idle_timeout_ms"):
+        load_config(None, {"peer_idle_timeout_ms": "soon"})
+
+
 def test_off_disables_a_listener() -> None:
     assert parse_address("moq", "off") is None
     assert load_config(None, {"http": "off"}).http is None
