@@ -14,8 +14,8 @@ Rules (moq-srt `serve_subscribe`, reference section 3.5):
 - first-packet clamp: no instant earlier than the first one returned (an earlier SRT timestamp
   underflows the receiver's 32-bit clock and stalls TSBPD).
 
-Payloads are not coalesced here: the exporter already cuts each frame into 1316-byte payloads
-(the last one shorter), and frames have distinct timestamps, so they could not share a payload.
+Payloads are not made here: the broadcast's hub (`gateway.egress.pieces`) cuts each exported
+frame into 1316-byte payloads once for all its viewers; each viewer's pacer stamps them.
 """
 
 from __future__ import annotations
