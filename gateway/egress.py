@@ -42,7 +42,8 @@ from gateway.pacer import Pacer
 from gateway.srt import SrtConnection, SrtError, srt_now_us
 from gateway.ts_source import export_batches
 from model import BroadcastConsumer, Usage
-from mux.export import TsFrame, cut_payloads
+from mux.export import CHUNK_BYTES, TsFrame, cut_payloads
+from mux.ts_mux import TS_PACKET_BYTES
 
 __all__ = ["ExportHub", "HubRegistry", "Piece", "Sender", "pieces", "random_access"]
 
@@ -51,15 +52,11 @@ Totals = tuple[int, int, int]
 
 _log = structlog.get_logger("moqsrt.srt.server")
 
-_TS_PACKET: Final = 188
-PAYLOAD_BYTES: Final = 7 * _TS_PACKET
-"""An SRT live payload: seven TS packets."""
-
 
 def random_access(data: bytes) -> bool:
     """True when a TS packet in `data` carries the random_access_indicator (a keyframe start,
     which the exporter sets on the first packet of every video keyframe)."""
-    for off in range(0, len(data) - _TS_PACKET + 1, _TS_PACKET):
+    for off in range(0, len(data) - TS_PACKET_BYTES + 1, TS_PACKET_BYTES):
         # adaptation_field_control has an adaptation field, of non-zero length, with RAI set
         if data[off + 3] & 0x20 and data[off + 4] > 0 and data[off + 5] & 0x40:
             return True
@@ -68,7 +65,7 @@ def random_access(data: bytes) -> bool:
 
 def _starts_with_pat(data: bytes | bytearray) -> bool:
     # PID 0 with payload_unit_start_indicator: the exporter's PSI, ahead of every keyframe
-    return len(data) >= _TS_PACKET and data[1] & 0x5F == 0x40 and data[2] == 0
+    return len(data) >= TS_PACKET_BYTES and data[1] & 0x5F == 0x40 and data[2] == 0
 
 
 class Piece(NamedTuple):
@@ -95,14 +92,14 @@ def pieces(frames: list[TsFrame]) -> list[tuple[tuple[bytes, ...], int]]:
     one is topped up with the next frame's first packets (which then go at the earlier frame's
     instant: at most one frame early at the receiver), unless the next frame opens with PAT (a
     join point must start a payload). That saves an SRT message per frame. Every payload is
-    whole TS packets, at most `PAYLOAD_BYTES`.
+    whole TS packets, at most `CHUNK_BYTES`.
     """
     out: list[tuple[list[bytes], int]] = []
     for data, ts in frames:
         start = 0
         if out and not _starts_with_pat(data):
             previous = out[-1][0]
-            start = PAYLOAD_BYTES - len(previous[-1])
+            start = CHUNK_BYTES - len(previous[-1])
             if start:
                 previous[-1] += data[:start]
                 if len(data) <= start:
@@ -262,7 +259,7 @@ class ExportHub:
     it was longer than `REPLAY_BYTES`, starts at the next join point.
     """
 
-    REPLAY_BYTES: Final = 4096 * 1316
+    REPLAY_BYTES: Final = 4096 * CHUNK_BYTES
     """TS bytes kept from the latest join point for late viewers (a GOP of ~20 Mbit/s)."""
 
     def __init__(
