@@ -71,6 +71,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.bench.bench_import import make_test_stream
+
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = ROOT / "fixtures" / "big" / "gw_8m.ts"
 PYTHON = sys.executable
@@ -98,27 +100,10 @@ LATENCY_PATHS = (
 WARMUP_S = 2.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-FFMPEG_MAKE = [
-    "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-    "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-    "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-    "-t", "24", "-map", "0:v", "-map", "1:a", "-vf", "noise=alls=12:allf=t",
-    "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-    "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-    "-b:v", "8M", "-maxrate", "8M", "-bufsize", "8M",
-    "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts",
-]  # fmt: skip
-
 
 def input_file() -> Path:
-    """The cached 8 Mbit/s input, generated on first use (about 7 s)."""
-    if not INPUT.exists():
-        INPUT.parent.mkdir(parents=True, exist_ok=True)
-        partial = INPUT.with_suffix(".partial.ts")
-        print(f"generating {INPUT.relative_to(ROOT)} (once) ...", flush=True)
-        subprocess.run([*FFMPEG_MAKE, str(partial)], check=True, timeout=120)
-        partial.rename(INPUT)
-    return INPUT
+    """The cached 8 Mbit/s input (720p30, 24 s), generated on first use (about 7 s)."""
+    return make_test_stream(INPUT, size="1280x720", seconds=24, video_bps="8M", timeout_s=120)
 
 
 # ---- processes ------------------------------------------------------------------------------

@@ -25,27 +25,36 @@ BIG = ROOT / "fixtures" / "big" / "big.ts"
 CHUNK = 188 * 16384  # ~3 MB reads, packet-aligned like SRT payloads
 RUNS = 5
 
-FFMPEG_MAKE = [
-    "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-    "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
-    "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
-    "-t", "60", "-map", "0:v", "-map", "1:a", "-vf", "noise=alls=12:allf=t",
-    "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-    "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-    "-b:v", "26M", "-maxrate", "26M", "-bufsize", "26M",
-    "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts",
-]  # fmt: skip
+
+def make_test_stream(
+    path: Path, *, size: str, seconds: int, video_bps: str, timeout_s: float = 300
+) -> Path:
+    """Generate `path` once (kept until deleted): a `seconds`-long H.264 + AAC MPEG-TS of
+    testsrc2 at `size` with noise (so it does not compress away), GOP 2 s at 30 fps,
+    constant `video_bps` video (ffmpeg's rate syntax, e.g. "8M") and 128 kbit/s stereo AAC."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.ts")
+        print(f"generating {path.relative_to(ROOT)} (once) ...", flush=True)
+        argv = [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000",
+            "-t", str(seconds), "-map", "0:v", "-map", "1:a", "-vf", "noise=alls=12:allf=t",
+            "-c:v", "libx264", "-profile:v", "high", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+            "-b:v", video_bps, "-maxrate", video_bps, "-bufsize", video_bps,
+            "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "mpegts", str(partial),
+        ]  # fmt: skip
+        subprocess.run(argv, check=True, timeout=timeout_s)
+        partial.rename(path)
+    return path
 
 
 def big_file() -> Path:
-    """Return the cached big TS file, generating it first if needed (about 20 s)."""
-    if not BIG.exists():
-        BIG.parent.mkdir(parents=True, exist_ok=True)
-        partial = BIG.with_suffix(".partial.ts")
-        print(f"generating {BIG} (once) ...", flush=True)
-        subprocess.run([*FFMPEG_MAKE, str(partial)], check=True)
-        partial.rename(BIG)
-    return BIG
+    """Return the cached big TS file (1080p30, 60 s, ~27 Mbit/s), generating it first if
+    needed (about 20 s)."""
+    return make_test_stream(BIG, size="1920x1080", seconds=60, video_bps="26M")
 
 
 def import_once(path: Path) -> tuple[float, dict[str, int]]:
