@@ -37,7 +37,9 @@ class GatewayConfig:
     SRT latency the listener offers (milliseconds); `request_timeout_s` bounds how long an
     `m=request` caller waits for its publisher to appear; `publish_cap_bps` (None = off) is the
     sustained TS bit rate above which a publisher is disconnected; `peer_idle_timeout_ms` is how
-    long a silent SRT peer (a publisher whose host died) has before its session is ended.
+    long a silent SRT peer (a publisher whose host died) has before its session is ended
+    (SRTO_PEERIDLETIMEO: libsrt 1.5.1 takes about 5 s at least whatever it says, so values
+    above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)

@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer-idle-timeout",
         dest="peer_idle_timeout_ms",
-        help="milliseconds of silence before an SRT peer counts as gone (default 5000)",
+        help="milliseconds of silence before an SRT peer counts as gone (default 5000; libsrt "
+        "1.5.1 needs about 5 s at least, so this lengthens the wait, e.g. for flaky links)",
     )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument(
