@@ -21,6 +21,11 @@ Contenders (the relay is what is measured):
 3. srt-live-transmit: no demux, the floor. It has one input and one output, so V viewers of a
    stream are V `srt-live-transmit` processes (SRT listener in, SRT caller out), and that
    stream's publisher is one `ffmpeg -re` whose tee muxer sends the same TS to each of them.
+4. py-byte-relay (`tests/bench/_byte_relay.py`): moqsrt's own SRT reactor in one process, with
+   moqsrt's stream ids and one UDP port, forwarding each publisher's batches to its viewers
+   with no TS import, model, export or metering. It is what moqsrt would cost if its media
+   path were free, so `1 - py-byte-relay / ffmpeg` is the room that path has for moqsrt to
+   match ffmpeg, printed next to what it takes now (`(moqsrt - py-byte-relay) / ffmpeg`).
 
 Relay CPU is user + sys of the relay processes only (all threads), from /proc/PID/stat while
 they run or `os.wait4`'s rusage once they exit, counted from the moment the publishers start
@@ -98,6 +103,8 @@ LATENCY_PATHS = (
     ("moqsrt", 120),
 )
 WARMUP_S = 2.0
+#: The floor contender: moqsrt's SRT reactor relaying bytes with no media path (_byte_relay).
+BYTE_RELAY = "py-byte-relay"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -316,15 +323,14 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
     pub_argv: list[list[str]] = []
     deadline_s = LOAD_SECONDS + 40
     try:
-        if kind == "moqsrt":
+        if kind in ("moqsrt", BYTE_RELAY):
             port = free_udp_port()
-            relays.append(
-                procs.start(
-                    "moqsrt",
-                    [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"],
-                )
-            )
-            wait_for(lambda: udp_bound(port), 15, "moqsrt serve to listen")
+            if kind == "moqsrt":
+                argv = [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"]
+            else:
+                argv = [PYTHON, "-m", "tests.bench._byte_relay", "--listen", f"{HOST}:{port}"]
+            relays.append(procs.start(kind, argv))
+            wait_for(lambda: udp_bound(port), 15, f"{kind} to listen")
             sids = [
                 f"#!::r=bench/s{p},m=request" for p in range(PUBLISHERS) for _ in range(VIEWERS)
             ]
@@ -553,6 +559,19 @@ def print_report(loads: list[LoadResult], lats: list[LatencyResult]) -> None:
     if "ffmpeg" in medians:
         verdict = "met" if medians["ffmpeg"] <= 1 else "NOT met"
         print(f"goal, moqsrt CPU per delivered GB <= ffmpeg's (median of rounds): {verdict}")
+    floors = [
+        (by[(BYTE_RELAY, n)].cpu_per_gb, by[("moqsrt", n)].cpu_per_gb, by[("ffmpeg", n)].cpu_per_gb)
+        for n in rounds
+        if (BYTE_RELAY, n) in by and ("moqsrt", n) in by and ("ffmpeg", n) in by
+    ]
+    if floors:
+        # The byte relay is moqsrt's reactor with no media path: what is left of ffmpeg's
+        # figure above it is all the TS import, model, export and fan-out may cost.
+        floor = statistics.median(f / ff for f, _, ff in floors)
+        media = statistics.median((m - f) / ff for f, m, ff in floors)
+        print(f"{BYTE_RELAY} / ffmpeg: median {floor:.2f}; moqsrt's media path (moqsrt - "
+              f"{BYTE_RELAY}) / ffmpeg: median {media:.2f}, room for it at parity: "
+              f"{1 - floor:.2f}")  # fmt: skip
     print()
     print(f"latency: 1 publisher -> relay -> 1 viewer, {LAT_SECONDS:g} s, frames after "
           f"{WARMUP_S:g} s; ms. added = path - srt-live-transmit at the same SRT latency "
@@ -600,7 +619,7 @@ def main() -> None:
         tmp = Path(tmpdir)
         loads = []
         for round_ in range(REPEAT):
-            for kind in ("moqsrt", "ffmpeg", "srt-live-transmit"):
+            for kind in ("moqsrt", "ffmpeg", "srt-live-transmit", BYTE_RELAY):
                 print(f"load: {kind}, round {round_ + 1} of {REPEAT} ...", flush=True)
                 try:
                     result = run_load(kind, src, tmp / f"r{round_}")
