@@ -22,7 +22,7 @@ from model.origin import Announce, AnnounceConsumer, Origin, PublisherPolicy
 from model.path import normalize_path, path_has_prefix
 from model.pool import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_GROUP_BYTES, CachePool
 from model.stats import BroadcastStats, Role, StatsEntry, StatsGuard, StatsHandle
-from model.track import TrackConsumer, TrackInfo, TrackProducer
+from model.track import TrackConsumer, TrackInfo, TrackProducer, wait_any
 from model.usage import Usage
 
 __all__ = [
@@ -60,4 +60,5 @@ __all__ = [
     "monotonic",
     "normalize_path",
     "path_has_prefix",
+    "wait_any",
 ]

@@ -42,6 +42,20 @@ async def wait(waiters: Waiters) -> None:
         raise
 
 
+async def wait_many(lists: list[Waiters]) -> None:
+    """Register one future on every list of `lists` and wait until a producer wakes any of
+    them; the future leaves the other lists on the way out (woken, cancelled or not)."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    for waiters in lists:
+        waiters.append(future)
+    try:
+        await future
+    finally:
+        for waiters in lists:
+            with contextlib.suppress(ValueError):
+                waiters.remove(future)
+
+
 def safety_net(
     owner: object, callback: Callable[..., None], *args: Any
 ) -> weakref.finalize[..., Any]:

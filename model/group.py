@@ -322,6 +322,21 @@ class GroupConsumer:
                 meter.bytes += st.limit - room if room >= 0 else st.total
         return ready
 
+    def poll_end(self) -> bool:
+        """Whether this reader is done with the group, without waiting: True once it read
+        every frame of a group that finished cleanly, False while frames may still come (or
+        are ready: `read_ready()`). Raises the abort error, `Evicted` or `Dropped` once the
+        group ended that way and nothing is left to read (as `next_frame()` would)."""
+        i = self._index
+        if i < len(self._frames):
+            return False
+        st = self._state
+        if st.finished and i >= st.count:
+            return True
+        if st.error is not None:
+            raise st.error
+        return False
+
     async def read_all(self) -> list[bytes]:
         """Wait for the group to end and return the frames not read yet (each counted).
         Raises like `next_frame()`."""

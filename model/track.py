@@ -10,16 +10,17 @@ either logs a warning and consumers get `Dropped`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from model._wait import Waiters, logger, safety_net, wait, wake
+from model._wait import Waiters, logger, safety_net, wait, wait_many, wake
 from model.clock import Clock
 from model.errors import Closed, Dropped, Duplicate, Evicted, NotFound
 from model.group import GroupConsumer, GroupProducer, _GroupState
 from model.pool import CachePool
 from model.usage import Usage, add_base
 
-__all__ = ["TrackConsumer", "TrackInfo", "TrackProducer"]
+__all__ = ["TrackConsumer", "TrackInfo", "TrackProducer", "wait_any"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,31 +273,47 @@ class TrackConsumer:
         seq = self._state.max_sequence
         return None if seq < 0 else seq
 
+    @property
+    def finished(self) -> bool:
+        """True once the producer finished the track cleanly (cached groups may still be
+        unread: `poll_group()` returning `None` then means the end)."""
+        return self._state.finished
+
     async def next_group(self) -> GroupConsumer | None:
         """Wait for and return the next cached group with a higher sequence than the last one
         returned (evicted and late groups are skipped), or `None` once the track finished and
         no such group is cached. Raises the track's abort error or `Dropped`."""
         st = self._state
         while True:
-            last = self._last
-            if st.max_sequence > last:
-                groups = st.groups
-                group = groups.get(last + 1)
-                if group is None:
-                    later = [seq for seq in groups if seq > last]
-                    if later:
-                        group = groups[min(later)]
-                if group is not None:
-                    self._last = group.sequence
-                    meter = self._meter
-                    if meter is not None:
-                        meter.groups += 1
-                    return GroupConsumer(group, meter)
-            if st.error is not None:
-                raise st.error
+            group = self.poll_group()
+            if group is not None:
+                return group
             if st.finished:
                 return None
             await wait(st.waiters)
+
+    def poll_group(self) -> GroupConsumer | None:
+        """`next_group()` without waiting: the next cached group (counted as `next_group()`
+        counts it), or `None` when there is none yet or the track finished (`finished` says
+        which). Raises the track's abort error or `Dropped`."""
+        st = self._state
+        last = self._last
+        if st.max_sequence > last:
+            groups = st.groups
+            group = groups.get(last + 1)
+            if group is None:
+                later = [seq for seq in groups if seq > last]
+                if later:
+                    group = groups[min(later)]
+            if group is not None:
+                self._last = group.sequence
+                meter = self._meter
+                if meter is not None:
+                    meter.groups += 1
+                return GroupConsumer(group, meter)
+        if st.error is not None:
+            raise st.error
+        return None
 
     def skip_to_latest(self) -> None:
         """Move the cursor so that `next_group()` returns the latest group next (or the next
@@ -338,3 +355,14 @@ class TrackConsumer:
             if st.finished:
                 return
             await wait(st.waiters)
+
+
+async def wait_any(readers: Iterable[TrackConsumer | GroupConsumer]) -> None:
+    """Wait until any of `readers` may have news: a new group or the end of a track, a new
+    frame or the end of a group. Wakes spuriously at times (e.g. a frame of a group another
+    reader of the same track reads): poll again (`poll_group`, `read_ready`, `poll_end`) and
+    wait again. Returns at once for no readers. One future, whatever the number of readers,
+    so a reader of many tracks costs one wake-up per change, not one per track."""
+    lists = [reader._state.waiters for reader in readers]
+    if lists:
+        await wait_many(lists)

@@ -17,6 +17,7 @@ from model import (
     ManualClock,
     NotFound,
     TrackConsumer,
+    wait_any,
 )
 
 
@@ -218,3 +219,67 @@ async def test_producer_dropped_unfinished_logs_a_warning_and_readers_see_droppe
     messages = [r.getMessage() for r in caplog.records if r.name == "moqsrt.model"]
     assert any("group 0" in m and "dropped" in m for m in messages)
     assert any("track 'video'" in m and "dropped" in m for m in messages)
+
+
+async def test_poll_group_and_poll_end_read_without_waiting(broadcast: BroadcastProducer) -> None:
+    producer = broadcast.create_track("video")
+    reader = producer.consume()
+    assert reader.poll_group() is None
+    assert bool(reader.finished) is False  # (bool(): mypy would pin the property to False)
+    group = producer.append_group()
+    group.write_frame(b"a")
+    polled = reader.poll_group()
+    assert polled is not None
+    assert polled.sequence == 0
+    assert reader.poll_group() is None  # the cursor moved past it
+    assert polled.read_ready() == [b"a"]
+    assert polled.poll_end() is False  # open: more may come
+    group.write_frame(b"b")
+    assert polled.poll_end() is False  # a frame is ready first
+    assert polled.read_ready() == [b"b"]
+    group.finish()
+    assert polled.poll_end() is True
+    producer.finish()
+    assert reader.finished
+    assert reader.poll_group() is None
+
+
+async def test_poll_end_raises_how_the_group_ended(broadcast: BroadcastProducer) -> None:
+    producer = broadcast.create_track("video")
+    reader = producer.consume()
+    group = producer.append_group()
+    polled = reader.poll_group()
+    assert polled is not None
+    group.abort(Boom("gone"))
+    with pytest.raises(Boom):
+        polled.poll_end()
+    producer.abort(Boom("track"))
+    with pytest.raises(Boom, match="track"):
+        reader.poll_group()
+
+
+async def test_wait_any_wakes_on_any_reader_and_leaves_no_waiter(
+    broadcast: BroadcastProducer,
+) -> None:
+    video = broadcast.create_track("video")
+    audio = broadcast.create_track("audio")
+    v_reader, a_reader = video.consume(), audio.consume()
+    v_group = video.append_group()
+    polled = v_reader.poll_group()
+    assert polled is not None
+    for wake in (lambda: audio.append_group(), lambda: v_group.write_frame(b"x")):
+        waiter = asyncio.ensure_future(wait_any([v_reader, a_reader, polled]))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        wake()
+        async with asyncio.timeout(1):
+            await waiter
+    # Woken through one list, the future left the others: no stale waiter is woken later.
+    assert all(not reader._state.waiters for reader in (v_reader, a_reader, polled))
+    cancelled = asyncio.ensure_future(wait_any([v_reader, a_reader]))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert not v_reader._state.waiters
+    assert not a_reader._state.waiters
+    await wait_any([])  # nothing to wait on: returns at once
