@@ -558,6 +558,10 @@ class RateCap:
         return self._tokens >= 0
 
 
+class _OverCap(Exception):
+    """A publisher went over `publish_cap_bps` (ends its session with this message)."""
+
+
 def _peer(peer: tuple[str, int]) -> str:
     host, port = peer[0], peer[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -764,17 +768,22 @@ class Publish(_Request):
         outcome: Outcome = "eof"
         error = ""
         cancelled: asyncio.CancelledError | None = None
+
+        def receive(batch: list[bytes]) -> None:
+            # Runs in the reactor's delivery of each batch (no task wake-up per batch).
+            nonlocal ts_bytes
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            ts_bytes += len(data)
+            if cap is not None and not cap.take(len(data), time.monotonic()):
+                raise _OverCap(f"publisher above the {cap_bps} bit/s cap")
+            importer.feed(data)
+
         try:
-            while True:
-                batch = await self._conn.recv_batch()
-                if not batch:
-                    break
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                ts_bytes += len(data)
-                if cap is not None and not cap.take(len(data), time.monotonic()):
-                    outcome, error = "error", f"publisher above the {cap_bps} bit/s cap"
-                    break
-                importer.feed(data)
+            self._conn.set_receiver(receive)
+            while batch := await self._conn.recv_batch():  # the end (data goes to receive)
+                receive(batch)
+        except _OverCap as exc:
+            outcome, error = "error", str(exc)
         except asyncio.CancelledError as exc:
             cancelled = exc
             outcome, error = "closed", "cancelled"
@@ -785,6 +794,7 @@ class Publish(_Request):
         except Exception as exc:  # noqa: BLE001  (never let one publisher take the server down)
             outcome, error = "error", repr(exc)
             _log.exception("srt.publish_failed", session=self.session)
+        self._conn.set_receiver(None)  # nothing reaches the importer once it is ended
         if outcome == "eof" and self._shutting_down:
             outcome, error = "closed", "server closed"
         try:

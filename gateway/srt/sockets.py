@@ -551,10 +551,10 @@ def _finalize_connection(owner: _Owner, sock: SrtSocket) -> None:
 class SrtConnection:
     """One connected SRT socket: a publisher or viewer the listener accepted, or a caller.
 
-    Received messages arrive in batches from the reactor's I/O thread (`recv_batch`); `send`
-    never blocks. Whoever holds it closes it (`close()` or `async with`); the reactor closes
-    whatever is left when it closes. A forgotten one is closed with a ResourceWarning.
-    Use it from the event loop's thread only.
+    Received messages arrive in batches from the reactor's I/O thread (`recv_batch`, or a
+    receiver callback, `set_receiver`); `send` never blocks. Whoever holds it closes it
+    (`close()` or `async with`); the reactor closes whatever is left when it closes. A
+    forgotten one is closed with a ResourceWarning. Use it from the event loop's thread only.
     """
 
     def __init__(
@@ -579,6 +579,8 @@ class SrtConnection:
         #: The options the socket was set up with (a listener's, for accepted sockets).
         self.options = options
         self._pending: list[bytes] = []
+        self._receiver: Callable[[list[bytes]], None] | None = None
+        self._receiver_error: Exception | None = None
         self._end: BaseException | _Ended | None = _NOT_ENDED
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -611,6 +613,9 @@ class SrtConnection:
         `peer_idle_timeout_ms`). Only one task may wait at a time (RuntimeError otherwise).
         """
         while True:
+            if self._receiver_error is not None:
+                error, self._receiver_error = self._receiver_error, None
+                raise error
             if self._pending:
                 batch, self._pending = self._pending, []
                 return batch
@@ -628,6 +633,19 @@ class SrtConnection:
                 await waiter
             finally:
                 self._waiter = None
+
+    def set_receiver(self, receiver: Callable[[list[bytes]], None] | None) -> None:
+        """Hand every batch received from now on to `receiver(batch)` (on the loop thread, in
+        the reactor's delivery, with the batch's ownership) instead of keeping it for
+        `recv_batch()`: no task wake-up per batch. Messages already waiting go to it at once.
+        While it is set, `recv_batch()` only reports the end (returns [] or raises as usual).
+        If `receiver` raises an `Exception`, it is removed and `recv_batch()` raises that
+        exception once; later batches wait for `recv_batch()` again. None removes it.
+        """
+        self._receiver = receiver
+        if receiver is not None and self._pending:
+            batch, self._pending = self._pending, []
+            self._deliver(receiver, batch)
 
     def send(
         self, payload: bytes | bytearray | memoryview, *, srctime_us: int | None = None
@@ -748,11 +766,23 @@ class SrtConnection:
     def _feed(self, messages: list[bytes]) -> None:
         if self._closed:
             return
+        receiver = self._receiver
+        if receiver is not None:
+            self._deliver(receiver, messages)
+            return
         if self._pending:
             self._pending.extend(messages)
         else:
             self._pending = messages
         self._wake()
+
+    def _deliver(self, receiver: Callable[[list[bytes]], None], batch: list[bytes]) -> None:
+        try:
+            receiver(batch)
+        except Exception as exc:  # noqa: BLE001  (raised by recv_batch, in the reader's task)
+            self._receiver = None
+            self._receiver_error = exc
+            self._wake()
 
     def _feed_end(self, exc: BaseException | None, last_stats: LinkStats | None = None) -> None:
         if last_stats is not None and self._final_stats is None:

@@ -634,3 +634,61 @@ async def test_a_dropped_reactor_warns_and_its_thread_closes_everything(no_leaks
     assert not core.thread.is_alive()
     assert core._wake_w == -1
     await eventually(lambda: server_side.ended and listener.closed)
+
+
+async def test_a_receiver_gets_every_batch_in_order_and_recv_batch_reports_the_end(
+    no_leaks: object,
+) -> None:
+    async with SrtReactor() as reactor:
+        listener, caller, server_side = await pair(reactor)
+        for i in range(5):
+            assert caller.send(numbered(i))
+        await eventually(lambda: server_side._pending != [])  # waiting before a receiver
+        got: list[bytes] = []
+        batches: list[int] = []
+
+        def receiver(batch: list[bytes]) -> None:
+            batches.append(len(batch))
+            got.extend(batch)
+
+        server_side.set_receiver(receiver)
+        assert len(got) >= 1  # what was waiting went to it at once
+        for i in range(5, 300):
+            assert caller.send(numbered(i))
+        await eventually(lambda: len(got) == 300, timeout_s=10)
+        assert server_side._pending == []
+        caller.close()
+        async with asyncio.timeout(10):
+            assert await server_side.recv_batch() == []  # only the end comes this way
+        assert [int.from_bytes(m[:4], "big") for m in got] == list(range(300))
+        assert len(batches) < 300  # in batches, not one call per message
+        server_side.close()
+        listener.close()
+
+
+async def test_a_receiver_that_raises_is_removed_and_recv_batch_raises_its_error(
+    no_leaks: object,
+) -> None:
+    class Full(Exception):
+        pass
+
+    async with SrtReactor() as reactor:
+        listener, caller, server_side = await pair(reactor)
+        seen: list[bytes] = []
+
+        def receiver(batch: list[bytes]) -> None:
+            seen.extend(batch)
+            raise Full("no room")
+
+        server_side.set_receiver(receiver)
+        assert caller.send(numbered(0))
+        async with asyncio.timeout(10):
+            with pytest.raises(Full, match="no room"):
+                await server_side.recv_batch()
+        assert [int.from_bytes(m[:4], "big") for m in seen] == [0]
+        # Removed: later data waits for recv_batch again.
+        assert caller.send(numbered(1))
+        assert [int.from_bytes(m[:4], "big") for m in await receive(server_side, 1)] == [1]
+        caller.close()
+        server_side.close()
+        listener.close()
