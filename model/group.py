@@ -303,8 +303,8 @@ class GroupConsumer:
 
     def read_ready(self) -> list[bytes]:
         """Return (and count) every frame already written that this reader has not read yet,
-        without waiting; `[]` when none is. Never raises: call `next_frame()` to learn how the
-        group ended."""
+        without waiting; `[]` when none is. Never raises: `poll_end()` (or `next_frame()`) says
+        how the group ended."""
         i = self._index
         frames = self._frames
         if i >= len(frames):
