@@ -61,6 +61,17 @@ class _Source:
     progress_s: float = 0.0
     done: bool = False
 
+    def abandon_at(self, stall_s: float) -> float | None:
+        """When the group in progress may be abandoned for a newer one (monotonic s), or None
+        while no newer group exists."""
+        group = self.group
+        if group is None or self.done:
+            return None
+        latest = self.track.latest_sequence
+        if latest is None or latest <= group.sequence:
+            return None
+        return self.progress_s + stall_s
+
     def readers(self) -> list[TrackConsumer | GroupConsumer]:
         """What to wait on for this source's news."""
         if self.done:
@@ -103,26 +114,11 @@ def _read_source(source: _Source, now_s: float, stall_s: float, out: list[_Read]
         if ended:
             source.group = None
             continue
-        latest = track.latest_sequence
-        if latest is not None and latest > group.sequence and now_s - source.progress_s >= stall_s:
+        abandon_at = source.abandon_at(stall_s)
+        if abandon_at is not None and now_s >= abandon_at:
             source.group = None  # stalled while a newer group exists: move on
             continue
         return
-
-
-def _stall_deadline(sources: list[_Source], stall_s: float) -> float | None:
-    """The earliest instant a source's group may be abandoned (monotonic s), or None."""
-    deadline: float | None = None
-    for source in sources:
-        group = source.group
-        if group is None or source.done:
-            continue
-        latest = source.track.latest_sequence
-        if latest is not None and latest > group.sequence:
-            at = source.progress_s + stall_s
-            if deadline is None or at < deadline:
-                deadline = at
-    return deadline
 
 
 async def export_broadcast(
@@ -239,12 +235,12 @@ async def export_batches(
         readers: list[TrackConsumer | GroupConsumer] = catalog.readers()
         for source in sources.values():
             readers += source.readers()
-        deadline = _stall_deadline(list(sources.values()), stall_s)
-        if deadline is None:
+        deadlines = [at for src in sources.values() if (at := src.abandon_at(stall_s)) is not None]
+        if not deadlines:
             await wait_any(readers)
         else:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                async with asyncio.timeout(max(0.0, min(deadlines) - time.monotonic())):
                     await wait_any(readers)
 
 
