@@ -42,8 +42,8 @@ DEFAULT_LATENCY_MS = 500
 #: How often to look for `catalog.json` when the broadcast does not have it yet.
 _CATALOG_POLL_S = 0.05
 
-#: A frame read in a turn: (merge key µs, source order, frame, first frame of its group).
-_Read = tuple[int, int, bytes, bool]
+#: A frame read in a turn: (merge key µs, source order, track name, frame, first of its group).
+_Read = tuple[int, int, str, bytes, bool]
 
 
 @dataclass(slots=True, eq=False)
@@ -96,7 +96,7 @@ def _read_source(source: _Source, now_s: float, stall_s: float, out: list[_Read]
         if frames:
             source.progress_s = now_s
             last = source.last_key_us
-            order = source.order
+            order, name = source.order, source.name
             for frame in frames:
                 try:
                     timestamp_us, _ = decode_varint(frame)
@@ -104,7 +104,7 @@ def _read_source(source: _Source, now_s: float, stall_s: float, out: list[_Read]
                     timestamp_us = last  # the exporter reports it
                 if timestamp_us > last:
                     last = timestamp_us
-                out.append((last, order, frame, source.first))
+                out.append((last, order, name, frame, source.first))
                 source.first = False
             source.last_key_us = last
         try:
@@ -211,21 +211,21 @@ async def export_batches(
     while True:
         now_s = time.monotonic()
         versions: list[_Read] = []
+        # Catalog versions go in the order read; their merge keys mean nothing and are unused.
         _read_source(catalog, now_s, float("inf"), versions)
-        for _, _, payload, _ in versions:
+        for _, _, _, payload, _ in versions:
             apply_catalog(payload)
         reads: list[_Read] = []
         for source in sources.values():
             _read_source(source, now_s, stall_s, reads)
         out: list[TsFrame] = []
         if reads:
-            names = {source.order: source.name for source in sources.values()}
             # Each source's reads are in order already; merge them by timestamp, the source
             # order breaking ties (stable: a track's own frames never swap).
-            if len(names) > 1:
+            if len(sources) > 1:
                 reads.sort(key=_merge_key)
-            for _, source_order, frame, keyframe in reads:
-                out += exporter.push_frames(names[source_order], frame, keyframe=keyframe)
+            for _, _, name, frame, keyframe in reads:
+                out += exporter.push_frames(name, frame, keyframe=keyframe)
             log_problems()
         if out:
             yield out
