@@ -28,6 +28,8 @@ MIN_VERSION: Final = 0x010501
 
 SRT_ERROR: Final = -1
 SRT_INVALID_SOCK: Final = -1
+#: Longest SRTO_STREAMID libsrt accepts (srt.h `MAX_SID_LENGTH`), in characters.
+MAX_STREAM_ID_CHARS: Final = 512
 
 
 class SockOpt(IntEnum):
