@@ -18,8 +18,9 @@ import structlog
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
-from gateway.server import Server, ServerConfig
+from gateway.server import Server
 from gateway.server import run as run_server
+from gateway.server_config import ServerConfig
 from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")
