@@ -16,10 +16,6 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
-DEFAULT_SRT = "0.0.0.0:9000"
-DEFAULT_MOQ = "0.0.0.0:4443"
-DEFAULT_HTTP = "0.0.0.0:8080"
-
 
 class ConfigError(GatewayError, ValueError):
     """A configuration value that cannot be used; `key` names the setting."""

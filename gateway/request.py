@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -43,7 +43,6 @@ class Pending:
     tier: str
     peer: tuple[str, int]
     claim: Claim | None = None
-    stamped_at: float = field(default_factory=time.monotonic)
 
 
 def format_peer(peer: tuple[str, int]) -> str:

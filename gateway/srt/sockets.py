@@ -200,12 +200,6 @@ class SrtSocket:
         check(lib.getsockname(self._h("srt_getsockname"), buf), "srt_getsockname")
         return unpack_sockaddr(buf.raw)
 
-    def peername(self) -> tuple[str, int]:
-        """`srt_getpeername()`: the peer's (host, port)."""
-        buf = ctypes.create_string_buffer(SOCKADDR_BUF_BYTES)
-        check(lib.getpeername(self._h("srt_getpeername"), buf), "srt_getpeername")
-        return unpack_sockaddr(buf.raw)
-
     def state(self) -> SockStatus:
         """`srt_getsockstate()` (SRTS_NONEXIST once closed)."""
         if not self._finalizer.alive:
