@@ -4,12 +4,14 @@ Every problem is a frozen dataclass whose `message` says what is wrong in the *s
 PID, which counter, how many bytes were lost), for the operator who must fix an encoder or a
 link. `TsImporter` records each one in its `ProblemLog` (a bounded list plus a count per kind)
 and carries on: problems never end a broadcast. `ImportStats` are its cumulative counters.
+`ExportProblem` is what `TsExporter` reports about the broadcast it exports.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 
@@ -298,3 +300,25 @@ class ProblemLog:
         if len(self._new) > self._recent.maxlen:  # type: ignore[operator]
             del self._new[0]
         self.counts[problem.kind] += 1
+
+
+class ExportProblemKind(StrEnum):
+    """What went wrong with the exporter's input (never with the caller's use of the API)."""
+
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    UNSUPPORTED_CONTAINER = "unsupported_container"
+    BAD_CONFIG = "bad_config"
+    MALFORMED_FRAME = "malformed_frame"
+    REORDER_TOO_DEEP = "reorder_too_deep"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportProblem:
+    """One problem found in the broadcast being exported; `track` is None for the catalog.
+
+    Each (kind, track) pair is reported once; `ExportStats` counts every occurrence.
+    """
+
+    kind: ExportProblemKind
+    track: str | None
+    message: str

@@ -13,8 +13,8 @@ import pytest
 
 from model import BroadcastProducer, CachePool
 from mux import TsImporter
-from mux.problems import BadPes
 from mux.es_packets import af_stuffed
+from mux.problems import BadPes
 from tests.unit.mux.support import FIXTURES, chunks, run_import
 from tests.unit.mux.test_ts_import_stream import H264_AAC, VIDEO, h264_units
 from tests.unit.mux.tsbuild import Es as PmtEs
