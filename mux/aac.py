@@ -58,11 +58,6 @@ class AdtsHeader:
         return CHANNELS[self.channel_config]
 
 
-def is_sync(data: bytes, pos: int) -> bool:
-    """True if an ADTS sync word (12 ones, layer 00) starts at `pos` (needs 2 bytes)."""
-    return data[pos] == 0xFF and (data[pos + 1] & 0xF6) == 0xF0
-
-
 def parse_adts(data: bytes, pos: int = 0) -> AdtsHeader:
     """Parse the ADTS header at `data[pos:]` (at least 7 bytes; `MalformedBitstream` if not one)."""
     if len(data) - pos < ADTS_HEADER:

@@ -298,17 +298,6 @@ class TsExporter:
         self.stats.frames_in += 1
         return self._mux(track, timestamp_us, payload, keyframe)
 
-    def push_media(
-        self, track: str, timestamp_us: int, payload: BytesLike, *, keyframe: bool
-    ) -> list[TsChunk]:
-        """Mux one frame given as its presentation time (µs) and codec payload; see `push`.
-
-        `payload` is read during the call (audio arriving before the first video keyframe is
-        copied and held until it, then written if it is not older than the keyframe's DTS).
-        """
-        self.stats.frames_in += 1
-        return cut_chunks(self._mux(track, timestamp_us, payload, keyframe))
-
     def _mux(
         self, track: str, timestamp_us: int, payload: BytesLike, keyframe: bool
     ) -> list[TsFrame]:

@@ -17,12 +17,8 @@ from mux.errors import Malformed, MuxError
 from mux.h264 import parse_avcc
 from mux.h265 import parse_hvcc
 from mux.problems import ExportProblemKind
-from mux.ts_mux import (
-    StreamId,
-    StreamType,
-    opus_extension_descriptor,
-    registration_descriptor,
-)
+from mux.psi import StreamType
+from mux.ts_mux import StreamId, opus_extension_descriptor, registration_descriptor
 
 
 class Codec(StrEnum):
@@ -152,7 +148,7 @@ def _plan_audio(name: str, cfg: AudioConfig) -> TrackPlan:
         return TrackPlan(
             name=name,
             codec=Codec.AAC,
-            stream_type=StreamType.ADTS_AAC,
+            stream_type=StreamType.AAC_ADTS,
             stream_id=StreamId.AUDIO_0,
             adts_fields=adts,
             signature=signature,
@@ -177,7 +173,7 @@ def _plan_audio(name: str, cfg: AudioConfig) -> TrackPlan:
         return TrackPlan(
             name=name,
             codec=Codec.OPUS,
-            stream_type=StreamType.PES_PRIVATE_DATA,
+            stream_type=StreamType.PRIVATE_PES,
             stream_id=StreamId.PRIVATE_STREAM_1,
             descriptors=registration_descriptor(b"Opus") + opus_extension_descriptor(cfg.channels),
             signature=signature,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from mux.ts_mux import TS_PACKET_BYTES, BytesLike
+from mux.ts_mux import BytesLike
+from mux.ts_packets import PACKET_SIZE
 
 #: Largest chunk the exporter returns: 7 packets, the SRT live-mode payload.
-CHUNK_BYTES = 7 * TS_PACKET_BYTES
+CHUNK_BYTES = 7 * PACKET_SIZE
 
 
 class TsChunk(NamedTuple):

@@ -18,7 +18,8 @@ from mux.export import CHUNK_BYTES, ExportProblemKind, TsChunk, TsExporter
 from mux.h264 import parse_avcc
 from mux.h265 import parse_hvcc
 from mux.nal import length_prefixed_to_annexb
-from mux.ts_mux import PidWriter, crc32_mpeg2
+from mux.psi import crc32_mpeg2
+from mux.ts_mux import PidWriter
 from tests.unit.mux.test_export_support import (
     EncodedTrack,
     Packet,
