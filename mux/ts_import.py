@@ -177,16 +177,21 @@ class TsImporter:
         packets): PSI packets in order, ES packets per PID. Batches up to `_small_limit` go the
         per-packet way; every 32nd numpy batch small enough for it goes that way too, to see
         whether the stream has turned into runs."""
-        n = len(packets) if isinstance(packets, np.ndarray) else len(packets) // PACKET_SIZE
-        self.stats.packets += n
+        if isinstance(packets, bytes):
+            n = len(packets) // PACKET_SIZE
+            self.stats.packets += n
+            run = plain_run(packets, self._streams, self._psi.pmt_pid)
+            if run is not None:
+                # One PID, one PES: its problems come in stream order without holding them.
+                self._pes.continue_pes(run[0], [run[1]], range(n))
+                return
+        else:
+            n = len(packets)
+            self.stats.packets += n
         self._log.begin_batch()
         try:
             if isinstance(packets, bytes):
-                run = plain_run(packets, self._streams, self._psi.pmt_pid)
-                if run is not None:
-                    self._pes.continue_pes(run[0], [run[1]], range(n))
-                else:
-                    self._batch_small(packets, None)
+                self._batch_small(packets, None)
             elif n <= self._small_limit or (n <= _RUNNY_BATCH and self._array_batches & 31 == 0):
                 self._array_batches += 1
                 self._batch_small(packets.tobytes(), packets)
