@@ -27,6 +27,9 @@ from model import (
     Usage,
 )
 
+# Every counter of a StatsEntry (the rest are labels).
+COUNTERS = [f for f in StatsEntry.__dataclass_fields__ if f not in ("node", "path", "tier", "role")]
+
 
 def entries(stats: StatsHandle) -> dict[tuple[str, str, str], StatsEntry]:
     return {(e.path, e.tier, e.role): e for e in stats.snapshot()}
@@ -146,13 +149,14 @@ def test_a_dropped_guard_warns_and_is_closed_at_the_next_snapshot(
     assert any("stats guard" in r.getMessage() for r in caplog.records)
 
 
-def test_a_snapshot_never_shows_more_closed_than_opened_while_guards_churn() -> None:
+def test_snapshots_on_another_thread_never_go_back_nor_show_more_closed_than_opened() -> None:
     stats = StatsHandle(node="n")
     keepers = [stats.broadcast("live/a").egress(), stats.broadcast("live/a").ingress()]
     stop = threading.Event()
-    violations: list[StatsEntry] = []
+    violations: list[tuple[str, StatsEntry]] = []
 
     def watch() -> None:
+        last: dict[tuple[str, str, str], StatsEntry] = {}
         while not stop.is_set():
             for e in stats.snapshot():
                 if (
@@ -160,8 +164,15 @@ def test_a_snapshot_never_shows_more_closed_than_opened_while_guards_churn() -> 
                     or e.subscriptions_closed > e.subscriptions
                     or e.sessions_closed > e.sessions
                 ):
-                    violations.append(e)
+                    violations.append(("closed > opened", e))
+                before = last.get((e.path, e.tier, e.role))
+                if before is not None and any(
+                    getattr(e, name) < getattr(before, name) for name in COUNTERS
+                ):
+                    violations.append(("went back", e))
+                last[e.path, e.tier, e.role] = e
 
+    pool = CachePool(None)
     watcher = threading.Thread(target=watch)
     watcher.start()
     rounds = 0
@@ -170,7 +181,13 @@ def test_a_snapshot_never_shows_more_closed_than_opened_while_guards_churn() -> 
         while rounds < 7 or (rounds < 1000 and time.monotonic() < deadline):
             b = stats.broadcast("live/a")
             with b.ingress() as ingress, b.egress(viewer=str(rounds % 7)) as egress:
-                ingress.meter.add_frame(1)
+                # A real broadcast: its ingress meter reads open groups live.
+                broadcast = BroadcastProducer(pool=pool).with_meter(ingress.meter)
+                track = broadcast.create_track("video")
+                group = track.append_group()
+                group.write_frame(b"x")
+                group.finish()
+                broadcast.finish()
                 egress.meter.add_frame(1)
             rounds += 1
     finally:
@@ -244,8 +261,6 @@ def test_counters_never_decrease_across_snapshots_while_sessions_open_and_close(
 ) -> None:
     stats = StatsHandle(node="n")
     rng = random.Random(3)
-    labels = ("node", "path", "tier", "role")
-    fields = [f for f in StatsEntry.__dataclass_fields__ if f not in labels]
     open_guards: list[tuple[StatsGuard, BroadcastProducer | None]] = []
     last: dict[tuple[str, str, str], StatsEntry] = {}
     for step in range(600):
@@ -275,7 +290,7 @@ def test_counters_never_decrease_across_snapshots_while_sessions_open_and_close(
         assert last.keys() <= now.keys(), step  # nothing pruned
         for key, before in last.items():
             after = now[key]
-            for name in fields:
+            for name in COUNTERS:
                 assert getattr(after, name) >= getattr(before, name), (step, key, name)
         for e in now.values():
             assert e.announced_closed <= e.announced, step
