@@ -51,11 +51,11 @@ class CachePool:
     2. Only when every cached group is some track's latest group (normal operation never gets
        there with a sane budget), the largest latest group goes, finished or still being
        written, until the pool is within budget. Its readers get `Evicted(reason="budget")`;
-       if it was open, its producer's next write raises `Closed` (the write that tipped the
-       pool returns normally: that frame was taken, and the ingress meter counted it). The
-       track itself goes on: its next group (`append_group`) is cached as usual, and a new
-       consumer waits for that group instead of reading the evicted one. A frame larger than
-       the whole budget therefore evicts its own group at once.
+       if it was open, its producer's next write raises `Closed` (when the write that tipped
+       the pool was its own, that write still returns normally: the frame was taken, and the
+       ingress meter counted it). The track itself goes on: its next group (`append_group`)
+       is cached as usual, and a new consumer waits for that group instead of reading the
+       evicted one. A frame larger than the whole budget therefore evicts its own group.
 
     So N tracks never hold N x `max_group_bytes`: they share `budget_bytes`. `max_group_bytes`
     caps one group on its own (a write past it evicts the group, reason `"size"`, and raises
