@@ -11,9 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The gateway's libsrt and the clients the integration tests run (README recipes): ffmpeg,
-# srt-live-transmit, VLC (its SRT access is in access-extra) and GStreamer (srtsrc/srtsink and
-# tsparse are in plugins-bad).
-DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-access-extra \
+# srt-live-transmit, VLC (TS demux/mux and the dummy interface are in plugin-base, its SRT input
+# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad).
+DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-base vlc-plugin-access-extra \
   gstreamer1.0-tools gstreamer1.0-plugins-bad
 # Root (a container image, usually without sudo) runs apt-get itself; anyone else goes through sudo.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
