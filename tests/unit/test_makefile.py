@@ -53,7 +53,8 @@ class Machine:
         return match.group(1)
 
     def apt_calls(self) -> list[str]:
-        """One line per apt-get run: `uid=<effective uid> <arguments>`."""
+        """One line per apt-get run, `uid=<effective uid> <arguments>`, and `venv` when the
+        venv rule made one."""
         if not self.apt_log.exists():
             return []
         return self.apt_log.read_text().splitlines()
@@ -79,7 +80,7 @@ def _python(bin_dir: Path, name: str, version: tuple[int, int, int], *, venv: bo
         bin_dir / name,
         f'[ "$1" = --version ] && {{ echo "Python {dotted}"; exit 0; }}\n'
         f'[ "$1" = -m ] && [ "$2" = venv ] && {{ echo "{name} $*" >> "{bin_dir.parent}/venv.log"; '
-        'mkdir -p "$3"; exit 0; }\n'
+        f'echo venv >> "{bin_dir.parent}/apt.log"; mkdir -p "$3"; exit 0; }}\n'
         f'PYTHONPATH="{site}" exec "{sys.executable}" "$@"\n',
     )
 
@@ -92,6 +93,7 @@ def machine(
     pythons: dict[str, tuple[int, int, int]],
     venv: bool = True,
     installed: tuple[str, ...] = (),
+    slow_install: bool = False,
 ) -> Machine:
     """A bin directory with the stand-ins, and nothing else on PATH (so no real sudo)."""
     bin_dir = tmp_path / "bin"
@@ -99,7 +101,7 @@ def machine(
     log = tmp_path / "apt.log"
     installed_list = tmp_path / "installed"
     installed_list.write_text("".join(f"{p}\n" for p in installed))
-    for tool in ("grep", "env", "mkdir", "touch"):
+    for tool in ("grep", "env", "mkdir", "touch", "sleep"):
         real = shutil.which(tool)
         assert real is not None, tool
         (bin_dir / tool).symlink_to(real)
@@ -107,7 +109,9 @@ def machine(
     _script(bin_dir / "id", f'[ "$1" = -u ] && echo "${{FAKE_UID:-{uid}}}"\n')
     if sudo:
         _script(bin_dir / "sudo", 'FAKE_UID=0 exec "$@"\n')
-    _script(bin_dir / "apt-get", f'echo "uid=$(id -u) $*" >> "{log}"\n')
+    # A slow install shows a venv made before the install ended (see -j below).
+    slow = "sleep 0.3\n" if slow_install else ""
+    _script(bin_dir / "apt-get", f'{slow}echo "uid=$(id -u) $*" >> "{log}"\n')
     _script(
         bin_dir / "dpkg-query",
         f'pkg=""; for a in "$@"; do pkg="$a"; done\n'
@@ -242,3 +246,14 @@ def test_the_venv_is_made_with_the_chosen_python(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "venv.log").read_text() == f"python3.12 -m venv {venv}\n"
     assert (venv / ".installed").exists()
+
+
+def test_packages_are_installed_before_the_venv_is_made_even_under_j(tmp_path: Path) -> None:
+    box = machine(
+        tmp_path, uid=0, sudo=False, pythons={"python3": NEW}, venv=False, slow_install=True
+    )
+    venv = tmp_path / "venv"
+    done = box.make("-j4", f"VENV={venv}", "PY=true", "deps")
+    assert done.returncode == 0, done.stderr
+    steps = [line.split()[1] if line.startswith("uid=") else line for line in box.apt_calls()]
+    assert steps == ["update", "install", "venv"]
