@@ -9,8 +9,8 @@ and is pulled back by another client's record recipe; each recording is decoded 
 it receives verbatim, matched byte for byte against the gateway's egress record.
 
 VLC will not run as root: as root, it runs as nobody (setpriv), writing to a directory of its
-own. srt-live-transmit does not exit at the end of its input and VLC's SRT input keeps waiting
-after the stream ends, so both get SIGINT once their part is over.
+own. srt-live-transmit does not exit at the end of its input and VLC's SRT input reconnects
+when the stream ends, so both get SIGINT once their part is over.
 """
 
 from __future__ import annotations
