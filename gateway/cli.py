@@ -16,6 +16,7 @@ from collections.abc import Sequence
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gateway.serve", "run the SRT gateway"),
     "probe": ("gateway.probe", "import an MPEG-TS file and report what it contains"),
+    "usage": ("gateway.cli_usage", "print usage totals and session records from the ledger"),
 }
 
 

@@ -8,6 +8,7 @@ is a clear message at start-up, never a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,12 +37,21 @@ class GatewayConfig:
     long a silent SRT peer (a publisher whose host died) has before its session is ended
     (SRTO_PEERIDLETIMEO: libsrt 1.5.1 takes about 5 s at least whatever it says, so values
     above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
+
+    Usage ledger (`gateway.ledger`): `ledger` is its SQLite file (None: off), flushed every
+    `ledger_interval_ms`. `webhook_url` (None: off) receives every final session record from
+    the ledger, signed with `webhook_secret` (read from `webhook_secret_file` when that is set,
+    or from the environment variable `MOQSRT_WEBHOOK_SECRET`; never shown in the repr).
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
     moq: tuple[str, int] | None = None
     http: tuple[str, int] | None = None
-    ledger: Path | None = None
+    ledger: Path | None = Path("var") / "ledger.sqlite3"
+    ledger_interval_ms: int = 1000
+    webhook_url: str | None = None
+    webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    webhook_secret_file: Path | None = None
     upstream: str | None = None
     prefix: str = ""
     latency_ms: int = 120
@@ -88,9 +98,17 @@ def _coerce(key: str, value: Any) -> Any:
         return parse_address(key, value)
     if key == "ledger":
         return None if value in (None, "", "off") else Path(str(value))
+    if key in _WEBHOOK_KEYS:
+        return _webhook_value(key, value)
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
-    if key in {"latency_ms", "max_bitrate_bps", "publish_cap_bps", "peer_idle_timeout_ms"}:
+    if key in {
+        "latency_ms",
+        "max_bitrate_bps",
+        "publish_cap_bps",
+        "peer_idle_timeout_ms",
+        "ledger_interval_ms",
+    }:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(key, f"expected an integer, got {value!r}")
         try:
@@ -127,6 +145,43 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+_WEBHOOK_KEYS = {"webhook_url", "webhook_secret", "webhook_secret_file"}
+WEBHOOK_SECRET_ENV = "MOQSRT_WEBHOOK_SECRET"
+"""The environment variable a webhook secret is read from when no file or value is set."""
+
+
+def _webhook_value(key: str, value: Any) -> Any:
+    if value in (None, "", "off"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(key, "expected a string")
+    if key == "webhook_secret_file":
+        return Path(value)
+    if key == "webhook_url":
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            # Never echo the value: a receiver URL may carry a token.
+            raise ConfigError(key, "expected an http:// or https:// URL with a host")
+    return value
+
+
+def _resolve_webhook(values: dict[str, Any]) -> None:
+    """Read the webhook secret (file, else environment) and require one when a URL is set."""
+    file = values.get("webhook_secret_file")
+    if file is not None:
+        try:
+            values["webhook_secret"] = file.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError("webhook_secret_file", f"cannot read {file}: {exc.strerror}") from exc
+    if values.get("webhook_url") is None:
+        return
+    if values.get("webhook_secret") is None and os.environ.get(WEBHOOK_SECRET_ENV):
+        values["webhook_secret"] = os.environ[WEBHOOK_SECRET_ENV]
+    if not values.get("webhook_secret"):
+        sources = f"webhook_secret_file, webhook_secret or ${WEBHOOK_SECRET_ENV}"
+        raise ConfigError("webhook_secret", f"webhook_url needs a secret ({sources})")
+
+
 def load_config(
     file: Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> GatewayConfig:
@@ -152,4 +207,5 @@ def load_config(
             known = ", ".join(sorted(_FIELDS))
             raise ConfigError(key, f"unknown setting (known: {known})")
         values[key] = _coerce(key, value)
+    _resolve_webhook(values)
     return GatewayConfig(**values)

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.errors import GatewayError
+from gateway.ledger_service import usage_ledger
 from gateway.logs import configure_logging
 from gateway.server import Server
 from gateway.server import run as run_server
@@ -26,7 +29,7 @@ from model import Origin, PublisherPolicy, StatsHandle
 _log = structlog.get_logger("moqsrt.serve")
 
 # Listeners and sinks that the command line already names but this build does not serve yet.
-_NOT_YET = ("moq", "http", "ledger", "upstream")
+_NOT_YET = ("moq", "http", "upstream")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--srt", help="SRT listen address host:port (default 0.0.0.0:9000)")
     parser.add_argument("--moq", help="MoQ (QUIC) listen address host:port, or off")
     parser.add_argument("--http", help="HTTP listen address host:port, or off")
-    parser.add_argument("--ledger", help="usage ledger file (SQLite)")
+    parser.add_argument(
+        "--ledger", help="usage ledger file (SQLite; default var/ledger.sqlite3), or off"
+    )
+    parser.add_argument(
+        "--ledger-interval",
+        dest="ledger_interval_ms",
+        help="milliseconds between ledger flushes (default 1000)",
+    )
+    parser.add_argument("--webhook-url", dest="webhook_url", help="POST session records here")
+    parser.add_argument(
+        "--webhook-secret-file",
+        dest="webhook_secret_file",
+        help="file holding the webhook's HMAC-SHA256 secret",
+    )
     parser.add_argument("--upstream", help="MoQ relay URL to publish every broadcast to")
     parser.add_argument("--prefix", help="path prefix every stream id is placed under")
     parser.add_argument("--latency", dest="latency_ms", help="SRT latency in milliseconds")
@@ -117,7 +133,9 @@ async def serve(config: GatewayConfig) -> None:
         sys.stdout.write(try_it_commands(host, server.port))
         sys.stdout.flush()
 
-    await run_server(origin, server_config(config), stats=stats, ready=ready)
+    async with usage_ledger(config, stats) as sinks:
+        srt_config = replace(server_config(config), sinks=sinks)
+        await run_server(origin, srt_config, stats=stats, ready=ready)
 
 
 async def _serve_until_signalled(config: GatewayConfig) -> None:
@@ -140,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             "moq",
             "http",
             "ledger",
+            "ledger_interval_ms",
+            "webhook_url",
+            "webhook_secret_file",
             "upstream",
             "prefix",
             "latency_ms",
@@ -161,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.log_format, config.log_level)
     try:
         asyncio.run(_serve_until_signalled(config))
-    except OSError as exc:
+    except (OSError, GatewayError) as exc:
         sys.stderr.write(f"moqsrt serve: cannot serve: {exc}\n")
         return 1
     return 0

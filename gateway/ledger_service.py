@@ -1,0 +1,56 @@
+"""The ledger and webhook as `moqsrt serve` runs them: opened before the servers, closed after.
+
+`usage_ledger(config, stats)` is an async context manager that opens the configured `Ledger`,
+runs its flush loop and the `WebhookSink` as tasks, and yields the session sinks the servers
+take (`(ledger.record_session,)`, or `()` with the ledger off). On exit (SIGTERM/SIGINT reach
+it after the servers have closed every session) it stops the webhook and flushes a last time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+
+from gateway.config import GatewayConfig
+from gateway.ledger import Ledger
+from gateway.session import SessionSink
+from gateway.webhook import WebhookSink, redact_url
+from model import StatsHandle
+
+__all__ = ["usage_ledger"]
+
+_log = structlog.get_logger("moqsrt.ledger")
+
+
+@contextlib.asynccontextmanager
+async def usage_ledger(
+    config: GatewayConfig, stats: StatsHandle
+) -> AsyncIterator[tuple[SessionSink, ...]]:
+    """Run the ledger (and webhook) of `config` around the block; yield the sinks to give the
+    servers. Raises `LedgerError` when the ledger file cannot be used."""
+    if config.ledger is None:
+        if config.webhook_url is not None:
+            _log.warning("webhook.off", detail="the webhook sends from the ledger, which is off")
+        yield ()
+        return
+    ledger = await Ledger.open(
+        config.ledger, stats, node=config.node, interval_s=config.ledger_interval_ms / 1000
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        tasks.append(asyncio.create_task(ledger.run(), name="ledger-flush"))
+        if config.webhook_url is not None and config.webhook_secret:
+            webhook = WebhookSink(ledger, config.webhook_url, config.webhook_secret.encode())
+            _log.info("webhook.sending", url=redact_url(config.webhook_url))
+            tasks.append(asyncio.create_task(webhook.run(), name="webhook"))
+        yield (ledger.record_session,)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if not isinstance(result, asyncio.CancelledError | None):
+                _log.error("ledger.task_failed", error=repr(result))
+        await ledger.aclose()
