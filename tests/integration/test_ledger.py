@@ -242,7 +242,7 @@ async def test_sigkill_mid_session_leaves_a_sound_ledger_and_a_restart_counts_on
     (first_run,) = {r.run for r in first_all}
     # Every interval record carries its entry's cumulative totals at that flush: the deltas
     # add up to the last flushed one, so what the ledger holds is exactly that snapshot.
-    last = max(r.interval for r in first_all if r.role == "ingress")
+    last = max(r.interval or 0 for r in first_all if r.role == "ingress")
     (last_ingress,) = [r for r in first_all if r.role == "ingress" and r.interval == last]
     sums = run_sums(first_all)[(first_run, "ingress")]
     assert sums["frames"] == last_ingress.detail["frames"]
