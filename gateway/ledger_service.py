@@ -24,6 +24,9 @@ __all__ = ["usage_ledger"]
 
 _log = structlog.get_logger("moqsrt.ledger")
 
+WEBHOOK_STOP_S = 5.0
+"""How long shutdown waits for a webhook request in flight before cancelling it."""
+
 
 @contextlib.asynccontextmanager
 async def usage_ledger(
@@ -40,6 +43,7 @@ async def usage_ledger(
         config.ledger, stats, node=config.node, interval_s=config.ledger_interval_ms / 1000
     )
     tasks: list[asyncio.Task[None]] = []
+    webhook: WebhookSink | None = None
     try:
         tasks.append(asyncio.create_task(ledger.run(), name="ledger-flush"))
         if config.webhook_url is not None and config.webhook_secret:
@@ -48,6 +52,10 @@ async def usage_ledger(
             tasks.append(asyncio.create_task(webhook.run(), name="webhook"))
         yield (ledger.record_session,)
     finally:
+        if webhook is not None:
+            # Let a request in flight finish, so that its cursor is stored (no resend).
+            await webhook.stop()
+            await asyncio.wait(tasks[1:], timeout=WEBHOOK_STOP_S)
         for task in tasks:
             task.cancel()
         for result in await asyncio.gather(*tasks, return_exceptions=True):

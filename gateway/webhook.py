@@ -11,6 +11,7 @@ answer was lost gets that record again; `X-Moqsrt-Delivery` (node/session) is it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -72,8 +73,8 @@ class WebhookSink:
     `webhook:<redacted url>`, so a new URL starts from the ledger's first record.
 
     Retries wait `backoff_min_s`, doubling up to `backoff_max_s`; each request is bounded by
-    `timeout_s`. `run()` delivers until cancelled; cancelling it loses nothing (the cursor
-    only moves after a 2xx). The secret never appears in logs or reprs.
+    `timeout_s`. `run()` delivers until `stop()` or cancellation; neither loses anything (the
+    cursor only moves after a 2xx). The secret never appears in logs or reprs.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class WebhookSink:
         self._poll_s = poll_s
         self._batch = batch
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self.cursor_name = f"webhook:{redact_url(url)}"
         """The name of this sink's cursor in the ledger."""
         self.delivered = 0
@@ -113,26 +115,37 @@ class WebhookSink:
         return f"WebhookSink({redact_url(self._url)!r})"
 
     async def run(self) -> None:
-        """Deliver records as the ledger gets them, until cancelled."""
+        """Deliver records as the ledger gets them, until `stop()` (after the record in hand
+        is delivered and its cursor stored) or cancellation (the record in hand may then be
+        sent again by the next run)."""
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             cursor = await self._ledger.get_cursor(self.cursor_name)
-            while True:
+            while not self._stop.is_set():
                 self._wake.clear()
                 records = await self._ledger.read_since(cursor, limit=self._batch, kind="session")
                 for record in records:
-                    await self._deliver(http, record)
+                    if not await self._deliver(http, record):
+                        return
                     cursor = record.seq
                     await self._ledger.set_cursor(self.cursor_name, cursor)
+                    if self._stop.is_set():
+                        return
                 if len(records) < self._batch:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._poll_s):
                             await self._wake.wait()
-                    except TimeoutError:
-                        pass
 
-    async def _deliver(self, http: aiohttp.ClientSession, record: LedgerRecord) -> None:
-        """POST `record` until the receiver answers 2xx (backoff between attempts)."""
+    async def stop(self) -> None:
+        """Ask `run()` to return once the record in hand is delivered (a receiver that is down
+        is not retried further). Await the run task afterwards, bounded by the request
+        timeout, and cancel it past that."""
+        self._stop.set()
+        self._wake.set()
+
+    async def _deliver(self, http: aiohttp.ClientSession, record: LedgerRecord) -> bool:
+        """POST `record` until the receiver answers 2xx (True), with backoff between
+        attempts; False when stopped while waiting to retry."""
         body = json.dumps(record.as_dict(), sort_keys=True, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -146,7 +159,7 @@ class WebhookSink:
                     await response.read()
                     if 200 <= response.status < 300:
                         self.delivered += 1
-                        return
+                        return True
                     problem = f"HTTP {response.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = type(exc).__name__
@@ -159,5 +172,9 @@ class WebhookSink:
                 problem=problem,
                 retry_in_s=delay,
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return False
             delay = min(delay * 2, delay_max)
