@@ -152,7 +152,8 @@ def _print_tables(
     sessions: list[LedgerRecord],
     by_node: bool,
 ) -> None:
-    print(f"usage from {path}, {_when(since)} to {_when(until)} UTC")
+    span = f"{_when(since)} to {_when(until)} UTC" if since or until else "all time"
+    print(f"usage from {path}, {span}")
     headers = ["path", "tier", "role", "groups", "frames", "bytes", "sessions", "viewers"]
     if by_node:
         headers.insert(0, "node")
