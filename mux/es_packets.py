@@ -229,7 +229,9 @@ def classify_small(
             col.events.append(event)
         if begin < PACKET_SIZE:
             col.starts.append(pos)
-            col.pieces.append(view[at + begin : at + PACKET_SIZE])
+            # A copy, not a view: cheaper to make and to join, and a PES that stays open
+            # never keeps the whole batch alive for one packet's payload.
+            col.pieces.append(raw[at + begin : at + PACKET_SIZE])
         col.rows.append(i - 1)
     return i, handled, in_runs, headers
 
