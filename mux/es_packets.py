@@ -12,8 +12,8 @@ large numpy batch). Nothing here knows PSI, codecs or the model.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,7 @@ from mux.pes_assembly import Collected, PesEvent, PesStream
 from mux.problems import ImportStats
 from mux.ts_packets import PACKET_SIZE, PacketColumns, U8Array
 
-_PAYLOAD = PACKET_SIZE - 4
+PAYLOAD = PACKET_SIZE - 4
 #: `_run_length` compares this many packets' headers at a time; `plain_run` takes at most this
 #: many packets.
 LOOKAHEAD = 64
@@ -236,9 +236,20 @@ def classify_small(
     return i, handled, in_runs, headers
 
 
-#: What `classify_rows` found: (kept packet count, events, `take`, `row_of`, stuffed positions),
-#: the arguments of `PesAssembler.assemble` after the stream.
-RowsFound = tuple[int, list[PesEvent], Callable[[int, int], int], Callable[[int], float], list[int]]
+class RowsFound(NamedTuple):
+    """What `classify_rows` found among one PID's packets of a numpy batch, for
+    `PesAssembler.assemble_rows`: the kept packets' rows (`rows`; a packet's position is its
+    index here) and payload areas (`payloads`: 184 bytes each, back to back), where a PES
+    starts or data was lost (`events`), the packets whose payload does not start right after
+    the 4-byte header (`specials`, ascending, with `special_start`: the payload's offset in
+    the packet, 188 when it has none), and the packets padded with stuffing (`stuffed`)."""
+
+    rows: npt.NDArray[np.intp]
+    payloads: memoryview
+    events: list[PesEvent]
+    specials: list[int]
+    special_start: list[int]
+    stuffed: list[int]
 
 
 def classify_rows(
@@ -250,10 +261,9 @@ def classify_rows(
     row_override: float | None,
 ) -> RowsFound | None:
     """Continuity and payload extraction, vectorized, for `st`'s packets of a numpy batch
-    (`rows` of `packets`, whose header columns are `cols`). Returns what
-    `PesAssembler.assemble` needs, or None when no packet is kept. `take` must be called in
-    ascending order and before `packets` changes; `row_override` (if not None) replaces every
-    packet's row in problem ordering."""
+    (`rows` of `packets`, whose header columns are `cols`); None when no packet is kept.
+    `row_override` (if not None) replaces every packet's row in the events. The payloads are
+    a copy: `packets` may change afterwards."""
     b1 = cols.b1[rows]
     b3 = cols.b3[rows]
     tei = b1 >= 0x80
@@ -309,41 +319,10 @@ def classify_rows(
     special_start = start[specials].tolist() if specials else []
     grid = packets[rows, 4:]
     flat = grid.data.cast("B")
-    sp = 0  # index into specials of the next special packet >= the range start
-
-    def take(a: int, b: int) -> int:
-        """Append the payloads of kept packets [a, b) to the PES; return their size."""
-        nonlocal sp
-        while sp < len(specials) and specials[sp] < a:
-            sp += 1
-        if not st.active:
-            return 0
-        pieces = st.pieces
-        cur = a
-        added = 0
-        while sp < len(specials) and specials[sp] < b:
-            s = specials[sp]
-            if s > cur:
-                pieces.append(flat[cur * _PAYLOAD : s * _PAYLOAD])
-                added += (s - cur) * _PAYLOAD
-            begin = special_start[sp]
-            if begin < PACKET_SIZE:
-                pieces.append(flat[s * _PAYLOAD + begin - 4 : (s + 1) * _PAYLOAD])
-                added += PACKET_SIZE - begin
-            cur = s + 1
-            sp += 1
-        if b > cur:
-            pieces.append(flat[cur * _PAYLOAD : b * _PAYLOAD])
-            added += (b - cur) * _PAYLOAD
-        return added
-
-    def row_of(i: int) -> float:
-        return int(rows[i]) if row_override is None else row_override
-
     stuffed: list[int] = []
     if specials and st.video and not st.early_off:
         for s, begin in zip(specials, special_start, strict=True):
-            at = s * _PAYLOAD  # flat[at] is the adaptation_field_length byte
+            at = s * PAYLOAD  # flat[at] is the adaptation_field_length byte
             flags = flat[at + 1]
             if (
                 begin == 5
@@ -355,7 +334,7 @@ def classify_rows(
     events = [
         PesEvent(
             pos=e,
-            row=row_of(e),
+            row=int(rows[e]) if row_override is None else row_override,
             pusi=bool(pusi[e]),
             gap=bool(gap[e]),
             damaged=0 if damaged is None else int(damaged[e]),
@@ -364,4 +343,4 @@ def classify_rows(
         )
         for e in positions
     ]
-    return len(rows), events, take, row_of, stuffed
+    return RowsFound(rows, flat, events, specials, special_start, stuffed)

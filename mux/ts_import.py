@@ -422,8 +422,8 @@ class TsImporter:
                     rows += start
                 used += rows.size
                 st = self._streams[p]
-                found = classify_rows(st, packets, cols, rows, self.stats, self._row_override)
+                override = self._row_override
+                found = classify_rows(st, packets, cols, rows, self.stats, override)
                 if found is not None:
-                    self._pes.assemble(st, *found)
-                    self._pes.settle(st, found[0] * (PACKET_SIZE - 4))
+                    self._pes.assemble_rows(st, *found, override)
         return used
