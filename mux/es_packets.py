@@ -1,5 +1,6 @@
 """The per-packet path of the importer: aligned TS packets of elementary-stream PIDs in, per PID
-payload pieces and PES events out (`PesEvent`, `Collected`), for `mux.pes_assembly`.
+payload pieces and PES events out (`PesEvent` in `Collected` or `RowsFound`), for
+`mux.pes_assembly`.
 
 It reads continuity counters (duplicates dropped, gaps and transport_error_indicator marked),
 adaptation fields (payload start, discontinuity, stuffing) and runs of plain continuation
@@ -22,7 +23,7 @@ from mux.pes_assembly import Collected, PesEvent, PesStream
 from mux.problems import ImportStats
 from mux.ts_packets import PACKET_SIZE, PacketColumns, U8Array
 
-PAYLOAD = PACKET_SIZE - 4
+_PAYLOAD = PACKET_SIZE - 4
 #: `_run_length` compares this many packets' headers at a time; `plain_run` takes at most this
 #: many packets.
 LOOKAHEAD = 64
@@ -322,7 +323,7 @@ def classify_rows(
     stuffed: list[int] = []
     if specials and st.video and not st.early_off:
         for s, begin in zip(specials, special_start, strict=True):
-            at = s * PAYLOAD  # flat[at] is the adaptation_field_length byte
+            at = s * _PAYLOAD  # flat[at] is the adaptation_field_length byte
             flags = flat[at + 1]
             if (
                 begin == 5
