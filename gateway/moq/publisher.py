@@ -193,6 +193,8 @@ class Publisher:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._subs: dict[int, _Subscription] = {}
         self._by_group: dict[int, _Subscription] = {}
+        self.subscriptions_served = 0
+        """SUBSCRIBEs answered with SUBSCRIBE_OK so far."""
         self.skipped_groups = 0
         """Groups dropped part-way, or never started, because the link was congested."""
         self._closed = False
@@ -329,6 +331,7 @@ class Publisher:
             self._flush()
             return
         session.subscribe_ok(stream_id, SubscribeOk(priority=request.priority))
+        self.subscriptions_served += 1
         self._flush()
         try:
             await self._groups(sub, track)

@@ -315,7 +315,7 @@ class MoqServer:
             groups=total.groups,
             frames=total.frames,
             bytes=total.bytes,
-            subscriptions=len(meters),
+            subscriptions=publisher.subscriptions_served if publisher is not None else 0,
             skipped_groups=publisher.skipped_groups if publisher is not None else 0,
             broadcasts=tuple(
                 BroadcastUsage(path=p, groups=m.groups, frames=m.frames, bytes=m.bytes)
