@@ -94,7 +94,9 @@ class ConnectionHost(Protocol):
 class QuicFigures:
     """One connection's transport figures: UDP payload bytes and datagrams both ways (QUIC
     headers, retransmissions and control included), the stream bytes the MoQ session handed
-    to aioquic, the smoothed RTT at the end, and the peak unacknowledged backlog."""
+    to aioquic, of which `dropped_bytes` were on streams reset before the peer acknowledged
+    them (groups a congested link skipped; an upper bound of what never arrived), the smoothed
+    RTT at the end, and the peak unacknowledged backlog."""
 
     rtt_ms: float = 0.0
     datagrams_sent: int = 0
@@ -102,6 +104,7 @@ class QuicFigures:
     bytes_sent: int = 0
     bytes_recv: int = 0
     stream_bytes_sent: int = 0
+    dropped_bytes: int = 0
     peak_backlog_bytes: int = 0
 
 
@@ -157,6 +160,7 @@ class MoqConnection(QuicConnectionProtocol):
         self._datagrams_sent = self._datagrams_recv = 0
         self._bytes_sent = self._bytes_recv = 0
         self._stream_bytes = 0
+        self._dropped_bytes = 0
         self.budget: SendBudget | None = None
         """The connection's send budget, once admitted."""
 
@@ -172,13 +176,16 @@ class MoqConnection(QuicConnectionProtocol):
             bytes_sent=self._bytes_sent,
             bytes_recv=self._bytes_recv,
             stream_bytes_sent=self._stream_bytes,
+            dropped_bytes=self._dropped_bytes,
             peak_backlog_bytes=self.budget.peak_bytes if self.budget is not None else 0,
         )
 
     def backlog(self) -> int:
-        """Stream bytes handed to aioquic and not yet acknowledged by the peer. (aioquic keeps
-        them in each stream sender's `_buffer` until acked; it has no public accessor.)"""
-        return sum(len(s.sender._buffer) for s in self._quic._streams.values())
+        """Stream bytes the session queued or handed to aioquic and the peer has not yet
+        acknowledged. (aioquic keeps them in each stream sender's `_buffer` until acked; it
+        has no public accessor.)"""
+        queued = self.session.pending_bytes if self.session is not None else 0
+        return queued + sum(len(s.sender._buffer) for s in self._quic._streams.values())
 
     def stream_backlog(self, stream_id: int) -> int:
         """`backlog()` for one stream (0 once acked and discarded)."""
@@ -378,6 +385,7 @@ class MoqConnection(QuicConnectionProtocol):
                 with contextlib.suppress(ValueError, AssertionError):  # stream already gone
                     quic.send_stream_data(command.stream_id, command.data, command.end_stream)
             elif isinstance(command, ResetStream):
+                self._dropped_bytes += self.stream_backlog(command.stream_id)
                 with contextlib.suppress(ValueError, AssertionError):
                     quic.reset_stream(command.stream_id, stream_code_to_wire(command.code))
             elif isinstance(command, StopSending):

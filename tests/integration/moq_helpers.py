@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,3 +142,74 @@ def relative_us(pts_90k: list[int]) -> list[int]:
     """PTS (90 kHz) as microseconds relative to the first one."""
     base = pts_90k[0]
     return [(p - base) * 100 // 9 for p in pts_90k]
+
+
+class _RelaySide(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.on_datagram = on_datagram
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_datagram(data, addr)
+
+
+class ThrottledRelay:
+    """A UDP relay in front of a server: a client talks to `port`; what the server sends back
+    passes at most `rate_bytes_s` (token bucket, `burst_bytes` deep), the rest is dropped, as
+    on a congested last mile. `delivered_bytes` counts what reached the client."""
+
+    def __init__(self, server_port: int, rate_bytes_s: float, burst_bytes: int = 16_000) -> None:
+        self._server = (HOST, server_port)
+        self._rate = rate_bytes_s
+        self._burst = burst_bytes
+        self._tokens = float(burst_bytes)
+        self._stamp = 0.0
+        self._client: tuple[str, int] | None = None
+        self._front: _RelaySide | None = None
+        self._back: _RelaySide | None = None
+        self.delivered_bytes = 0
+        self.dropped_bytes = 0
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stamp = loop.time()
+        _, self._front = await loop.create_datagram_endpoint(
+            lambda: _RelaySide(self._from_client), local_addr=(HOST, 0)
+        )
+        _, self._back = await loop.create_datagram_endpoint(
+            lambda: _RelaySide(self._from_server), remote_addr=self._server
+        )
+        assert self._front.transport is not None
+        return int(self._front.transport.get_extra_info("sockname")[1])
+
+    def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._client = addr
+        if self._back is not None and self._back.transport is not None:
+            self._back.transport.sendto(data)
+
+    def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = asyncio.get_running_loop().time()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < len(data) or self._client is None or self._front is None:
+            self.dropped_bytes += len(data)
+            return
+        self._tokens -= len(data)
+        self.delivered_bytes += len(data)
+        assert self._front.transport is not None
+        self._front.transport.sendto(data, self._client)
+
+    @property
+    def server_side_port(self) -> int:
+        """The port the server sees this relay's client come from."""
+        assert self._back is not None
+        assert self._back.transport is not None
+        return int(self._back.transport.get_extra_info("sockname")[1])
+
+    def close(self) -> None:
+        for side in (self._front, self._back):
+            if side is not None and side.transport is not None:
+                side.transport.close()
