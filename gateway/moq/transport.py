@@ -32,7 +32,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, Publisher, SendBudget
+from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S, Publisher, SendBudget
 from gateway.moq.session import (
     CloseSession,
     MoqEvent,
@@ -69,12 +69,14 @@ _log = structlog.get_logger("moqsrt.moq")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Admission:
     """The host's yes: serve `origin` (only paths under `root`), counting each broadcast's
-    egress into `meter_for(path)`, with at most `backlog_cap_bytes` unacknowledged."""
+    egress into `meter_for(path)`, with at most `backlog_cap_bytes` unacknowledged; a SUBSCRIBE
+    for a track not there yet waits `track_wait_s` for it."""
 
     origin: Origin
     root: str = ""
     meter_for: Callable[[str], Usage | None] = lambda path: None
     backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES
+    track_wait_s: float = TRACK_WAIT_S
 
 
 class ConnectionHost(Protocol):
@@ -329,6 +331,7 @@ class MoqConnection(QuicConnectionProtocol):
             budget=self.budget,
             meter_for=decision.meter_for,
             root=decision.root,
+            track_wait_s=decision.track_wait_s,
         )
         pending, self._pending = self._pending, []
         for event in pending:
