@@ -48,6 +48,7 @@ from gateway.moq.webtransport import (
     WebTransportAllocator,
     accept_headers,
     close_capsule,
+    parse_close_capsule,
     parse_connect,
     refuse_headers,
 )
@@ -63,6 +64,7 @@ from model import Origin, Usage
 __all__ = ["Admission", "ConnectionHost", "MoqConnection", "QuicFigures"]
 
 _MAX_PENDING_EVENTS: Final = 256  # events held while the host decides; more is abuse
+_MAX_CAPSULE_BYTES: Final = 2048  # what is kept of the CONNECT stream's capsules
 _log = structlog.get_logger("moqsrt.moq")
 
 
@@ -154,6 +156,7 @@ class MoqConnection(QuicConnectionProtocol):
         self._wt_session: int | None = None
         self._local_bidi: set[int] = set()
         self._wt_streams: set[int] = set()
+        self._capsules = bytearray()
         self._pending: list[QuicEvent | WebTransportStreamDataReceived] = []
         self._admitting: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.Handle | None = None
@@ -261,13 +264,12 @@ class MoqConnection(QuicConnectionProtocol):
                     self._to_session(h3_event)
                 else:
                     self._quic.stop_stream(h3_event.stream_id, stream_code_to_wire(1))
-            elif (
-                isinstance(h3_event, DataReceived)
-                and h3_event.stream_id == self._wt_session
-                and h3_event.stream_ended
-            ):
-                # CLOSE_WEBTRANSPORT_SESSION capsule (or a bare FIN): the session is over.
-                self._peer_closed_wt(h3_event.data)
+            elif isinstance(h3_event, DataReceived) and h3_event.stream_id == self._wt_session:
+                # Capsules on the CONNECT stream; its FIN ends the session.
+                if len(self._capsules) < _MAX_CAPSULE_BYTES:
+                    self._capsules += h3_event.data[: _MAX_CAPSULE_BYTES - len(self._capsules)]
+                if h3_event.stream_ended:
+                    self._peer_closed_wt(bytes(self._capsules))
         if isinstance(event, StreamReset | StopSendingReceived) and (
             event.stream_id in self._wt_streams or event.stream_id in self._local_bidi
         ):
@@ -289,12 +291,8 @@ class MoqConnection(QuicConnectionProtocol):
         self._admit(parsed, allocator)
 
     def _peer_closed_wt(self, data: bytes) -> None:
-        code: int = SessionCode.NO_ERROR
-        reason = "closed"
-        if len(data) >= 6 and data[:2] == b"\x68\x43":
-            body = data[3:]  # type 0x2843 is two bytes; the length is one for short reasons
-            code = int.from_bytes(body[:4], "big")
-            reason = body[4:].decode("utf-8", "replace")
+        capsule = parse_close_capsule(data)
+        code, reason = capsule if capsule is not None else (SessionCode.NO_ERROR, "closed")
         self._terminated(code, reason)
         self.close()
 

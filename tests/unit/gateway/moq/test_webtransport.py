@@ -18,6 +18,7 @@ from gateway.moq.transport import QuicFigures
 from gateway.moq.webtransport import (
     accept_headers,
     close_capsule,
+    parse_close_capsule,
     parse_connect,
     parse_sf_string_list,
 )
@@ -148,3 +149,16 @@ def test_the_record_flattens_like_the_srt_one_and_keeps_no_query() -> None:
     assert flat["quic_bytes_sent"] == 99
     assert flat["wire_bytes"] == 99
     json.dumps(flat)
+
+
+def test_close_capsules_parse_back_including_long_reasons() -> None:
+    assert parse_close_capsule(close_capsule(0, "no error")) == (0, "no error")
+    long = "x" * 300
+    assert parse_close_capsule(close_capsule(7, long)) == (7, long)
+    assert parse_close_capsule(b"\x00\x01") is None
+    assert parse_close_capsule(close_capsule(1, "cut")[:-1]) is None
+
+
+def test_the_request_repr_keeps_the_token_out() -> None:
+    request = parse_connect(connect_headers(path=b"/r?jwt=s3cret"), BOTH, "")
+    assert "s3cret" not in repr(request)
