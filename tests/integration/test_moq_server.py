@@ -14,8 +14,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent
 
 from gateway.moq.server import MoqAuthDecision
-from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.session import MoqEvent
+from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.wire import Announce, AnnounceRequest, BidiStreamType, encode_varint, take_message
 from model import BroadcastProducer, Origin, StatsHandle, TrackProducer
 from tests.integration.moq_helpers import HOST, run_moq
@@ -186,26 +186,25 @@ async def test_the_server_can_open_control_streams_to_a_moq_rs_client(transport:
     """The seam the subscriber half uses: an ANNOUNCE_REQUEST on a bidi stream the server
     opens is answered by moq-rs, and on WebTransport the answer reaches the session instead
     of killing the connection in aioquic's H3 layer (the wire reference's pitfall)."""
-    async with run_moq(Origin()) as mq:
-        async with asyncio.timeout(20), mq.client(transport) as client:
-            broadcast = client.create_broadcast("cam/9")
-            track = broadcast.publish_track("t")
-            broadcast.announce()
-            while not mq.server._viewers or next(iter(mq.server._viewers)).session is None:
-                await asyncio.sleep(0.02)
-            conn = next(iter(mq.server._viewers))
-            session = conn.session
-            assert session is not None
-            recorder = _Recorder()
-            request = AnnounceRequest(prefix="").encode(session.version)
-            session.open_bidi(BidiStreamType.ANNOUNCE, request, recorder)
-            conn.flush()
-            await recorder.arrived.wait()
-            got = take_message(bytes(recorder.data))
-            assert got is not None
-            announce = Announce.decode(got[0], session.version)
-            assert announce.active
-            assert announce.suffix == "cam/9"
-            assert conn.close_code is None  # the connection survived the answer
-            track.finish()
-            broadcast.close()
+    async with run_moq(Origin()) as mq, asyncio.timeout(20), mq.client(transport) as client:
+        broadcast = client.create_broadcast("cam/9")
+        track = broadcast.publish_track("t")
+        broadcast.announce()
+        while not mq.server._viewers or next(iter(mq.server._viewers)).session is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        conn = next(iter(mq.server._viewers))
+        session = conn.session
+        assert session is not None
+        recorder = _Recorder()
+        request = AnnounceRequest(prefix="").encode(session.version)
+        session.open_bidi(BidiStreamType.ANNOUNCE, request, recorder)
+        conn.flush()
+        await recorder.arrived.wait()
+        got = take_message(bytes(recorder.data))
+        assert got is not None
+        announce = Announce.decode(got[0], session.version)
+        assert announce.active
+        assert announce.suffix == "cam/9"
+        assert conn.close_code is None  # the connection survived the answer
+        track.finish()
+        broadcast.close()
