@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import sys
@@ -25,7 +26,7 @@ from gateway.config import PASSPHRASE_ENV, ConfigError, GatewayConfig, load_conf
 from gateway.logs import configure_logging
 from gateway.server import Server
 from gateway.server_config import ServerConfig
-from gateway.srt import SrtError, SrtOptions
+from gateway.srt import SrtError, SrtOptions, set_libsrt_log_level
 from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")
@@ -153,6 +154,8 @@ async def serve(config: GatewayConfig) -> None:
     except (SrtError, socket.gaierror) as exc:  # not OSError: a missing libsrt is no srt value
         raise ConfigError("srt", f"cannot listen on {host}:{port}: {exc}") from None
     async with server:
+        # After the bind: libsrt's start-up sets its own default level.
+        set_libsrt_log_level(logging.getLevelNamesMapping()[config.log_level.upper()])
         server.with_stats(stats)
         sys.stdout.write(try_it_commands(host, server.port))
         sys.stdout.flush()
