@@ -268,8 +268,9 @@ def redact_stream_id(raw: str | None) -> str:
     secret key (`s`, or a key containing pass, pwd, secret, token, key, auth, sig, cred,
     session, otp, jwt, bearer or private, in any case) becomes `***`, as do MediaMTX's password
     field and any entry that is not `key=value` (it may be the tail of a secret containing the
-    separator). A percent-encoded id is decoded first. Works on malformed ids too; the result
-    is at most about `MAX_STREAM_ID_CHARS` characters.
+    separator; in a MediaMTX id, all past a query that holds `:`). A percent-encoded id is
+    decoded first. Works on malformed ids too; only the first `MAX_STREAM_ID_CHARS` + 1
+    characters are looked at, so the result is bounded.
     """
     if not raw:
         return ""
@@ -300,6 +301,9 @@ def _redact_mediamtx(text: str) -> str:
     # with more fields than that, everything after the user is hidden.
     parts = text.split(":")
     head, rest = parts[:2], parts[2:]
+    if rest and "=" in rest[0]:
+        # A query whose values hold ':' (not a user): hide everything past its first part.
+        return ":".join([*head, _redact_query(rest[0]), *([REDACTED] if rest[1:] else [])])
     if len(rest) == 1:
         return ":".join([*head, _redact_query(rest[0])])
     if len(rest) == 2:

@@ -248,6 +248,7 @@ def test_any_text_parses_or_raises_stream_id_error(raw: str) -> None:
         ("publish:live/a:alice:PW123:token=T1&x=1", "publish:live/a:alice:***:token=***&x=1"),
         ("read:live/a:token=T1&x=1", "read:live/a:token=***&x=1"),
         ("read:live/a:T1", "read:live/a:***"),
+        ("read:live/a:s=AB:CD&x=y", "read:live/a:s=***:***"),
         ("publish:live/a:alice:PW:extra:more", "publish:live/a:alice:***"),
         ("%23%21%3A%3Ar%3Dlive%2Fa%2Cs%3DTOKEN123", "#!::r=live/a,s=***"),
         ("live/cam1", "live/cam1"),
@@ -332,3 +333,8 @@ def test_no_character_of_a_secret_survives_redaction(
     out = redact_stream_id(raw)
     assert not any(c.isupper() for c in out), (raw, out)
     assert resource in out
+
+
+@given(raw=st.text(max_size=700))
+def test_redaction_takes_any_text_and_stays_bounded(raw: str) -> None:
+    assert len(redact_stream_id(raw)) <= 3 * (MAX_STREAM_ID_CHARS + 1)
