@@ -154,8 +154,10 @@ async def serve(config: GatewayConfig) -> None:
     except (SrtError, socket.gaierror) as exc:  # not OSError: a missing libsrt is no srt value
         raise ConfigError("srt", f"cannot listen on {host}:{port}: {exc}") from None
     async with server:
-        # After the bind: libsrt's start-up sets its own default level.
-        set_libsrt_log_level(logging.getLevelNamesMapping()[config.log_level.upper()])
+        # After the bind (libsrt's start-up sets WARNING). Only `debug` opens libsrt's chatty
+        # levels: its notices cost CPU on busy links, and each takes the GIL on its thread.
+        level = logging.getLevelNamesMapping()[config.log_level.upper()]
+        set_libsrt_log_level(level if level == logging.DEBUG else max(level, logging.WARNING))
         server.with_stats(stats)
         sys.stdout.write(try_it_commands(host, server.port))
         sys.stdout.flush()
