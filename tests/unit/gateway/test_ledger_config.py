@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import build_parser
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, check_webhook, load_config
 
 
 def test_the_ledger_is_on_in_var_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
@@ -51,9 +51,11 @@ def test_a_webhook_needs_a_secret_and_an_http_url(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MOQSRT_WEBHOOK_SECRET", raising=False)
+    unsigned = load_config(None, {"webhook_url": "https://billing.example/hook"})
     with pytest.raises(ConfigError, match="needs a secret") as info:
-        load_config(None, {"webhook_url": "https://billing.example/hook"})
+        check_webhook(unsigned)  # what `serve` runs before it binds anything
     assert info.value.key == "webhook_secret"
+    check_webhook(load_config(None, {"webhook_url": "https://b.example/", "webhook_secret": "k"}))
     with pytest.raises(ConfigError, match="http") as info:
         load_config(None, {"webhook_url": "ftp://x/?token=hush", "webhook_secret": "k"})
     assert "hush" not in str(info.value)
@@ -65,6 +67,13 @@ def test_a_webhook_needs_a_secret_and_an_http_url(
     monkeypatch.setenv("MOQSRT_WEBHOOK_SECRET", "from-the-environment")
     config = load_config(None, {"webhook_url": "https://b.example/"})
     assert config.webhook_secret == "from-the-environment"
+
+
+def test_a_relative_secret_file_in_toml_is_relative_to_that_file(tmp_path: Path) -> None:
+    (tmp_path / "hook.key").write_text("  secret-from-beside-the-toml \n")
+    toml = tmp_path / "moqsrt.toml"
+    toml.write_text('webhook_url = "http://127.0.0.1:1/h"\nwebhook_secret_file = "hook.key"\n')
+    assert load_config(toml, environ={}).webhook_secret == "secret-from-beside-the-toml"
 
 
 def test_a_bad_interval_names_its_key() -> None:
