@@ -172,9 +172,12 @@ def spawn(argv: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def start_serve(tmp_path: Path, db: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+async def start_serve(
+    tmp_path: Path, db: Path, name: str, interval_ms: int = 200
+) -> tuple[subprocess.Popen[bytes], int]:
     """`moqsrt serve` as a child process; returns it and its SRT port (from its banner)."""
-    proc = spawn(serve_argv(db, 200), tmp_path / f"{name}.out", tmp_path / f"{name}.err")
+    argv = serve_argv(db, interval_ms)
+    proc = spawn(argv, tmp_path / f"{name}.out", tmp_path / f"{name}.err")
     banner = tmp_path / f"{name}.out"
 
     def port() -> int | None:
@@ -240,6 +243,7 @@ async def test_sigkill_mid_session_leaves_a_sound_ledger_and_a_restart_counts_on
         first_all = reader.read_since(0, limit=100_000)
     assert all(r.kind == "interval" for r in first_all)  # the session never ended
     (first_run,) = {r.run for r in first_all}
+    assert {r.run for r in seen} == {first_run}
     # Every interval record carries its entry's cumulative totals at that flush: the deltas
     # add up to the last flushed one, so what the ledger holds is exactly that snapshot.
     last = max(r.interval or 0 for r in first_all if r.role == "ingress")
@@ -251,20 +255,19 @@ async def test_sigkill_mid_session_leaves_a_sound_ledger_and_a_restart_counts_on
     # 4.5 s into a 10 s real-time publish: well past the start, well short of the end.
     assert frames * 0.2 < sums["frames"] < frames * 0.8
 
-    # The restart continues in the same file: a whole publish, counted once on top.
-    server, port = await start_serve(tmp_path, db, "second")
+    # The restart continues in the same file: a whole publish, counted once on top. Its
+    # interval is a minute, so all it writes comes from the flush SIGTERM makes.
+    server, port = await start_serve(tmp_path, db, "second", interval_ms=60_000)
+    err = tmp_path / "second.err"
     try:
         publisher = procs.start(
             "publish2", ffmpeg_publish_argv(port, "#!::r=live/k,m=publish", realtime=False)
         )
         assert await publisher.wait(30) == 0, publisher.stderr()
-        read_more()  # a reader in the middle of the second run
-
-        def ended() -> bool:
-            with LedgerReader(db) as reader:
-                return bool(reader.sessions(role="ingress"))
-
-        await poll_until(ended, 15, every_s=0.2)
+        # The gateway has ended the session (its log says so) before SIGTERM.
+        await poll_until(lambda: '"session.closed"' in err.read_text(), 15, every_s=0.1)
+        read_more()  # a reader in the middle of the second run: nothing new yet
+        assert {r.run for r in seen} == {first_run}
         os.killpg(server.pid, signal.SIGTERM)
         assert server.wait(timeout=20) == 0
     finally:
