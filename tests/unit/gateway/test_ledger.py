@@ -259,3 +259,58 @@ async def test_totals_filter_by_time_range_and_split_by_node(tmp_path: Path) -> 
         assert reader.totals(node="b")[0].counts["bytes"] == 100
         assert reader.totals(role="ingress") == []
         assert reader.integrity_check() == "ok"
+
+
+async def test_srt_and_moq_session_records_are_both_accepted_whole(tmp_path: Path) -> None:
+    from gateway.moq.record import BroadcastUsage, MoqSessionRecord
+    from gateway.session import SessionRecord
+
+    srt = SessionRecord(
+        session="srt1",
+        node="gw-1",
+        role="ingress",
+        path="live/a",
+        tier="pro",
+        peer="127.0.0.1:5000",
+        stream_id="#!::r=live/a",
+        user="alice",
+        started_at=100.0,
+        ended_at=110.0,
+        duration_s=10.0,
+        groups=2,
+        frames=30,
+        bytes=3000,
+        ts_bytes=3760,
+    )
+    moq = MoqSessionRecord(
+        session="moq1",
+        node="gw-1",
+        path="",
+        tier="pro",
+        peer="127.0.0.1:6000",
+        transport="quic",
+        version="moq-lite-03",
+        started_at=105.0,
+        ended_at=111.0,
+        duration_s=6.0,
+        groups=1,
+        frames=12,
+        bytes=1200,
+        subscriptions=2,
+        broadcasts=(BroadcastUsage(path="live/a", groups=1, frames=12, bytes=1200),),
+    )
+    async with await Ledger.open(tmp_path / "l.sqlite3") as ledger:
+        ledger.record_session(srt)
+        ledger.record_session(moq)
+        await ledger.flush()
+        got = {r.session: r for r in await ledger.read_since(0)}
+    assert (got["srt1"].role, got["srt1"].counts["bytes"], got["srt1"].end_at) == (
+        "ingress",
+        3000,
+        110.0,
+    )
+    assert got["srt1"].detail["ts_bytes"] == 3760
+    assert got["moq1"].role == "egress"
+    assert got["moq1"].counts["frames"] == 12
+    assert got["moq1"].detail["broadcasts"] == "live/a=1/12/1200"
+    assert got["moq1"].detail["transport"] == "quic"
