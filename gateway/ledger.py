@@ -223,7 +223,7 @@ class Ledger:
                 return True
             try:
                 await self._call(ledger_db.write_batch, intervals, sessions)
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001  (usage must outlive any write failure)
                 self.failures += 1
                 _log.error("ledger.write_failed", path=str(self.path), error=str(exc))
                 return False
