@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import Server, ServerConfig, SessionRecord
 from gateway.ledger import Ledger
@@ -143,7 +145,7 @@ async def test_ledger_usage_after_a_publish_and_pull_equals_counters_fixture_and
     assert by_user["ff"].frames < by_user["slt"].frames <= frames  # joined late: billed less
 
 
-def serve_argv(db: Path, interval_ms: int) -> list[str]:
+def serve_argv(db: Path, interval_ms: int, extra: Sequence[str] = ()) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -161,7 +163,22 @@ def serve_argv(db: Path, interval_ms: int) -> list[str]:
         "json",
         "--peer-idle-timeout",
         "1500",
+        *extra,
     ]
+
+
+def usage_json(db: Path) -> dict[str, Any]:
+    """What `moqsrt usage --json` prints for the ledger `db` (run as a process)."""
+    printed = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "usage", "--ledger", str(db), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    document: dict[str, Any] = json.loads(printed.stdout)
+    return document
 
 
 def spawn(argv: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
@@ -173,10 +190,10 @@ def spawn(argv: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
 
 
 async def start_serve(
-    tmp_path: Path, db: Path, name: str, interval_ms: int = 200
+    tmp_path: Path, db: Path, name: str, interval_ms: int = 200, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], int]:
     """`moqsrt serve` as a child process; returns it and its SRT port (from its banner)."""
-    argv = serve_argv(db, interval_ms)
+    argv = serve_argv(db, interval_ms, extra)
     proc = spawn(argv, tmp_path / f"{name}.out", tmp_path / f"{name}.err")
     banner = tmp_path / f"{name}.out"
 
@@ -295,3 +312,8 @@ async def test_sigkill_mid_session_leaves_a_sound_ledger_and_a_restart_counts_on
     ) == len(seen)
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # `moqsrt usage` prints the same totals and the one finished session.
+    document = usage_json(db)
+    (ingress,) = [t for t in document["totals"] if t["role"] == "ingress"]
+    assert (ingress["path"], ingress["frames"]) == ("live/k", sums["frames"] + frames)
+    assert [s["session"] for s in document["sessions"]] == [session.session]

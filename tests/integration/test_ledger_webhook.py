@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,41 @@ async def test_webhook_receiver_gets_every_session_record_once_even_those_ended_
         )
         assert body["record"]["ts_bytes"] == record.ts_bytes
     assert {b["path"] for b in receiver.bodies} == {"live/up", "live/down"}
+
+
+async def test_moqsrt_serve_posts_session_records_to_the_configured_webhook(
+    procs: Procs, tmp_path: Path
+) -> None:
+    from tests.integration.test_ledger import start_serve
+
+    receiver = Receiver(free_tcp_port())
+    await receiver.start()
+    key = tmp_path / "hook.key"
+    key.write_text(SECRET.decode() + "\n")
+    db = tmp_path / "ledger.sqlite3"
+    url = f"http://{HOST}:{receiver.port}/usage?token=not-for-logs"
+    extra = ["--webhook-url", url, "--webhook-secret-file", str(key)]
+    server, port = await start_serve(tmp_path, db, "hooked", extra=extra)
+    try:
+        publisher = procs.start(
+            "publish", ffmpeg_publish_argv(port, "#!::r=live/w,m=publish", realtime=False)
+        )
+        assert await publisher.wait(30) == 0, publisher.stderr()
+        await poll_until(lambda: len(receiver.bodies) == 1, 15)
+        os.killpg(server.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 20) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        await receiver.stop()
+    (body,) = receiver.bodies
+    assert receiver.signed == [True]
+    assert (body["path"], body["role"], body["node"]) == ("live/w", "ingress", "kill-node")
+    with LedgerReader(db) as reader:
+        (stored,) = reader.sessions()
+    assert body["session"] == stored.session
+    assert body["frames"] == stored.counts["frames"] > 0
+    logs = (tmp_path / "hooked.err").read_text()
+    assert "not-for-logs" not in logs
+    assert SECRET.decode() not in logs
