@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from operator import attrgetter, sub
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
@@ -66,6 +67,8 @@ dropped (and logged as `ledger.sessions_dropped`), so memory stays bounded."""
 _T = TypeVar("_T")
 _log = structlog.get_logger("moqsrt.ledger")
 _REQUIRED = ("session", "path", "tier", "role", *USAGE)
+_COUNTERS = (*USAGE, *LIFECYCLE)
+_read_counters = attrgetter(*_COUNTERS)
 
 
 class UsageRecordLike(Protocol):
@@ -110,8 +113,9 @@ class Ledger:
         self._stats = stats
         self._interval = 0  # the number of the next interval record batch
         self._last_flush_at = time.time()
-        # Cumulative values of each (path, tier, role) as last committed in this run.
-        self._committed: dict[tuple[str, str, str], dict[str, int]] = {}
+        # Cumulative counters (`_COUNTERS` order) of each (path, tier, role) as last committed
+        # in this run; read and written on the ledger's thread only.
+        self._committed: dict[tuple[str, str, str], tuple[int, ...]] = {}
         self._sessions: deque[SessionRow] = deque()
         self._max_pending = max_pending_sessions
         self._dropped = 0
@@ -212,62 +216,68 @@ class Ledger:
     async def flush(self) -> bool:
         """Write the deltas since the last committed flush and the queued session records in
         one transaction. Returns True when committed (or nothing was due); on failure it logs
-        `ledger.write_failed`, keeps everything pending for the next flush and returns False."""
+        `ledger.write_failed`, keeps everything pending for the next flush and returns False.
+
+        The snapshot, the deltas and the write all run on the ledger's thread
+        (`StatsHandle.snapshot` may run on any thread), so the event loop only hands over the
+        queued session records."""
         async with self._lock:
             if self._conn is None:
                 return False
-            now = time.time()
-            intervals, snapshot = self._deltas(now)
             sessions = list(self._sessions)
-            if not intervals and not sessions:
-                return True
             try:
-                await self._call(ledger_db.write_batch, intervals, sessions)
+                wrote = await self._call(self._flush_in_thread, time.time(), sessions)
             except Exception as exc:  # noqa: BLE001  (usage must outlive any write failure)
                 self.failures += 1
                 _log.error("ledger.write_failed", path=str(self.path), error=str(exc))
                 return False
-            self._interval += 1
-            self._last_flush_at = now
-            self._committed.update(snapshot)
             for _ in sessions:
                 self._sessions.popleft()
-            self.flushes += 1
+            if wrote:
+                self.flushes += 1
             if sessions:
                 for callback in self._listeners:
                     callback()
             return True
 
-    def _deltas(
-        self, now: float
-    ) -> tuple[list[IntervalRow], dict[tuple[str, str, str], dict[str, int]]]:
-        if self._stats is None:
-            return [], {}
+    def _flush_in_thread(
+        self, conn: sqlite3.Connection, now: float, sessions: list[SessionRow]
+    ) -> bool:
+        """Snapshot, compute the deltas and write them with `sessions`; on success advance the
+        committed state. Runs on the ledger's one thread only, which owns `_committed`,
+        `_interval` and `_last_flush_at`. Returns False when nothing was due."""
         rows: list[IntervalRow] = []
-        snapshot: dict[tuple[str, str, str], dict[str, int]] = {}
-        for entry in self._stats.snapshot():
-            key = (entry.path, entry.tier, entry.role)
-            totals = {name: int(getattr(entry, name)) for name in (*USAGE, *LIFECYCLE)}
-            before = self._committed.get(key, {})
-            counts = {name: value - before.get(name, 0) for name, value in totals.items()}
-            if not any(counts.values()):
-                continue
-            snapshot[key] = totals
-            rows.append(
-                IntervalRow(
-                    node=self.node,
-                    run=self.run_id,
-                    interval=self._interval,
-                    path=entry.path,
-                    tier=entry.tier,
-                    role=entry.role,
-                    start_at=self._last_flush_at,
-                    end_at=now,
-                    counts=counts,
-                    totals=totals,
+        snapshot: dict[tuple[str, str, str], tuple[int, ...]] = {}
+        if self._stats is not None:
+            zero = (0,) * len(_COUNTERS)
+            for entry in self._stats.snapshot():
+                key = (entry.path, entry.tier, entry.role)
+                totals: tuple[int, ...] = _read_counters(entry)
+                before = self._committed.get(key, zero)
+                if totals == before:
+                    continue
+                snapshot[key] = totals
+                rows.append(
+                    IntervalRow(
+                        node=self.node,
+                        run=self.run_id,
+                        interval=self._interval,
+                        path=entry.path,
+                        tier=entry.tier,
+                        role=entry.role,
+                        start_at=self._last_flush_at,
+                        end_at=now,
+                        counts=dict(zip(_COUNTERS, map(sub, totals, before), strict=True)),
+                        totals=dict(zip(_COUNTERS, totals, strict=True)),
+                    )
                 )
-            )
-        return rows, snapshot
+        if not rows and not sessions:
+            return False
+        ledger_db.write_batch(conn, rows, sessions)
+        self._interval += 1
+        self._last_flush_at = now
+        self._committed.update(snapshot)
+        return True
 
     async def run(self) -> None:
         """Flush every `interval_s` until cancelled (the final flush is `aclose()`'s)."""
