@@ -2,8 +2,9 @@
 
 `Ledger` is owned by whoever serves (`gateway.serve`): `await Ledger.open(path, stats)`, run
 `ledger.run()` as a task (a flush every `interval_s`), give `ledger.record_session` to the
-servers as a sink, and `await ledger.aclose()` last (a final flush). Every SQLite call runs on
-the ledger's own thread, at most once per interval, never per frame.
+servers as a sink, and `await ledger.aclose()` last (a final flush). The stats snapshot, the
+deltas and every SQLite call run on the ledger's own thread, once per interval, never per
+frame; the sink only appends to a bounded queue.
 
 No double counting across restarts: each process run has a fresh `run` id, and an interval
 record is the delta of one (path, tier, role) entry since the run's last *committed* snapshot,
