@@ -15,13 +15,13 @@ connection). The hub's model consumer counts into a private `Usage`; the pieces 
 turn form a *unit* and carry that meter's running totals `(groups, frames, bytes)` after the
 turn, so a unit's model delta is its totals less the previous unit's. A viewer's sender bills
 a unit's delta only when libsrt accepted every payload of it AND the unit later left libsrt's
-send buffer without the drop counter growing (`srt_bstats` pktSndBuf and pktSndDropTotal, read
-on the periodic buffer check, no extra call per piece). A unit skipped or cut short (slow link,
-a refused payload, a join point awaited, a viewer joining mid-unit) goes to `skipped`; one
-lost to libsrt's too-late drop, or still unconfirmed when the session ends without a drain
-that saw the buffer empty, goes to `dropped`. When in doubt it bills less, never more; the
-meter only grows. Billed + skipped + dropped is what the hub read while the viewer was
-attached, from the totals just before its first piece.
+send buffer (acknowledged) while the drop counter stood still (`srt_getsndbuffer` and
+`srt_bstats` pktSndDropTotal, read on the periodic buffer check: no call per piece). A unit
+skipped or cut short (slow link, a refused payload, a join point awaited, a viewer joining
+mid-unit) goes to `skipped`; one lost to libsrt's too-late drop, or still unconfirmed when the
+session ends without a drain that saw the buffer empty, goes to `dropped`. When in doubt it
+bills less, never more; the meter only grows. Billed + skipped + dropped is what the hub read
+while the viewer was attached, from the totals just before its first piece.
 
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
 per broadcast, not once per viewer; a viewer's cost per frame is one stamp, one `send_many`
@@ -173,14 +173,14 @@ class Sender:
         # mutated, so that pending entries can share it.
         self._skipped: tuple[int, int, int, int] = (0, 0, 0, 0)
         # Units libsrt accepted whole, oldest first, each as what was known when it closed:
-        # (end packet position, hub totals, `_skipped`, `_offered_ts`); what the units up to
-        # one of them are worth is derived from it when it settles, so a piece costs a tuple
-        # and an append here. Packet positions count the packets libsrt accepted (a payload
-        # is one packet in live mode); its send buffer releases them in that order.
+        # (end position, hub totals, `_skipped`, `_offered_ts`); what the units up to one of
+        # them are worth is derived from it when it settles, so a piece costs a tuple and an
+        # append here. Positions count the payload bytes libsrt accepted; its send buffer
+        # releases them in that order (acknowledged or dropped, always from the oldest).
         self._pending: list[tuple[int, Totals | None, tuple[int, int, int, int], int]] = []
         self._settled: tuple[int, int, int, int] = (0, 0, 0, 0)  # billed + dropped so far
-        self._handed_pkts = 0
-        self._left_pkts = 0  # packets out of the send buffer at the previous check
+        self._handed = 0  # payload bytes libsrt accepted
+        self._left = 0  # of which out of its send buffer at the previous check
         self._drops_seen: int | None = None
         self._dropped_before = False  # the previous check saw the drop counter grow
         self._ended = False  # `_done` is set (a plain flag: read for every piece)
@@ -257,15 +257,17 @@ class Sender:
                 self._unsent_ts += piece.nbytes  # what was queued before the failure is moot
                 self._fail(exc)
                 return
-            self._handed_pkts += queued
-            if queued != len(payloads):
-                unsent = piece.nbytes - sum(map(len, payloads[:queued]))
-                self._unsent_ts += unsent
-                self._skip(unsent)
+            if queued == len(payloads):
+                self._handed += piece.nbytes
+            else:
+                sent = sum(map(len, payloads[:queued]))
+                self._handed += sent
+                self._unsent_ts += piece.nbytes - sent
+                self._skip(piece.nbytes - sent)
         if piece.closes:
             if self._unit_ok:
                 totals = self._cursor = piece.totals
-                self._pending.append((self._handed_pkts, totals, self._skipped, self._offered_ts))
+                self._pending.append((self._handed, totals, self._skipped, self._offered_ts))
             else:
                 self._close_skipped(piece.totals)  # and the next unit starts afresh
 
@@ -333,33 +335,34 @@ class Sender:
         return g, f, b, offered - skipped[3]
 
     def _check(self) -> bool:
-        """Read libsrt's send buffer and drop counter (one `srt_bstats`), settle the units
-        that had left the buffer by the previous check; True when the buffer is over the
-        limit. Raises SrtError."""
-        stats = self._conn.stats()
-        drops = stats.pkt_send_drop
+        """Read libsrt's send buffer (`srt_getsndbuffer`) and drop counter (`srt_bstats`),
+        settle the units that had left the buffer by the previous check; True when the
+        buffer is over the limit. Raises SrtError."""
+        conn = self._conn
+        buffered = conn.send_buffer_bytes()
+        drops = conn.stats().pkt_send_drop
         if self._drops_seen is None:
             self._drops_seen = drops
         grew = drops != self._drops_seen
-        # libsrt removes dropped packets from its buffer and then counts them, and srt_bstats
-        # reads the counter before the buffer: a drop may show one check after its packets
-        # left. So units are settled one check late, and a unit is delivered only when
-        # neither the check after it left nor the one before that saw the counter grow.
+        # libsrt removes dropped packets from its buffer and then counts them, and the two
+        # reads are not atomic: a drop may show one check after its packets left. So units
+        # are settled one check late, and a unit is delivered only when neither the check
+        # after it left nor the one before that saw the counter grow.
         pending = self._pending
-        if pending:
-            self._settle(self._left_pkts, dropped=grew or self._dropped_before)
+        if pending and not conn.ended:  # a broken link's buffer proves nothing
+            self._settle(self._left, dropped=grew or self._dropped_before)
             if len(pending) > self.MAX_PENDING:
                 self._settle(pending[len(pending) - self.MAX_PENDING - 1][0], dropped=True)
-        self._left_pkts = max(self._left_pkts, self._handed_pkts - stats.pkt_send_buf)
+        self._left = max(self._left, self._handed - buffered)
         self._dropped_before = grew
         self._drops_seen = drops
-        return stats.bytes_send_buf > self._limit
+        return buffered > self._limit
 
-    def _settle(self, left_pkts: int, *, dropped: bool) -> None:
+    def _settle(self, left: int, *, dropped: bool) -> None:
         """Bill (or, `dropped`, count as dropped) the pending units that end at or before
-        packet position `left_pkts`."""
+        position `left`."""
         pending = self._pending
-        n = bisect.bisect_right(pending, left_pkts, key=_end_pkt)
+        n = bisect.bisect_right(pending, left, key=_end)
         if not n:
             return
         worth = self._worth(pending[n - 1])
@@ -379,11 +382,12 @@ class Sender:
     def _confirm_drained(self) -> None:
         """The drain saw libsrt's send buffer empty: bill every pending unit, unless the drop
         counter grew since the check before last (then they count as dropped)."""
-        stats = self._conn.stats()
-        if stats.pkt_send_buf or not self._pending:
+        conn = self._conn
+        if not self._pending or conn.send_buffer_bytes():
             return
-        grew = self._drops_seen is not None and stats.pkt_send_drop != self._drops_seen
-        self._settle(self._handed_pkts, dropped=grew or self._dropped_before)
+        drops = conn.stats().pkt_send_drop
+        grew = self._drops_seen is not None and drops != self._drops_seen
+        self._settle(self._handed, dropped=grew or self._dropped_before)
 
     def settle(self) -> None:
         """Close the books at the end of the session (idempotent): units still unconfirmed
@@ -409,7 +413,7 @@ class Sender:
                         self._confirm_drained()
 
 
-def _end_pkt(entry: tuple[int, Totals | None, tuple[int, int, int, int], int]) -> int:
+def _end(entry: tuple[int, Totals | None, tuple[int, int, int, int], int]) -> int:
     return entry[0]
 
 

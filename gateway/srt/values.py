@@ -135,10 +135,6 @@ class LinkStats:
     bytes_send_drop: int = 0
     pkt_recv_undecrypt: int = 0
     connected_ms: int = 0
-    pkt_send_buf: int = 0
-    """Packets in the send buffer now (sent and unacknowledged, or not sent yet)."""
-    bytes_send_buf: int = 0
-    """Bytes in the send buffer now (libsrt's byteSndBuf)."""
 
     @classmethod
     def from_struct(cls, perf: lib.SrtTraceBStats) -> LinkStats:
@@ -165,8 +161,6 @@ class LinkStats:
             bytes_send_drop=perf.byteSndDropTotal,
             pkt_recv_undecrypt=perf.pktRcvUndecryptTotal,
             connected_ms=perf.msTimeStamp,
-            pkt_send_buf=perf.pktSndBuf,
-            bytes_send_buf=perf.byteSndBuf,
         )
 
 

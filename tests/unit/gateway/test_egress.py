@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -30,8 +31,8 @@ def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
 
 @dataclass
 class CountingConn:
-    """A fake libsrt sender. `unacked`: the send buffer's bytes it reports; with `hold`, sent
-    packets stay in its send buffer (`held`) until `ack()` or `drop()` releases the oldest."""
+    """A fake libsrt sender. `unacked`: extra send-buffer bytes it reports; with `hold`, sent
+    payloads stay in its send buffer until `ack()` or `drop()` releases the oldest."""
 
     unacked: int = 0
     sent: list[bytes] = field(default_factory=list)
@@ -39,7 +40,7 @@ class CountingConn:
     buffer_reads: int = 0
     ended: bool = False
     hold: bool = False
-    held: int = 0
+    buffer: deque[int] = field(default_factory=deque)  # lengths of the payloads held
     drops: int = 0
 
     refuse_after: int | None = None
@@ -52,21 +53,28 @@ class CountingConn:
             return False
         self.sent.append(payload)
         self.srctimes.append(srctime_us)
-        self.held += self.hold
+        if self.hold:
+            self.buffer.append(len(payload))
         return True
+
+    @property
+    def held(self) -> int:
+        """Packets in the send buffer."""
+        return len(self.buffer)
 
     def ack(self, packets: int | None = None) -> None:
         """The peer acknowledged the oldest `packets` (None: all) held."""
-        self.held -= self.held if packets is None else packets
+        for _ in range(self.held if packets is None else packets):
+            self.buffer.popleft()
 
     def drop(self, packets: int) -> None:
         """libsrt dropped the oldest `packets` held as too late."""
-        self.held -= packets
+        for _ in range(packets):
+            self.buffer.popleft()
         self.drops += packets
 
     def stats(self) -> LinkStats:
-        self.buffer_reads += 1
-        return link_stats(in_buffer=self.held, drops=self.drops, buffer_bytes=self.unacked)
+        return link_stats(drops=self.drops)
 
     def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
         """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
@@ -76,7 +84,8 @@ class CountingConn:
         return len(payloads)
 
     def send_buffer_bytes(self) -> int:
-        return self.unacked + self.held
+        self.buffer_reads += 1
+        return self.unacked + sum(self.buffer)
 
 
 def make(conn: CountingConn, limit: int = 1_000_000, meter: Usage | None = None) -> Sender:
