@@ -24,9 +24,10 @@ _log = structlog.get_logger("moqsrt.srt.server")
 
 def viewer_id(user: str, peer: tuple[str, int]) -> str:
     """Who watches, for the distinct-viewer count (`BroadcastStats.egress`): the stream id's
-    user (`user:<name>`), or the caller's address without its port (`peer:<host>`) when it
-    names none, so that one viewer reconnecting, or opening several sessions, counts once."""
-    return f"user:{user}" if user else f"peer:{peer[0]}"
+    user (`user:<name>`), so that a user's several or repeated sessions count once, or, when
+    it names none, the caller's address (`peer:<host:port>`, the record's `peer`): nothing
+    tells an anonymous caller's sessions apart from other callers behind the same host."""
+    return f"user:{user}" if user else f"peer:{format_peer(peer)}"
 
 
 class Subscribe(SessionRequest):
