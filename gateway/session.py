@@ -117,8 +117,10 @@ class SessionRecord:
     of the billed data (egress); `skipped_ts_bytes` / `dropped_ts_bytes` the TS bytes of the
     skipped / dropped data. `problems` counts what the importer found wrong in a publisher's
     stream, per kind (`mux.problems`: `continuity_gap`, `bad_pes`, ...); `problem_total` is
-    their sum. `srt` holds libsrt's wire figures. `user` and `stream_id` are what the caller
-    sent ('' for none); `error` names the cause when `outcome` is `error` or `timeout`.
+    their sum. `srt` holds libsrt's wire figures. `user` is the user the caller named ('' for
+    none) and `stream_id` its stream id with secret values replaced
+    (`gateway.streamid.redact_stream_id`); `error` names the cause when `outcome` is `error`
+    or `timeout`.
     """
 
     session: str
