@@ -126,15 +126,16 @@ class Sender:
     ended) and `settle()` close the books before `meter`, `skipped` and `dropped` are read.
     """
 
-    #: How often libsrt's send buffer and drop counter are read (µs; one `srt_bstats` call,
-    #: which also settles the pieces that left the buffer). At 100 Mbit/s, 50 ms is 625 kB,
+    #: How often libsrt's send buffer and drop counter are read (µs; `srt_getsndbuffer` and
+    #: `srt_bstats`, ~11 and ~24 µs here), which also settles the units that left the buffer
+    #: (O(log n) for n pending, whatever number left). At 100 Mbit/s, 50 ms is 625 kB,
     #: under the smallest default limit (1 MB; 3 MB at 120 ms and 100 Mbit/s); a full buffer
     #: makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 50_000
 
     #: Cap on units awaiting confirmation, enforced on each check. libsrt's send buffer bounds
-    #: them already (a unit holds at least one of its packets, and only two check intervals'
-    #: worth may have left it unsettled); past the cap the oldest are counted dropped (bill
+    #: them already (a unit holds at least one payload, and only two check intervals' worth
+    #: may have left the buffer unsettled); past the cap the oldest are counted dropped (bill
     #: less, never more).
     MAX_PENDING: Final = 1 << 16
 
