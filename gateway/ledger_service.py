@@ -1,9 +1,10 @@
-"""The ledger and webhook as `moqsrt serve` runs them: opened before the servers, closed after.
+"""The ledger and webhook as `moqsrt serve` runs them, around the servers' sessions.
 
 `usage_ledger(config, stats)` is an async context manager that opens the configured `Ledger`,
 runs its flush loop and the `WebhookSink` as tasks, and yields the session sinks the servers
-take (`(ledger.record_session,)`, or `()` with the ledger off). On exit (SIGTERM/SIGINT reach
-it after the servers have closed every session) it stops the webhook and flushes a last time.
+take (`(ledger.record_session,)`, or `()` with the ledger off). `serve` enters it once the SRT
+listener is bound and leaves it after `Server.serve` has ended every session (SIGTERM/SIGINT),
+so that on exit it stops the webhook, then flushes those sessions' records a last time.
 """
 
 from __future__ import annotations
