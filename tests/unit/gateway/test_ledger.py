@@ -3,6 +3,7 @@ failed writes, schema migration and bad files."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,3 +315,48 @@ async def test_srt_and_moq_session_records_are_both_accepted_whole(tmp_path: Pat
     assert got["moq1"].counts["frames"] == 12
     assert got["moq1"].detail["broadcasts"] == "live/a=1/12/1200"
     assert got["moq1"].detail["transport"] == "quic"
+
+
+async def test_random_counting_with_failed_writes_and_restarts_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "l.sqlite3"
+    rng = random.Random(11)
+    expected: dict[tuple[str, str], list[int]] = {}  # (path, role) -> [groups, frames, bytes]
+    for _run in range(3):  # three processes, one after the other
+        stats = StatsHandle("gw-1")
+        async with await Ledger.open(db, stats) as ledger:
+            await ledger._call(lambda conn: conn.execute("PRAGMA busy_timeout = 20"))
+            guards = {
+                (path, role): getattr(stats.broadcast(path), role)()
+                for path in ("live/a", "live/b")
+                for role in ("ingress", "egress")
+            }
+            for _step in range(30):
+                key = rng.choice(sorted(guards))
+                meter = guards[key].meter
+                added = (rng.randint(0, 2), rng.randint(0, 20), rng.randint(0, 5000))
+                meter.groups += added[0]
+                meter.frames += added[1]
+                meter.bytes += added[2]
+                total = expected.setdefault(key, [0, 0, 0])
+                for i, value in enumerate(added):
+                    total[i] += value
+                if rng.random() < 0.3:
+                    blocker = sqlite3.connect(db, timeout=0, isolation_level=None)
+                    blocker.execute("BEGIN IMMEDIATE")
+                    assert not await ledger.flush()
+                    blocker.execute("ROLLBACK")
+                    blocker.close()
+                elif rng.random() < 0.5:
+                    assert await ledger.flush()
+            for guard in guards.values():
+                guard.close()
+    with LedgerReader(db) as reader:
+        got = {
+            (t.path, t.role): [t.counts["groups"], t.counts["frames"], t.counts["bytes"]]
+            for t in reader.totals()
+        }
+        sessions = {(t.path, t.role): t.counts["sessions_closed"] for t in reader.totals()}
+    assert got == expected
+    assert set(sessions.values()) == {3}
