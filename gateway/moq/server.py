@@ -31,6 +31,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from gateway.moq.cert import Certificate
+from gateway.moq.ingest import ingest_into
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES
 from gateway.moq.record import BroadcastUsage, MoqSessionRecord, MoqSessionSink, emit_moq_session
 from gateway.moq.transport import Admission, MoqConnection
@@ -53,12 +54,16 @@ class MoqAuthDecision:
     `accept=False` refuses it: WebTransport clients get HTTP `status` (401/403/404 ...), raw
     QUIC clients a CONNECTION_CLOSE with session code 2 (unauthorized). Accepted, `tier` labels
     its usage and `root` limits what it sees to broadcasts under that path (`""`: all).
+    `publish`: whether the gateway ingests what the client announces (at paths under
+    `publish_root`, metered as ingress for (path, tier)).
     """
 
     accept: bool = True
     status: int = 403
     tier: str = "default"
     root: str = ""
+    publish: bool = True
+    publish_root: str = ""
 
 
 MoqAuthHook = Callable[[ConnectRequest], Awaitable[MoqAuthDecision] | MoqAuthDecision]
@@ -259,6 +264,17 @@ class MoqServer:
             root=normalize_path(decision.root),
             meter_for=meter_for,
             backlog_cap_bytes=self._backlog_cap,
+            ingest=(
+                ingest_into(
+                    self.origin,
+                    self._stats,
+                    tier=decision.tier,
+                    root=normalize_path(decision.publish_root),
+                    session=viewer.session,
+                )
+                if decision.publish
+                else None
+            ),
         )
 
     async def _decide(self, request: ConnectRequest) -> MoqAuthDecision:
