@@ -17,6 +17,7 @@ from model import (
     Closed,
     ModelError,
     Origin,
+    PublisherPolicy,
     StatsHandle,
     normalize_path,
     path_has_prefix,
@@ -51,6 +52,9 @@ def ingest_into(
             _log.info("moq.ingest_refused", session=session, path=path, reason="outside root")
             return None
         target = normalize_path(f"{prefix}/{path}") if prefix else path
+        if origin.is_live(target) and origin.publisher_policy is PublisherPolicy.REJECT:
+            _log.warning("moq.ingest_refused", session=session, path=target, reason="live")
+            return None
         guard = stats.broadcast(target, tier).ingress() if stats is not None else None
         broadcast = BroadcastProducer()
         if guard is not None:
