@@ -151,7 +151,7 @@ async def test_moq_upstream_srt_broadcast_reaches_a_relay_and_survives_its_resta
             async with asyncio.timeout(20):
                 await read_from_relay(server.port, fingerprint, after, until=45)
             assert upstream.sessions >= 2
-            assert publisher.running
+            assert publisher.running()  # still the same SRT broadcast
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
