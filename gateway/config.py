@@ -40,13 +40,24 @@ class GatewayConfig:
     long a silent SRT peer (a publisher whose host died) has before its session is ended
     (SRTO_PEERIDLETIMEO: libsrt 1.5.1 takes about 5 s at least whatever it says, so values
     above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
+
+    MoQ: `moq` is the UDP address of the MoQ listener (raw QUIC and WebTransport). Its TLS
+    certificate is `moq_cert`/`moq_key` (PEM, EC key) when both are set, else a self-signed
+    ECDSA certificate kept and renewed under `var_dir` (short-lived, so that browsers accept it
+    by hash). `upstream` is a MoQ relay URL (`moqt://` or `https://`) every broadcast is also
+    published to; `upstream_fingerprint` pins its certificate's SHA-256 (hex) instead of
+    trusting the system CAs.
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
-    moq: tuple[str, int] | None = None
+    moq: tuple[str, int] | None = ("0.0.0.0", 4443)
     http: tuple[str, int] | None = None
     ledger: Path | None = None
     upstream: str | None = None
+    upstream_fingerprint: str | None = None
+    moq_cert: Path | None = None
+    moq_key: Path | None = None
+    var_dir: Path = Path("var")
     prefix: str = ""
     latency_ms: int = 120
     passphrase: str | None = None
@@ -83,6 +94,16 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a 'host:port' string, got {value!r}")
         return parse_address(key, value)
+    if key in ("moq_cert", "moq_key"):
+        return None if value in (None, "", "off") else Path(str(value))
+    if key == "var_dir":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"expected a directory, got {value!r}")
+        return Path(value)
+    if key == "upstream":
+        return _upstream_url(value)
+    if key == "upstream_fingerprint":
+        return _fingerprint(value)
     if key == "ledger":
         return None if value in (None, "", "off") else Path(str(value))
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
@@ -124,6 +145,27 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def _upstream_url(value: Any) -> str | None:
+    if value in (None, "", "off"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("upstream", f"expected a URL, got {value!r}")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("moqt", "moql", "https") or not rest.strip("/"):
+        # Never echo the value: a relay URL may carry a token in its query.
+        raise ConfigError("upstream", "expected a moqt://, moql:// or https:// URL with a host")
+    return value
+
+
+def _fingerprint(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).replace(":", "").strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigError("upstream_fingerprint", "expected 64 hex digits (a SHA-256)")
+    return text
+
+
 def load_config(
     file: Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> GatewayConfig:
@@ -149,4 +191,6 @@ def load_config(
             known = ", ".join(sorted(_FIELDS))
             raise ConfigError(key, f"unknown setting (known: {known})")
         values[key] = _coerce(key, value)
+    if (values.get("moq_cert") is None) != (values.get("moq_key") is None):
+        raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
     return GatewayConfig(**values)

@@ -1,8 +1,10 @@
-"""`moqsrt serve`: run the SRT gateway with embedded defaults, a TOML file and flags.
+"""`moqsrt serve`: run the gateway with embedded defaults, a TOML file and flags.
 
 It builds a `GatewayConfig` (`gateway.config`), sets up logging (`gateway.logs`), creates the
-origin and the process-wide `StatsHandle`, and runs `gateway.server.run` until SIGINT or
-SIGTERM, then closes every session (each one logs its `session.closed` record) and exits 0.
+origin and the process-wide `StatsHandle`, binds the MoQ listener (`gateway.moq.server`, with
+a kept self-signed certificate unless one is configured) and the upstream publisher when
+asked, and runs `gateway.server.run` until SIGINT or SIGTERM, then closes every session (each
+one logs its `session.closed` record) and exits 0.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
+from gateway.moq.cert import load_certificate
+from gateway.moq.certstore import ensure_self_signed, renew_loop
+from gateway.moq.server import MoqServer
+from gateway.moq.upstream import UPSTREAM_TIER, Upstream
 from gateway.server import Server, ServerConfig
 from gateway.server import run as run_server
 from model import Origin, PublisherPolicy, StatsHandle
@@ -25,7 +33,7 @@ from model import Origin, PublisherPolicy, StatsHandle
 _log = structlog.get_logger("moqsrt.serve")
 
 # Listeners and sinks that the command line already names but this build does not serve yet.
-_NOT_YET = ("moq", "http", "ledger", "upstream")
+_NOT_YET = ("http", "ledger")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moq", help="MoQ (QUIC) listen address host:port, or off")
     parser.add_argument("--http", help="HTTP listen address host:port, or off")
     parser.add_argument("--ledger", help="usage ledger file (SQLite)")
-    parser.add_argument("--upstream", help="MoQ relay URL to publish every broadcast to")
+    parser.add_argument(
+        "--upstream", help="MoQ relay URL (moqt:// or https://) to publish every broadcast to"
+    )
+    parser.add_argument(
+        "--upstream-fingerprint",
+        dest="upstream_fingerprint",
+        help="pin the relay's certificate by its SHA-256 (hex) instead of the system CAs",
+    )
+    parser.add_argument(
+        "--moq-cert", dest="moq_cert", help="MoQ TLS certificate chain (PEM); default self-signed"
+    )
+    parser.add_argument("--moq-key", dest="moq_key", help="MoQ TLS private key (PEM, EC)")
+    parser.add_argument(
+        "--var-dir", dest="var_dir", help="state directory (self-signed MoQ certificate)"
+    )
     parser.add_argument("--prefix", help="path prefix every stream id is placed under")
     parser.add_argument("--latency", dest="latency_ms", help="SRT latency in milliseconds")
     parser.add_argument("--passphrase", help="default SRT passphrase (10..79 characters)")
@@ -105,8 +127,8 @@ async def serve(config: GatewayConfig) -> None:
     for key in _NOT_YET:
         if getattr(config, key) is not None:
             _log.warning("setting.unsupported", setting=key, detail="not served by this build")
-    if config.srt is None:
-        _log.error("config.no_listener", detail="srt is off and nothing else is served")
+    if config.srt is None and config.moq is None:
+        _log.error("config.no_listener", detail="srt and moq are off: nothing to serve")
         return
     origin = Origin(publisher_policy=PublisherPolicy(config.publisher_policy))
     stats = StatsHandle(node=config.node)
@@ -116,7 +138,89 @@ async def serve(config: GatewayConfig) -> None:
         sys.stdout.write(try_it_commands(host, server.port))
         sys.stdout.flush()
 
-    await run_server(origin, server_config(config), stats=stats, ready=ready)
+    async with contextlib.AsyncExitStack() as stack:
+        tasks = stack.enter_context(_TaskSet())
+        if config.moq is not None:
+            await _serve_moq(config, origin, stats, stack, tasks)
+        if config.upstream is not None:
+            upstream = Upstream(
+                config.upstream, origin, stats=stats, fingerprint=config.upstream_fingerprint
+            )
+            _log.info("moq.upstream", url=upstream.redacted_url, tier=UPSTREAM_TIER)
+            tasks.start(upstream.run())
+        if config.srt is not None:
+            await run_server(origin, server_config(config), stats=stats, ready=ready)
+        else:
+            await asyncio.Event().wait()  # MoQ only: serve until cancelled
+
+
+class _TaskSet(contextlib.AbstractContextManager["_TaskSet"]):
+    """Background tasks of `serve` (the upstream, certificate renewal): cancelled on exit."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("serve.task_failed", error=repr(task.exception()))
+
+    def __exit__(self, *exc_info: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+async def _serve_moq(
+    config: GatewayConfig,
+    origin: Origin,
+    stats: StatsHandle,
+    stack: contextlib.AsyncExitStack,
+    tasks: _TaskSet,
+) -> None:
+    """Bind the MoQ listener on `config.moq` (closed by `stack`) and print how to reach it."""
+    assert config.moq is not None
+    if config.moq_cert is not None and config.moq_key is not None:
+        try:
+            certificate = load_certificate(config.moq_cert, config.moq_key)
+        except (OSError, ValueError) as exc:
+            raise OSError(f"MoQ certificate {config.moq_cert}: {exc}") from exc
+        self_signed = False
+    else:
+        certificate, _ = ensure_self_signed(config.var_dir)
+        self_signed = True
+    moq_server = await MoqServer.bind(
+        config.moq, certificate=certificate, origin=origin, node=config.node
+    )
+    moq_server.with_stats(stats)
+    stack.push_async_callback(moq_server.aclose)
+    if self_signed:
+        tasks.start(renew_loop(config.var_dir, certificate, moq_server.set_certificate))
+    host = config.moq[0]
+    sys.stdout.write(moq_try_it(host, moq_server.port, certificate.fingerprint, self_signed))
+    sys.stdout.flush()
+
+
+def moq_try_it(host: str, port: int, fingerprint: str, self_signed: bool) -> str:
+    """The MoQ listener's banner: its certificate's SHA-256 and a moq-rs client (Python) that
+    reads a broadcast from it, pinning that hash when the certificate is self-signed."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    pin = f", tls_fingerprints=[{fingerprint!r}]" if self_signed else ""
+    return (
+        f"moqsrt is serving MoQ on udp/{port} (moqt:// raw QUIC, https:// WebTransport).\n"
+        f"  certificate sha256: {fingerprint}\n"
+        "  # read the broadcast live/test with moq-rs (pip install moq-rs), in Python:\n"
+        "  import asyncio, moq\n"
+        "  async def main():\n"
+        f'      async with moq.Client("moqt://{shown}:{port}"{pin}) as client:\n'
+        '          broadcast = await client.announced_broadcast("live/test")\n'
+        "          print(await broadcast.catalog())\n"
+        "  asyncio.run(main())\n"
+    )
 
 
 async def _serve_until_signalled(config: GatewayConfig) -> None:
@@ -140,6 +244,10 @@ def run(args: argparse.Namespace) -> int:
             "http",
             "ledger",
             "upstream",
+            "upstream_fingerprint",
+            "moq_cert",
+            "moq_key",
+            "var_dir",
             "prefix",
             "latency_ms",
             "passphrase",

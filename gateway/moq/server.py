@@ -183,6 +183,13 @@ class MoqServer:
         self._stats = stats
         return self
 
+    def set_certificate(self, certificate: Certificate) -> None:
+        """Serve new connections with `certificate` (a renewal); live ones keep theirs."""
+        config = self._quic_server._configuration
+        config.certificate = certificate.certificate
+        config.certificate_chain = list(certificate.chain)
+        config.private_key = certificate.private_key
+
     @property
     def port(self) -> int:
         """The bound UDP port."""
