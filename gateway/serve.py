@@ -22,6 +22,7 @@ import structlog
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.logs import configure_logging
+from gateway.moq.auth import moq_auth_from_srt
 from gateway.moq.cert import load_certificate
 from gateway.moq.certstore import ensure_self_signed, renew_loop
 from gateway.moq.server import MoqServer
@@ -193,8 +194,14 @@ async def _serve_moq(
     else:
         certificate, _ = ensure_self_signed(config.var_dir)
         self_signed = True
+    # The SRT authorization hook (when the configuration has one) decides MoQ callers too.
+    srt_auth = server_config(config).auth if config.srt is not None else None
     moq_server = await MoqServer.bind(
-        config.moq, certificate=certificate, origin=origin, node=config.node
+        config.moq,
+        certificate=certificate,
+        origin=origin,
+        node=config.node,
+        auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
     )
     moq_server.with_stats(stats)
     stack.push_async_callback(moq_server.aclose)

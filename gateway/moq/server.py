@@ -55,7 +55,8 @@ class MoqAuthDecision:
     QUIC clients a CONNECTION_CLOSE with session code 2 (unauthorized). Accepted, `tier` labels
     its usage and `root` limits what it sees to broadcasts under that path (`""`: all).
     `publish`: whether the gateway ingests what the client announces (at paths under
-    `publish_root`, metered as ingress for (path, tier)).
+    `publish_root`, metered as ingress for (path, `publish_tier` or else `tier`)). `read=False`
+    shows the client nothing (a publish-only connection).
     """
 
     accept: bool = True
@@ -64,6 +65,8 @@ class MoqAuthDecision:
     root: str = ""
     publish: bool = True
     publish_root: str = ""
+    publish_tier: str | None = None
+    read: bool = True
 
 
 MoqAuthHook = Callable[[ConnectRequest], Awaitable[MoqAuthDecision] | MoqAuthDecision]
@@ -267,7 +270,7 @@ class MoqServer:
             return meter
 
         return Admission(
-            origin=self.origin,
+            origin=self.origin if decision.read else Origin(),
             root=normalize_path(decision.root),
             meter_for=meter_for,
             backlog_cap_bytes=self._backlog_cap,
@@ -275,7 +278,7 @@ class MoqServer:
                 ingest_into(
                     self.origin,
                     self._stats,
-                    tier=decision.tier,
+                    tier=decision.publish_tier or decision.tier,
                     root=normalize_path(decision.publish_root),
                     session=viewer.session,
                 )
