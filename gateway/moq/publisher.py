@@ -193,6 +193,8 @@ class Publisher:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._subs: dict[int, _Subscription] = {}
         self._by_group: dict[int, _Subscription] = {}
+        self.subscriptions_served = 0
+        """SUBSCRIBEs answered with SUBSCRIBE_OK so far."""
         self.skipped_groups = 0
         """Groups dropped part-way, or never started, because the link was congested."""
         self._closed = False
@@ -329,6 +331,7 @@ class Publisher:
             self._flush()
             return
         session.subscribe_ok(stream_id, SubscribeOk(priority=request.priority))
+        self.subscriptions_served += 1
         self._flush()
         try:
             await self._groups(sub, track)
@@ -338,8 +341,6 @@ class Publisher:
             self._flush()
             return
         except asyncio.CancelledError:
-            if sub.group_stream is not None:
-                session.reset(sub.group_stream, StreamCode.CANCELLED)
             session.reset(stream_id, StreamCode.CANCELLED)
             self._flush()
             raise
@@ -351,20 +352,21 @@ class Publisher:
         """Serve groups until the track finishes, the peer cancels or the end group passed."""
         end = sub.request.end_group
         budget = self.budget
+        last: int | None = None
         while not sub.stopped():
             if not budget.may_send(sub.priority):
-                latest = track.latest_sequence
                 while not await budget.wait(sub.priority, _CONGESTION_POLL_S):
                     if sub.stopped():
                         return
-                if track.latest_sequence != latest:
-                    self.skipped_groups += 1
-                track.skip_to_latest()
+                track.skip_to_latest()  # resume at the newest group, not where the stall began
             group = await track.next_group()
             if group is None or sub.stopped():
                 return
             if end is not None and group.sequence > end:
                 return
+            if last is not None and group.sequence > last + 1:
+                self.skipped_groups += group.sequence - last - 1  # never started
+            last = group.sequence
             await self._send_group(sub, track, group)
 
     async def _send_group(
@@ -400,6 +402,9 @@ class Publisher:
                     return  # the peer stopped this group (the session reset it)
                 session.send(stream_id, encode_varint(len(frame)) + frame)
                 self._flush()
+        except asyncio.CancelledError:
+            session.reset(stream_id, StreamCode.CANCELLED)
+            raise
         finally:
             self._by_group.pop(stream_id, None)
             if sub.group_stream == stream_id:

@@ -52,7 +52,8 @@ class MoqSessionRecord:
     `webtransport`; `version`: the moq-lite ALPN token. Times are Unix epoch seconds and
     `duration_s` is monotonic. `groups`/`frames`/`bytes`: model payload handed to this
     session's connection (what its meters counted), summed over `broadcasts`.
-    `skipped_groups`: groups a congested link dropped or never started. `quic`: transport
+    `subscriptions`: SUBSCRIBEs accepted. `skipped_groups`: groups a congested link dropped
+    or never started. `quic`: transport
     figures (`wire_bytes` = UDP bytes sent). The URL query (tokens) is never recorded.
     """
 

@@ -32,7 +32,7 @@ from aioquic.quic.connection import QuicConnection
 
 from gateway.moq.cert import Certificate
 from gateway.moq.ingest import ingest_into
-from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES
+from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S
 from gateway.moq.record import BroadcastUsage, MoqSessionRecord, MoqSessionSink, emit_moq_session
 from gateway.moq.transport import Admission, MoqConnection
 from gateway.moq.webtransport import ConnectRequest
@@ -114,7 +114,9 @@ class MoqServer:
         node: str,
         sinks: Sequence[MoqSessionSink],
         backlog_cap_bytes: int,
+        track_wait_s: float,
     ) -> None:
+        self._track_wait_s = track_wait_s
         self._quic_server = quic_server
         self.origin = origin
         """The origin served."""
@@ -141,12 +143,15 @@ class MoqServer:
         sinks: Sequence[MoqSessionSink] = (),
         backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES,
         idle_timeout_s: float = 30.0,
+        track_wait_s: float = TRACK_WAIT_S,
     ) -> MoqServer:
         """Listen on UDP `addr` (`"host:port"` or a tuple; port 0 picks one: `port`).
 
         `versions`: the moq-lite versions offered, in preference order for raw QUIC (on
         WebTransport the client's order wins, as moq-rs servers do). `backlog_cap_bytes`: what
         one connection may hold unacknowledged before its subscriptions skip ahead.
+        `idle_timeout_s`: a silent client is dropped after this long. `track_wait_s`: how long
+        a SUBSCRIBE for a track a live broadcast does not have yet waits (then NOT_FOUND).
         Raises `OSError` when the address cannot be bound, `ValueError` for a bad address or
         no version.
         """
@@ -176,6 +181,7 @@ class MoqServer:
             node=node,
             sinks=sinks,
             backlog_cap_bytes=backlog_cap_bytes,
+            track_wait_s=track_wait_s,
         )
         holder.append(server)
         return server
@@ -274,6 +280,7 @@ class MoqServer:
             root=normalize_path(decision.root),
             meter_for=meter_for,
             backlog_cap_bytes=self._backlog_cap,
+            track_wait_s=self._track_wait_s,
             ingest=(
                 ingest_into(
                     self.origin,
@@ -341,7 +348,7 @@ class MoqServer:
             groups=total.groups,
             frames=total.frames,
             bytes=total.bytes,
-            subscriptions=len(meters),
+            subscriptions=publisher.subscriptions_served if publisher is not None else 0,
             skipped_groups=publisher.skipped_groups if publisher is not None else 0,
             broadcasts=tuple(
                 BroadcastUsage(path=p, groups=m.groups, frames=m.frames, bytes=m.bytes)

@@ -254,6 +254,9 @@ class MoqSession:
         self.is_client = is_client
         self._allocator = allocator
         self._out: list[Command] = []
+        self.pending_bytes = 0
+        """Stream bytes queued and not yet taken by `data_to_send()` (part of what the
+        connection holds for the peer, for the adapter's send budget)."""
         self._peer: dict[int, _PeerControl] = {}
         self._refused: set[int] = set()  # peer streams we reset: discard until they end
         self._handlers: dict[int, StreamHandler] = {}  # local bidi and peer uni plug-ins
@@ -344,6 +347,7 @@ class MoqSession:
     def data_to_send(self) -> list[Command]:
         """Return (and forget) the queued commands, in order."""
         out, self._out = self._out, []
+        self.pending_bytes = 0
         return out
 
     def announce(self, stream_id: int, message: Announce) -> None:
@@ -393,6 +397,7 @@ class MoqSession:
             self._sending.discard(stream_id)
         if self.ended is None:
             self._out.append(StreamData(stream_id, data, fin))
+            self.pending_bytes += len(data)
 
     def can_send(self, stream_id: int) -> bool:
         """True while our send side of `stream_id` is open."""

@@ -32,7 +32,7 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, Publisher, SendBudget
+from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S, Publisher, SendBudget
 from gateway.moq.session import (
     CloseSession,
     MoqEvent,
@@ -49,6 +49,7 @@ from gateway.moq.webtransport import (
     WebTransportAllocator,
     accept_headers,
     close_capsule,
+    parse_close_capsule,
     parse_connect,
     refuse_headers,
 )
@@ -64,20 +65,23 @@ from model import Origin, Usage
 __all__ = ["Admission", "ConnectionHost", "MoqConnection", "QuicFigures"]
 
 _MAX_PENDING_EVENTS: Final = 256  # events held while the host decides; more is abuse
+_MAX_CAPSULE_BYTES: Final = 2048  # what is kept of the CONNECT stream's capsules
 _log = structlog.get_logger("moqsrt.moq")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Admission:
     """The host's yes: serve `origin` (only paths under `root`), counting each broadcast's
-    egress into `meter_for(path)`, with at most `backlog_cap_bytes` unacknowledged. With
-    `ingest`, the session also asks the client what it publishes (`Subscriber`) and hands each
-    announced broadcast to `ingest(path)`."""
+    egress into `meter_for(path)`, with at most `backlog_cap_bytes` unacknowledged; a SUBSCRIBE
+    for a track not there yet waits `track_wait_s` for it. With `ingest`, the session also asks
+    the client what it publishes (`Subscriber`) and hands each announced broadcast to
+    `ingest(path)`."""
 
     origin: Origin
     root: str = ""
     meter_for: Callable[[str], Usage | None] = lambda path: None
     backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES
+    track_wait_s: float = TRACK_WAIT_S
     ingest: OpenBroadcast | None = None
 
 
@@ -98,7 +102,9 @@ class ConnectionHost(Protocol):
 class QuicFigures:
     """One connection's transport figures: UDP payload bytes and datagrams both ways (QUIC
     headers, retransmissions and control included), the stream bytes the MoQ session handed
-    to aioquic, the smoothed RTT at the end, and the peak unacknowledged backlog."""
+    to aioquic, of which `dropped_bytes` were on streams reset before the peer acknowledged
+    them (groups a congested link skipped; an upper bound of what never arrived), the smoothed
+    RTT at the end, and the peak unacknowledged backlog."""
 
     rtt_ms: float = 0.0
     datagrams_sent: int = 0
@@ -106,6 +112,7 @@ class QuicFigures:
     bytes_sent: int = 0
     bytes_recv: int = 0
     stream_bytes_sent: int = 0
+    dropped_bytes: int = 0
     peak_backlog_bytes: int = 0
 
 
@@ -155,6 +162,7 @@ class MoqConnection(QuicConnectionProtocol):
         self._wt_session: int | None = None
         self._local_bidi: set[int] = set()
         self._wt_streams: set[int] = set()
+        self._capsules = bytearray()
         self._pending: list[QuicEvent | WebTransportStreamDataReceived] = []
         self._admitting: asyncio.Task[None] | None = None
         self._flush_handle: asyncio.Handle | None = None
@@ -163,6 +171,7 @@ class MoqConnection(QuicConnectionProtocol):
         self._datagrams_sent = self._datagrams_recv = 0
         self._bytes_sent = self._bytes_recv = 0
         self._stream_bytes = 0
+        self._dropped_bytes = 0
         self.budget: SendBudget | None = None
         """The connection's send budget, once admitted."""
 
@@ -178,13 +187,16 @@ class MoqConnection(QuicConnectionProtocol):
             bytes_sent=self._bytes_sent,
             bytes_recv=self._bytes_recv,
             stream_bytes_sent=self._stream_bytes,
+            dropped_bytes=self._dropped_bytes,
             peak_backlog_bytes=self.budget.peak_bytes if self.budget is not None else 0,
         )
 
     def backlog(self) -> int:
-        """Stream bytes handed to aioquic and not yet acknowledged by the peer. (aioquic keeps
-        them in each stream sender's `_buffer` until acked; it has no public accessor.)"""
-        return sum(len(s.sender._buffer) for s in self._quic._streams.values())
+        """Stream bytes the session queued or handed to aioquic and the peer has not yet
+        acknowledged. (aioquic keeps them in each stream sender's `_buffer` until acked; it
+        has no public accessor.)"""
+        queued = self.session.pending_bytes if self.session is not None else 0
+        return queued + sum(len(s.sender._buffer) for s in self._quic._streams.values())
 
     def stream_backlog(self, stream_id: int) -> int:
         """`backlog()` for one stream (0 once acked and discarded)."""
@@ -258,13 +270,12 @@ class MoqConnection(QuicConnectionProtocol):
                     self._to_session(h3_event)
                 else:
                     self._quic.stop_stream(h3_event.stream_id, stream_code_to_wire(1))
-            elif (
-                isinstance(h3_event, DataReceived)
-                and h3_event.stream_id == self._wt_session
-                and h3_event.stream_ended
-            ):
-                # CLOSE_WEBTRANSPORT_SESSION capsule (or a bare FIN): the session is over.
-                self._peer_closed_wt(h3_event.data)
+            elif isinstance(h3_event, DataReceived) and h3_event.stream_id == self._wt_session:
+                # Capsules on the CONNECT stream; its FIN ends the session.
+                if len(self._capsules) < _MAX_CAPSULE_BYTES:
+                    self._capsules += h3_event.data[: _MAX_CAPSULE_BYTES - len(self._capsules)]
+                if h3_event.stream_ended:
+                    self._peer_closed_wt(bytes(self._capsules))
         if isinstance(event, StreamReset | StopSendingReceived) and (
             event.stream_id in self._wt_streams or event.stream_id in self._local_bidi
         ):
@@ -286,12 +297,8 @@ class MoqConnection(QuicConnectionProtocol):
         self._admit(parsed, allocator)
 
     def _peer_closed_wt(self, data: bytes) -> None:
-        code: int = SessionCode.NO_ERROR
-        reason = "closed"
-        if len(data) >= 6 and data[:2] == b"\x68\x43":
-            body = data[3:]  # type 0x2843 is two bytes; the length is one for short reasons
-            code = int.from_bytes(body[:4], "big")
-            reason = body[4:].decode("utf-8", "replace")
+        capsule = parse_close_capsule(data)
+        code, reason = capsule if capsule is not None else (SessionCode.NO_ERROR, "closed")
         self._terminated(code, reason)
         self.close()
 
@@ -328,6 +335,7 @@ class MoqConnection(QuicConnectionProtocol):
             budget=self.budget,
             meter_for=decision.meter_for,
             root=decision.root,
+            track_wait_s=decision.track_wait_s,
         )
         if decision.ingest is not None:
             self.subscriber = Subscriber(session, open_broadcast=decision.ingest, flush=self.flush)
@@ -392,6 +400,7 @@ class MoqConnection(QuicConnectionProtocol):
                 with contextlib.suppress(ValueError, AssertionError):  # stream already gone
                     quic.send_stream_data(command.stream_id, command.data, command.end_stream)
             elif isinstance(command, ResetStream):
+                self._dropped_bytes += self.stream_backlog(command.stream_id)
                 with contextlib.suppress(ValueError, AssertionError):
                     quic.reset_stream(command.stream_id, stream_code_to_wire(command.code))
             elif isinstance(command, StopSending):

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aioquic.h3.connection import H3Connection
 from aioquic.quic.connection import QuicConnection
 
-from gateway.moq.wire import Version, encode_varint, version_for_alpn
+from gateway.moq.wire import Version, encode_varint, take_varint, version_for_alpn
 
 __all__ = [
     "CLOSE_WEBTRANSPORT_SESSION",
@@ -25,6 +25,7 @@ __all__ = [
     "WebTransportAllocator",
     "accept_headers",
     "close_capsule",
+    "parse_close_capsule",
     "parse_connect",
     "parse_sf_string_list",
     "refuse_headers",
@@ -45,14 +46,14 @@ class ConnectRequest:
 
     `transport`: `quic` (raw QUIC, ALPN = version) or `webtransport`. `path`: the URL path
     without its leading `/` (`""` on raw QUIC lite-03/04, which carries none). `query`: the
-    URL query (e.g. `{"jwt": ...}`: secret, never logged). `authority`: `:authority` on
+    URL query (e.g. `{"jwt": ...}`: secret, kept out of the repr). `authority`: `:authority` on
     WebTransport, the TLS server name on raw QUIC (`""` if none). `peer`: `host:port`.
     """
 
     transport: Transport
     version: Version
     path: str = ""
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict, repr=False)
     authority: str = ""
     peer: str = ""
 
@@ -139,6 +140,22 @@ def accept_headers(version: Version) -> list[tuple[bytes, bytes]]:
 def refuse_headers(status: int) -> list[tuple[bytes, bytes]]:
     """A refusal (`status` 4xx/5xx) of a CONNECT or any other request."""
     return [(b":status", str(status).encode())]
+
+
+def parse_close_capsule(data: bytes) -> tuple[int, str] | None:
+    """`(code, reason)` of a CLOSE_WEBTRANSPORT_SESSION capsule at the start of `data`, or
+    `None` when `data` does not start with a whole one."""
+    got = take_varint(data)
+    if got is None or got[0] != CLOSE_WEBTRANSPORT_SESSION:
+        return None
+    got_len = take_varint(data, got[1])
+    if got_len is None:
+        return None
+    size, start = got_len
+    body = data[start : start + size]
+    if len(body) != size or size < 4:
+        return None
+    return int.from_bytes(body[:4], "big"), body[4:].decode("utf-8", "replace")
 
 
 def close_capsule(code: int, reason: str) -> bytes:
