@@ -1,8 +1,10 @@
 """moqsrt's edges to the outside: the SRT server (libsrt via ctypes), MoQ, HTTP, CLI, sinks.
 
-The embedding API is re-exported here: `Server`, `Publish`, `Subscribe`, `run`, `AuthDecision`,
-`ServerConfig` (from `gateway.server`) and `SessionRecord` (from `gateway.session`). They load
-on first use, so `import gateway.config` (or the CLI's start-up) does not pull in libsrt.
+The embedding API is re-exported here: `Server` and `run` (from `gateway.server`), `Publish`
+(`gateway.publish`), `Subscribe` (`gateway.subscribe`), `AuthDecision` and `AuthHook`
+(`gateway.auth`), `ServerConfig` (`gateway.server_config`), `SessionRecord` and `SessionSink`
+(`gateway.session`), `StreamRequest` and `StreamIdError` (`gateway.streamid`). They load on
+first use, so `import gateway.config` (or the CLI's start-up) does not pull in libsrt.
 
 ```python
 from gateway import Server
@@ -22,17 +24,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.server import (
-        AuthDecision,
-        AuthHook,
-        Publish,
-        Server,
-        ServerConfig,
-        Subscribe,
-        run,
-    )
+    from gateway.auth import AuthDecision, AuthHook
+    from gateway.publish import Publish
+    from gateway.server import Server, run
+    from gateway.server_config import ServerConfig
     from gateway.session import SessionRecord, SessionSink
     from gateway.streamid import StreamIdError, StreamRequest
+    from gateway.subscribe import Subscribe
 
 __all__ = [
     "AuthDecision",
@@ -49,12 +47,12 @@ __all__ = [
 ]
 
 _HOME = {
-    "AuthDecision": "gateway.server",
-    "AuthHook": "gateway.server",
-    "Publish": "gateway.server",
+    "AuthDecision": "gateway.auth",
+    "AuthHook": "gateway.auth",
+    "Publish": "gateway.publish",
     "Server": "gateway.server",
-    "ServerConfig": "gateway.server",
-    "Subscribe": "gateway.server",
+    "ServerConfig": "gateway.server_config",
+    "Subscribe": "gateway.subscribe",
     "run": "gateway.server",
     "SessionRecord": "gateway.session",
     "SessionSink": "gateway.session",

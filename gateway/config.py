@@ -16,10 +16,6 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
-DEFAULT_SRT = "0.0.0.0:9000"
-DEFAULT_MOQ = "0.0.0.0:4443"
-DEFAULT_HTTP = "0.0.0.0:8080"
-
 
 class ConfigError(GatewayError, ValueError):
     """A configuration value that cannot be used; `key` names the setting."""
@@ -76,12 +72,19 @@ _ADDRESS_KEYS = {"srt", "moq", "http"}
 
 
 def parse_address(key: str, value: str) -> tuple[str, int] | None:
-    """Parse `host:port` (or `off`) into `(host, port)`; ConfigError naming `key` otherwise."""
+    """Parse `host:port` (or `off`, giving None) into `(host, port)`; ConfigError naming `key`
+    otherwise."""
     if value.strip().lower() == "off":
         return None
+    return parse_host_port(key, value, expected="host:port or 'off'")
+
+
+def parse_host_port(key: str, value: str, *, expected: str = "host:port") -> tuple[str, int]:
+    """Parse `host:port` (`[v6]:port`; an empty host means 0.0.0.0) into `(host, port)`;
+    ConfigError (a ValueError) naming `key` otherwise."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ConfigError(key, f"expected host:port or 'off', got {value!r}")
+        raise ConfigError(key, f"expected {expected}, got {value!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ConfigError(key, f"port {port} is out of range 0..65535")

@@ -19,7 +19,8 @@ from typing import IO, Any
 from model import BroadcastProducer, CachePool, Usage
 from mux import Problem, TsImporter
 
-CHUNK_BYTES = 1 << 20
+READ_BYTES = 1 << 20
+"""How much of the input one read asks for (bytes)."""
 _PROGRESS_EVERY_S = 0.25
 
 
@@ -76,7 +77,7 @@ def probe_stream(source: IO[bytes], total_bytes: int | None = None) -> dict[str,
     started = time.perf_counter()
     done = 0
     try:
-        while chunk := source.read(CHUNK_BYTES):
+        while chunk := source.read(READ_BYTES):
             importer.feed(chunk)
             done += len(chunk)
             progress.update(done)

@@ -27,8 +27,9 @@ from gateway.moq.cert import load_certificate
 from gateway.moq.certstore import ensure_self_signed, renew_loop
 from gateway.moq.server import MoqServer
 from gateway.moq.upstream import UPSTREAM_TIER, Upstream
-from gateway.server import Server, ServerConfig
+from gateway.server import Server
 from gateway.server import run as run_server
+from gateway.server_config import ServerConfig
 from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")

@@ -20,8 +20,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-Role = Literal["ingress", "egress"]
-"""`ingress`: a publisher sending TS in; `egress`: a viewer pulling TS out."""
+from model import Role
 
 Outcome = Literal["eof", "error", "timeout", "closed", "rejected"]
 """How a session ended: `eof` the publisher finished or the broadcast ended cleanly; `error` the

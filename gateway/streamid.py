@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from gateway.errors import GatewayError
+from gateway.srt.lib import MAX_STREAM_ID_CHARS
 
 Mode = Literal["publish", "request"]
 """What a caller wants: `publish` sends TS into the gateway, `request` pulls TS out of it."""
 
 Form = Literal["access", "mediamtx", "plain"]
 """Which stream id syntax a caller used: `#!::` access control, MediaMTX, or a raw resource."""
-
-MAX_STREAM_ID_CHARS: Final = 512
-"""libsrt's limit for SRTO_STREAMID; longer ids are refused (1400)."""
 
 _ACCESS_PREFIX: Final = "#!::"
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")

@@ -21,13 +21,21 @@ from model.group import GroupConsumer, GroupProducer
 from model.origin import Announce, AnnounceConsumer, Origin, PublisherPolicy
 from model.path import normalize_path, path_has_prefix
 from model.pool import DEFAULT_BUDGET_BYTES, DEFAULT_MAX_GROUP_BYTES, CachePool
-from model.stats import BroadcastStats, Role, StatsEntry, StatsGuard, StatsHandle
+from model.stats import (
+    DEFAULT_VIEWER_IDS_MAX,
+    BroadcastStats,
+    Role,
+    StatsEntry,
+    StatsGuard,
+    StatsHandle,
+)
 from model.track import TrackConsumer, TrackInfo, TrackProducer, wait_any
 from model.usage import Usage
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
     "DEFAULT_MAX_GROUP_BYTES",
+    "DEFAULT_VIEWER_IDS_MAX",
     "Announce",
     "AnnounceConsumer",
     "BroadcastConsumer",

@@ -62,7 +62,8 @@ class Duplicate(ModelError):
 
 class Evicted(ModelError):
     """The cache dropped a group: `reason` is `"age"` (older than the track's `latency_max_s`),
-    `"budget"` (the `CachePool` byte budget) or `"size"` (the group outgrew the pool's
+    `"budget"` (the `CachePool` byte budget: a track's latest group only when nothing older
+    was cached anywhere in the pool) or `"size"` (the group outgrew the pool's
     `max_group_bytes`). Consumers of that group see it; the producer's next write raises `Closed`.
     """
 

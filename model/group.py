@@ -196,8 +196,11 @@ class GroupProducer:
     def write_frame(self, payload: bytes) -> None:
         """Append one frame (`payload` is kept, not copied).
 
-        Raises `Closed` after `finish()`/`abort()` or once the cache evicted the group (a group
-        growing past `CachePool.max_group_bytes` is evicted by the write that overflows it).
+        Raises `Closed` after `finish()`/`abort()` or once the cache evicted the group: a group
+        growing past `CachePool.max_group_bytes` is evicted by the write that overflows it (which
+        raises); a write that takes the pool over its budget when only latest groups are cached
+        may evict this very group, the largest (that write returns, the next raises). Either
+        way the track goes on with its next group.
         """
         # Inlined copy of _GroupState.write: this is the per-frame hot path.
         st = self._state

@@ -1,9 +1,10 @@
 """Tracks: a sequence of groups numbered from 0, written by one `TrackProducer` and read by any
 number of `TrackConsumer`s, each with its own cursor.
 
-The track caches its groups: the latest (highest sequence) is never evicted; older ones expire
-`latency_max_s` after a newer group superseded them (checked when a group is created, on the
-injected clock) or when the `CachePool` budget needs room. `finish()` lets consumers drain the
+The track caches its groups: older ones expire `latency_max_s` after a newer group superseded
+them (checked when a group is created, on the injected clock) or when the `CachePool` budget
+needs room; the latest (highest sequence) never expires, and the budget takes it only when
+nothing older is left anywhere in the pool (see `CachePool`). `finish()` lets consumers drain the
 cache and then end; `abort(err)` clears it and consumers raise `err`; a producer dropped without
 either logs a warning and consumers get `Dropped`.
 """
@@ -105,6 +106,9 @@ class _TrackState:
                 previous.superseded_s = now
             self.latest = group
             self.max_sequence = sequence
+        elif sequence == self.max_sequence:
+            # Not a duplicate, so the budget evicted the latest group: this one replaces it.
+            self.latest = group
         else:
             group.superseded_s = now  # arrived late: never the latest
         groups[sequence] = group
@@ -132,7 +136,8 @@ class _TrackState:
             self.evict(group, "age")
 
     def stalest_group(self) -> _GroupState | None:
-        """The oldest cached group other than the latest (the pool's eviction candidate)."""
+        """The oldest cached group other than the latest (the pool's first eviction candidate;
+        the latest itself is `latest`, which stays set after the budget evicted it)."""
         latest = self.latest
         for group in self.groups.values():
             if group is not latest:
@@ -208,7 +213,8 @@ class TrackProducer:
         """Create group `sequence` (any order; relays keep upstream numbering).
 
         Raises `Duplicate` when that sequence is cached, `Closed` after the track ended, and
-        `ValueError` for a negative sequence. An evicted sequence may be created again.
+        `ValueError` for a negative sequence. An evicted sequence may be created again (the
+        latest sequence, evicted by the budget, is then the latest again).
         """
         return GroupProducer(self._state.new_group(sequence))
 

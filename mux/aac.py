@@ -2,14 +2,17 @@
 
 `parse_adts` reads one ADTS header; `audio_specific_config` builds the 2-byte (or, for a rate
 outside the index table, 5-byte) AudioSpecificConfig the catalog carries as `description`.
-The framing loop lives in `mux.audio.AudioFramer`; `ADTS` adapts this module to it.
+The framing loop lives in `mux.audio.AudioFramer`; `ADTS` adapts this module to it. For the
+exporter, `adts_fields_from_asc` / `adts_fields_from_params` find the ADTS fields of a catalog
+entry and `adts_header` writes the header.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mux.errors import MalformedBitstream
+from mux.errors import Malformed, MalformedBitstream
+from mux.nal import BitReader
 
 #: samplingFrequencyIndex -> Hz (ISO/IEC 14496-3 table 1.18); 13 and 14 are reserved.
 SAMPLE_RATES = (
@@ -55,11 +58,6 @@ class AdtsHeader:
         return CHANNELS[self.channel_config]
 
 
-def is_sync(data: bytes, pos: int) -> bool:
-    """True if an ADTS sync word (12 ones, layer 00) starts at `pos` (needs 2 bytes)."""
-    return data[pos] == 0xFF and (data[pos + 1] & 0xF6) == 0xF0
-
-
 def parse_adts(data: bytes, pos: int = 0) -> AdtsHeader:
     """Parse the ADTS header at `data[pos:]` (at least 7 bytes; `MalformedBitstream` if not one)."""
     if len(data) - pos < ADTS_HEADER:
@@ -96,3 +94,83 @@ def audio_specific_config(object_type: int, sample_rate: int, channel_config: in
         return bits.to_bytes(2, "big")
     value = (object_type << 35) | (0xF << 31) | (sample_rate << 7) | (channel_config << 3)
     return value.to_bytes(5, "big")
+
+
+#: ADTS header fields that stay the same for a stream: (profile, sampling index, channel config).
+AdtsFields = tuple[int, int, int]
+
+
+def _sampling_index(bits: BitReader) -> int:
+    index = bits.u(4)
+    if index == 15:
+        rate = bits.u(24)
+        if rate not in SAMPLE_RATES:
+            raise Malformed(f"sample rate {rate} Hz has no ADTS sampling index")
+        index = SAMPLE_RATES.index(rate)
+    return index
+
+
+def _object_type(bits: BitReader) -> int:
+    aot = bits.u(5)
+    return 32 + bits.u(6) if aot == 31 else aot
+
+
+def adts_fields_from_asc(asc: bytes) -> AdtsFields:
+    """Return (ADTS profile, sampling index, channel config) for an AudioSpecificConfig.
+
+    HE-AAC (object type 5 or 29) is written as its AAC-LC core with the core sample rate
+    (implicit SBR signalling, as ADTS streams carry it). Raises `Malformed` when ADTS cannot
+    describe the stream (object types other than AAC Main/LC/SSR/LTP, or a bad config).
+    """
+    bits = BitReader(asc)
+    try:
+        aot = _object_type(bits)
+        sfi = _sampling_index(bits)
+        channels = bits.u(4)
+        if aot in (5, 29):
+            _sampling_index(bits)
+            aot = _object_type(bits)
+    except MalformedBitstream as exc:
+        raise MalformedBitstream("AudioSpecificConfig truncated", offset=len(asc)) from exc
+    if not 1 <= aot <= 4:
+        raise Malformed(f"audio object type {aot} cannot be carried in ADTS")
+    if sfi > 12:
+        raise Malformed(f"sampling frequency index {sfi} is reserved")
+    return aot - 1, sfi, channels
+
+
+def adts_fields_from_params(aot: int, sample_rate: int, channels: int) -> AdtsFields:
+    """Return ADTS fields from a codec string's object type, a sample rate and channel count.
+
+    For HE-AAC (5, 29) the catalog's rate is the output rate, twice the AAC-LC core's. Raises
+    `ValueError` when ADTS cannot describe them.
+    """
+    if aot in (5, 29):
+        aot, sample_rate = 2, sample_rate // 2
+    if not 1 <= aot <= 4:
+        raise ValueError(f"audio object type {aot} cannot be carried in ADTS")
+    if sample_rate not in SAMPLE_RATES:
+        raise ValueError(f"sample rate {sample_rate} Hz has no ADTS sampling index")
+    if not 1 <= channels <= 8:
+        raise ValueError(f"{channels} channels have no AAC channel configuration")
+    return aot - 1, SAMPLE_RATES.index(sample_rate), 7 if channels == 8 else channels
+
+
+def adts_header(fields: AdtsFields, payload_bytes: int) -> bytes:
+    """The 7-byte ADTS header (no CRC) of a raw AAC frame of `payload_bytes`; `Malformed` if
+    the frame is too long for ADTS's 13-bit frame_length."""
+    frame_length = payload_bytes + ADTS_HEADER
+    if frame_length > 0x1FFF:
+        raise Malformed(f"a {payload_bytes}-byte AAC frame exceeds ADTS's 8191-byte limit")
+    profile, sfi, channels = fields
+    return bytes(
+        (
+            0xFF,
+            0xF1,
+            (profile << 6) | (sfi << 2) | (channels >> 2),
+            ((channels & 3) << 6) | (frame_length >> 11),
+            (frame_length >> 3) & 0xFF,
+            ((frame_length & 7) << 5) | 0x1F,
+            0xFC,
+        )
+    )

@@ -209,7 +209,7 @@ class Adts:
     min_header = aac.ADTS_HEADER
 
     def find_sync(self, data: bytes, pos: int) -> int:
-        # ADTS: 0xFFF sync word, layer 00 (aac.is_sync)
+        # ADTS: 0xFFF sync word, layer 00 (checked again by aac.parse_adts)
         return find_two_byte_sync(data, pos, b"\xff", 0xF6, 0xF0)
 
     def parse(self, data: bytes, pos: int) -> FrameInfo:

@@ -23,38 +23,47 @@ Output layout (one program):
 - Video is Annex-B with an access unit delimiter first; AAC gets a 7-byte ADTS header.
 - Chunks: the packets one push produced, cut into 1316-byte pieces (the last may be shorter),
   all stamped with that frame's time; a frame's bytes never share a chunk with the next one's.
+
+This module is the facade: PIDs, PSI and PCR cadence, DTS authoring, the start at a keyframe.
+Behind it: `mux.export_plan` (which tracks, and how), `mux.export_pes` (one frame's PES and
+codec headers), `mux.ts_mux` (packetization, sections) and `mux.ts_chunks` (the output units).
 """
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import NamedTuple
 
-from mux.aac import SAMPLE_RATES
 from mux.catalog import AudioConfig, Catalog, VideoConfig
 from mux.container import decode_frame
 from mux.errors import Malformed
+from mux.export_pes import frame_parts
+from mux.export_plan import TrackPlan, Unexportable, plan_track
+from mux.problems import ExportProblem, ExportProblemKind
+from mux.ts_chunks import CHUNK_BYTES, TsChunk, TsFrame, cut_chunks, cut_payloads
 from mux.ts_mux import (
     PAT_PID,
     PCR_PER_90K,
-    TS_PACKET_BYTES,
     BytesLike,
     PidWriter,
     PmtStream,
-    StreamId,
-    StreamType,
-    opus_extension_descriptor,
     pat_section,
-    pes_header,
     pmt_section,
-    registration_descriptor,
 )
 
-#: Largest chunk the exporter returns: 7 packets, the SRT live-mode payload.
-CHUNK_BYTES = 7 * TS_PACKET_BYTES
+__all__ = [
+    "CHUNK_BYTES",
+    "DEFAULT_PCR_DELAY_MS",
+    "DEFAULT_REORDER_MS",
+    "ExportProblem",
+    "ExportProblemKind",
+    "ExportStats",
+    "TsChunk",
+    "TsExporter",
+    "TsFrame",
+    "cut_chunks",
+    "cut_payloads",
+]
 
 PMT_PID = 0x1000
 FIRST_ES_PID = 0x100
@@ -75,61 +84,6 @@ _MAX_PROBLEMS = 64
 #: Audio frames held, all tracks together, while waiting for the first video keyframe.
 _HELD_FRAMES = 128
 
-_H264_AUD = b"\x00\x00\x00\x01\x09\xf0"
-_H265_AUD = b"\x00\x00\x00\x01\x46\x01\x50"
-_START_CODE = b"\x00\x00\x00\x01"
-
-
-class TsChunk(NamedTuple):
-    """A run of whole TS packets (`data`, a multiple of 188 bytes, at most 1316) to send as one
-    SRT message, and the media time it belongs to in microseconds (`media_ts_us`).
-
-    `media_ts_us` is the decode time of the frame that produced the packets (for video the
-    authored DTS, for audio the PTS), never lower than the previous chunk's, so a pacer can send
-    each chunk at `anchor + (media_ts_us - base)`. Chunks of different frames never share one.
-    The chunk holding a video keyframe's first packet (random_access_indicator set) starts
-    with PAT and PMT, so a sender that skipped data can resume at it.
-
-    A named tuple rather than a frozen dataclass: the exporter makes one per 1316 bytes, and a
-    frozen dataclass costs three times as much to build (tests/bench/bench_export.py).
-    """
-
-    data: bytes
-    media_ts_us: int
-
-
-class TsFrame(NamedTuple):
-    """The TS packets one frame produced (`data`, whole packets: PAT/PMT and PCR packets due
-    before it, then its PES), and the media time they belong to in microseconds (`media_ts_us`,
-    as in `TsChunk`). `data` is handed over: the exporter never touches it again.
-    `cut_chunks` turns frames into the `TsChunk`s that `TsExporter.push` returns.
-    """
-
-    data: bytearray
-    media_ts_us: int
-
-
-class ExportProblemKind(StrEnum):
-    """What went wrong with the input (never with the caller's use of the API)."""
-
-    UNSUPPORTED_CODEC = "unsupported_codec"
-    UNSUPPORTED_CONTAINER = "unsupported_container"
-    BAD_CONFIG = "bad_config"
-    MALFORMED_FRAME = "malformed_frame"
-    REORDER_TOO_DEEP = "reorder_too_deep"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExportProblem:
-    """One problem found in the broadcast being exported; `track` is None for the catalog.
-
-    Each (kind, track) pair is reported once; `ExportStats` counts every occurrence.
-    """
-
-    kind: ExportProblemKind
-    track: str | None
-    message: str
-
 
 @dataclass(slots=True)
 class ExportStats:
@@ -146,41 +100,9 @@ class ExportStats:
     problems: int = 0
 
 
-class _Codec(StrEnum):
-    H264 = "h264"
-    H265 = "h265"
-    AAC = "aac"
-    MPEG_AUDIO = "mpeg_audio"
-    AC3 = "ac3"
-    EAC3 = "eac3"
-    OPUS = "opus"
-
-
-@dataclass(slots=True, kw_only=True)
-class _TrackPlan:
-    """How one catalog rendition is written: what the PMT says and how frames are framed."""
-
-    name: str
-    codec: _Codec
-    stream_type: int
-    stream_id: int
-    descriptors: bytes = b""
-    #: Video with `description`: NAL length size and the parameter sets in Annex-B form.
-    nal_length_size: int = 0
-    parameter_sets: bytes = b""
-    #: AAC: the first 3 bytes of every ADTS header plus the channel bits of byte 3.
-    adts_profile_sfi_ch: tuple[int, int, int] = (0, 0, 0)
-    #: What decides whether a new catalog is a change (codec string, description, ...).
-    signature: tuple[object, ...] = ()
-
-    @property
-    def is_video(self) -> bool:
-        return self.codec in (_Codec.H264, _Codec.H265)
-
-
 @dataclass(slots=True, kw_only=True)
 class _Track:
-    plan: _TrackPlan
+    plan: TrackPlan
     writer: PidWriter
     started: bool = False
     max_pts_90k: int = -1
@@ -274,15 +196,14 @@ class TsExporter:
         If what the PMT describes changes, the PMT version is bumped and PAT/PMT go out before
         the next frame.
         """
-        plans: list[_TrackPlan] = []
-        for name in sorted(catalog.video):
-            plan = self._plan_video(name, catalog.video[name])
-            if plan is not None:
-                plans.append(plan)
-        for name in sorted(catalog.audio):
-            plan = self._plan_audio(name, catalog.audio[name])
-            if plan is not None:
-                plans.append(plan)
+        plans: list[TrackPlan] = []
+        renditions: list[tuple[str, VideoConfig | AudioConfig]] = sorted(catalog.video.items())
+        renditions += sorted(catalog.audio.items())
+        for name, cfg in renditions:
+            try:
+                plans.append(plan_track(name, cfg))
+            except Unexportable as exc:
+                self._problem(exc.kind, name, str(exc))
 
         tracks: dict[str, _Track] = {}
         for plan in plans:
@@ -339,135 +260,6 @@ class TsExporter:
             )
             self._psi_due = True
 
-    def _plan_video(self, name: str, cfg: VideoConfig) -> _TrackPlan | None:
-        if cfg.container.kind != "legacy":
-            self._problem(
-                ExportProblemKind.UNSUPPORTED_CONTAINER,
-                name,
-                f"video track {name!r} uses container {cfg.container.kind!r}; only legacy "
-                "frames can be muxed into MPEG-TS, so the track is skipped",
-            )
-            return None
-        family = cfg.codec.split(".", 1)[0]
-        if family in ("avc1", "avc3"):
-            codec, stream_type, descriptors = _Codec.H264, StreamType.H264, b""
-        elif family in ("hev1", "hvc1"):
-            codec, stream_type = _Codec.H265, StreamType.H265
-            descriptors = registration_descriptor(b"HEVC")
-        else:
-            self._problem(
-                ExportProblemKind.UNSUPPORTED_CODEC,
-                name,
-                f"video track {name!r} has codec {cfg.codec!r}; MPEG-TS export supports H.264 "
-                "and H.265, so the track is skipped",
-            )
-            return None
-        plan = _TrackPlan(
-            name=name,
-            codec=codec,
-            stream_type=stream_type,
-            stream_id=StreamId.VIDEO_0,
-            descriptors=descriptors,
-            signature=(cfg.codec, cfg.description),
-        )
-        if cfg.description is not None:
-            try:
-                if codec is _Codec.H264:
-                    plan.nal_length_size, plan.parameter_sets = parse_avcc(cfg.description)
-                else:
-                    plan.nal_length_size, plan.parameter_sets = parse_hvcc(cfg.description)
-            except Malformed as exc:
-                self._problem(
-                    ExportProblemKind.BAD_CONFIG,
-                    name,
-                    f"video track {name!r}: its description does not parse ({exc}); the "
-                    "track is skipped",
-                )
-                return None
-        return plan
-
-    def _plan_audio(self, name: str, cfg: AudioConfig) -> _TrackPlan | None:
-        if cfg.container.kind != "legacy":
-            self._problem(
-                ExportProblemKind.UNSUPPORTED_CONTAINER,
-                name,
-                f"audio track {name!r} uses container {cfg.container.kind!r}; only legacy "
-                "frames can be muxed into MPEG-TS, so the track is skipped",
-            )
-            return None
-        codec_str = cfg.codec.lower()
-        signature = (cfg.codec, cfg.description, cfg.sample_rate, cfg.channels)
-        if codec_str in ("mp2", "mp3", "mp4a.6b", "mp4a.69", "mp4a.40.34"):
-            stream_type = (
-                StreamType.MPEG2_AUDIO if codec_str == "mp4a.69" else StreamType.MPEG1_AUDIO
-            )
-            return _TrackPlan(
-                name=name,
-                codec=_Codec.MPEG_AUDIO,
-                stream_type=stream_type,
-                stream_id=StreamId.AUDIO_0,
-                signature=signature,
-            )
-        if codec_str.startswith("mp4a.40."):
-            try:
-                if cfg.description is not None:
-                    adts = adts_fields_from_asc(cfg.description)
-                else:
-                    adts = adts_fields_from_params(
-                        int(codec_str.rsplit(".", 1)[1]), cfg.sample_rate, cfg.channels
-                    )
-            except (Malformed, ValueError) as exc:
-                self._problem(
-                    ExportProblemKind.BAD_CONFIG,
-                    name,
-                    f"audio track {name!r} ({cfg.codec}): no ADTS header can describe it "
-                    f"({exc}); the track is skipped",
-                )
-                return None
-            return _TrackPlan(
-                name=name,
-                codec=_Codec.AAC,
-                stream_type=StreamType.ADTS_AAC,
-                stream_id=StreamId.AUDIO_0,
-                adts_profile_sfi_ch=adts,
-                signature=signature,
-            )
-        if codec_str in ("ac-3", "ec-3"):
-            ac3 = codec_str == "ac-3"
-            return _TrackPlan(
-                name=name,
-                codec=_Codec.AC3 if ac3 else _Codec.EAC3,
-                stream_type=StreamType.AC3 if ac3 else StreamType.EAC3,
-                stream_id=StreamId.PRIVATE_STREAM_1,
-                descriptors=registration_descriptor(b"AC-3" if ac3 else b"EAC3"),
-                signature=signature,
-            )
-        if codec_str == "opus":
-            if not 1 <= cfg.channels <= 8:
-                self._problem(
-                    ExportProblemKind.BAD_CONFIG,
-                    name,
-                    f"audio track {name!r}: Opus with {cfg.channels} channels has no MPEG-TS "
-                    "channel configuration; the track is skipped",
-                )
-                return None
-            return _TrackPlan(
-                name=name,
-                codec=_Codec.OPUS,
-                stream_type=StreamType.PES_PRIVATE_DATA,
-                stream_id=StreamId.PRIVATE_STREAM_1,
-                descriptors=registration_descriptor(b"Opus")
-                + opus_extension_descriptor(cfg.channels),
-                signature=signature,
-            )
-        self._problem(
-            ExportProblemKind.UNSUPPORTED_CODEC,
-            name,
-            f"audio track {name!r} has codec {cfg.codec!r}; MPEG-TS export supports AAC, "
-            "MP2/MP3, AC-3, E-AC-3 and Opus, so the track is skipped",
-        )
-        return None
-
     def _problem(self, kind: ExportProblemKind, track: str | None, message: str) -> None:
         self.stats.problems += 1
         key = (kind, track)
@@ -506,17 +298,6 @@ class TsExporter:
         self.stats.frames_in += 1
         return self._mux(track, timestamp_us, payload, keyframe)
 
-    def push_media(
-        self, track: str, timestamp_us: int, payload: BytesLike, *, keyframe: bool
-    ) -> list[TsChunk]:
-        """Mux one frame given as its presentation time (µs) and codec payload; see `push`.
-
-        `payload` is read during the call (audio arriving before the first video keyframe is
-        copied and held until it, then written if it is not older than the keyframe's DTS).
-        """
-        self.stats.frames_in += 1
-        return cut_chunks(self._mux(track, timestamp_us, payload, keyframe))
-
     def _mux(
         self, track: str, timestamp_us: int, payload: BytesLike, keyframe: bool
     ) -> list[TsFrame]:
@@ -547,7 +328,7 @@ class TsExporter:
             tag_us = timestamp_us
 
         try:
-            prefix, body = self._frame_parts(state, pts, dts, payload, keyframe)
+            prefix, body = frame_parts(plan, pts, dts, payload, keyframe)
         except Malformed as exc:
             stats.frames_dropped += 1
             self._problem(
@@ -634,238 +415,3 @@ class TsExporter:
             dts = pts
         state.last_dts_90k = dts
         return dts
-
-    def _frame_parts(
-        self, state: _Track, pts: int, dts: int, payload: BytesLike, keyframe: bool
-    ) -> tuple[bytes, BytesLike]:
-        """Return (PES header + small codec header, body) for one frame."""
-        plan = state.plan
-        codec = plan.codec
-        if codec is _Codec.H264 or codec is _Codec.H265:
-            h264 = codec is _Codec.H264
-            body: BytesLike = payload
-            if plan.nal_length_size:
-                body = length_prefixed_to_annexb(payload, plan.nal_length_size)
-                if keyframe:
-                    body = plan.parameter_sets + body
-            aud = b""
-            if not _starts_with_aud(body, h264=h264):
-                aud = _H264_AUD if h264 else _H265_AUD
-            header = pes_header(plan.stream_id, pts_90k=pts, dts_90k=dts, payload_bytes=None)
-            return header + aud, body
-        size = len(payload)
-        if codec is _Codec.AAC:
-            frame_length = size + 7
-            if frame_length > 0x1FFF:
-                raise Malformed(f"a {size}-byte AAC frame exceeds ADTS's 8191-byte limit")
-            profile, sfi, channels = plan.adts_profile_sfi_ch
-            adts = bytes(
-                (
-                    0xFF,
-                    0xF1,
-                    (profile << 6) | (sfi << 2) | (channels >> 2),
-                    ((channels & 3) << 6) | (frame_length >> 11),
-                    (frame_length >> 3) & 0xFF,
-                    ((frame_length & 7) << 5) | 0x1F,
-                    0xFC,
-                )
-            )
-            return pes_header(plan.stream_id, pts_90k=pts, payload_bytes=7 + size) + adts, payload
-        if codec is _Codec.OPUS:
-            control = bytearray(b"\x7f\xe0")
-            remaining = size
-            while remaining >= 255:
-                control.append(255)
-                remaining -= 255
-            control.append(remaining)
-            header = pes_header(plan.stream_id, pts_90k=pts, payload_bytes=len(control) + size)
-            return header + control, payload
-        return pes_header(plan.stream_id, pts_90k=pts, payload_bytes=size), payload
-
-
-_CHUNK_STRUCT = struct.Struct(f"{CHUNK_BYTES}s")
-
-
-def cut_chunks(frames: list[TsFrame]) -> list[TsChunk]:
-    """Cut each frame into chunks of 1316 bytes from its start (its last chunk may be shorter),
-    stamped with its `media_ts_us`.
-
-    A hot loop (one object per 1316 bytes): `tuple.__new__` skips NamedTuple's Python-level
-    constructor.
-    """
-    new = tuple.__new__
-    return [new(TsChunk, (data, ts)) for out, ts in frames for data in cut_payloads(out)]
-
-
-def cut_payloads(data: BytesLike, start: int = 0) -> list[bytes]:
-    """`data[start:]` (whole TS packets) as SRT payloads: 1316 bytes each, the last shorter.
-
-    `Struct.iter_unpack` slices in C, one copy per payload.
-    """
-    view = memoryview(data)[start:]
-    whole = len(view) // CHUNK_BYTES * CHUNK_BYTES
-    payloads = [payload for (payload,) in _CHUNK_STRUCT.iter_unpack(view[:whole])]
-    if whole < len(view):
-        payloads.append(view[whole:].tobytes())
-    return payloads
-
-
-def _starts_with_aud(data: BytesLike, *, h264: bool) -> bool:
-    if len(data) < 5:
-        return False
-    if data[0] != 0 or data[1] != 0:
-        return False
-    if data[2] == 1:
-        nal = data[3]
-    elif data[2] == 0 and data[3] == 1:
-        nal = data[4]
-    else:
-        return False
-    return (nal & 0x1F) == 9 if h264 else ((nal >> 1) & 0x3F) == 35
-
-
-def length_prefixed_to_annexb(data: BytesLike, length_size: int) -> bytes:
-    """Rewrite length-prefixed NAL units (avcC/hvcC sample format) with 4-byte start codes.
-
-    Raises `Malformed` if a length runs past the end of `data`.
-    """
-    view = memoryview(data).cast("B")
-    parts: list[BytesLike] = []
-    offset = 0
-    end = len(view)
-    while offset < end:
-        if offset + length_size > end:
-            raise Malformed("NAL length field truncated", offset=offset)
-        size = int.from_bytes(view[offset : offset + length_size], "big")
-        offset += length_size
-        if offset + size > end:
-            raise Malformed(f"NAL of {size} bytes runs past the frame", offset=offset)
-        parts.append(_START_CODE)
-        parts.append(view[offset : offset + size])
-        offset += size
-    return b"".join(parts)
-
-
-def parse_avcc(description: bytes) -> tuple[int, bytes]:
-    """Return (NAL length size, SPS and PPS as Annex-B) from an avcC record; `Malformed` if bad."""
-    try:
-        if len(description) < 7 or description[0] != 1:
-            raise Malformed("avcC: not a version 1 record", offset=0)
-        length_size = (description[4] & 3) + 1
-        parts: list[bytes] = []
-        offset = 5
-        for count_mask in (0x1F, 0xFF):
-            count = description[offset] & count_mask
-            offset += 1
-            offset = _read_nal_array(description, offset, count, parts, "avcC")
-    except IndexError as exc:
-        raise Malformed("avcC: truncated", offset=len(description)) from exc
-    if length_size == 3:
-        raise Malformed("avcC: 3-byte NAL lengths are not allowed", offset=4)
-    return length_size, b"".join(parts)
-
-
-def _read_nal_array(
-    description: bytes, offset: int, count: int, parts: list[bytes], record: str
-) -> int:
-    """Append `count` 16-bit-length-prefixed NAL units at `offset` to `parts` as Annex-B;
-    return the offset after them. `Malformed` (naming `record`) if one is truncated."""
-    for _ in range(count):
-        size = int.from_bytes(description[offset : offset + 2], "big")
-        offset += 2
-        nal = description[offset : offset + size]
-        if len(nal) != size:
-            raise Malformed(f"{record}: parameter set truncated", offset=offset)
-        parts.append(_START_CODE + nal)
-        offset += size
-    return offset
-
-
-def parse_hvcc(description: bytes) -> tuple[int, bytes]:
-    """Return (NAL length size, VPS/SPS/PPS as Annex-B) from an hvcC record; `Malformed` if bad."""
-    try:
-        if len(description) < 23 or description[0] != 1:
-            raise Malformed("hvcC: not a version 1 record", offset=0)
-        length_size = (description[21] & 3) + 1
-        parts: list[bytes] = []
-        offset = 23
-        for _ in range(description[22]):
-            offset += 1  # array_completeness, reserved, NAL_unit_type
-            count = int.from_bytes(description[offset : offset + 2], "big")
-            offset += 2
-            offset = _read_nal_array(description, offset, count, parts, "hvcC")
-    except IndexError as exc:
-        raise Malformed("hvcC: truncated", offset=len(description)) from exc
-    if length_size == 3:
-        raise Malformed("hvcC: 3-byte NAL lengths are not allowed", offset=21)
-    return length_size, b"".join(parts)
-
-
-class _Bits:
-    __slots__ = ("_data", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def read(self, count: int) -> int:
-        value = 0
-        for _ in range(count):
-            byte = self._pos >> 3
-            if byte >= len(self._data):
-                raise Malformed("AudioSpecificConfig truncated", offset=byte)
-            value = (value << 1) | ((self._data[byte] >> (7 - (self._pos & 7))) & 1)
-            self._pos += 1
-        return value
-
-
-def _sampling_index(bits: _Bits) -> int:
-    index = bits.read(4)
-    if index == 15:
-        rate = bits.read(24)
-        if rate not in SAMPLE_RATES:
-            raise Malformed(f"sample rate {rate} Hz has no ADTS sampling index")
-        index = SAMPLE_RATES.index(rate)
-    return index
-
-
-def _object_type(bits: _Bits) -> int:
-    aot = bits.read(5)
-    return 32 + bits.read(6) if aot == 31 else aot
-
-
-def adts_fields_from_asc(asc: bytes) -> tuple[int, int, int]:
-    """Return (ADTS profile, sampling index, channel config) for an AudioSpecificConfig.
-
-    HE-AAC (object type 5 or 29) is written as its AAC-LC core with the core sample rate
-    (implicit SBR signalling, as ADTS streams carry it). Raises `Malformed` when ADTS cannot
-    describe the stream (object types other than AAC Main/LC/SSR/LTP, or a bad config).
-    """
-    bits = _Bits(asc)
-    aot = _object_type(bits)
-    sfi = _sampling_index(bits)
-    channels = bits.read(4)
-    if aot in (5, 29):
-        _sampling_index(bits)
-        aot = _object_type(bits)
-    if not 1 <= aot <= 4:
-        raise Malformed(f"audio object type {aot} cannot be carried in ADTS")
-    if sfi > 12:
-        raise Malformed(f"sampling frequency index {sfi} is reserved")
-    return aot - 1, sfi, channels
-
-
-def adts_fields_from_params(aot: int, sample_rate: int, channels: int) -> tuple[int, int, int]:
-    """Return ADTS fields from a codec string's object type, a sample rate and channel count.
-
-    For HE-AAC (5, 29) the catalog's rate is the output rate, twice the AAC-LC core's.
-    """
-    if aot in (5, 29):
-        aot, sample_rate = 2, sample_rate // 2
-    if not 1 <= aot <= 4:
-        raise ValueError(f"audio object type {aot} cannot be carried in ADTS")
-    if sample_rate not in SAMPLE_RATES:
-        raise ValueError(f"sample rate {sample_rate} Hz has no ADTS sampling index")
-    if not 1 <= channels <= 8:
-        raise ValueError(f"{channels} channels have no AAC channel configuration")
-    return aot - 1, SAMPLE_RATES.index(sample_rate), 7 if channels == 8 else channels

@@ -2,7 +2,8 @@
 
 `parse_sps` reads the profile, constraint flags, level and the cropped picture size from a
 sequence parameter set; `has_recovery_point` finds the recovery-point SEI that marks an open-GOP
-keyframe; `H264` bundles them for the generic access-unit framer in `mux.video`.
+keyframe; `H264` bundles them for the generic access-unit framer in `mux.video`. `parse_avcc`
+reads the avcC record a catalog `description` carries, for the exporter.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from mux.errors import MalformedBitstream
-from mux.nal import BitReader, NalRef, unescape
+from mux.nal import BitReader, NalRef, read_nal_array, unescape
 
 
 class NalType(IntEnum):
@@ -178,6 +179,26 @@ def has_recovery_point(nal: bytes) -> bool:
         return _SEI_RECOVERY_POINT in sei_payload_types(nal)
     except MalformedBitstream:
         return False
+
+
+def parse_avcc(description: bytes) -> tuple[int, bytes]:
+    """Return (NAL length size, SPS and PPS as Annex-B) from an avcC record (ISO/IEC 14496-15
+    5.3.3.1); `MalformedBitstream` if it is not one."""
+    try:
+        if len(description) < 7 or description[0] != 1:
+            raise MalformedBitstream("avcC: not a version 1 record", offset=0)
+        length_size = (description[4] & 3) + 1
+        parts: list[bytes] = []
+        offset = 5
+        for count_mask in (0x1F, 0xFF):
+            count = description[offset] & count_mask
+            offset += 1
+            offset = read_nal_array(description, offset, count, parts, "avcC")
+    except IndexError as exc:
+        raise MalformedBitstream("avcC: truncated", offset=len(description)) from exc
+    if length_size == 3:
+        raise MalformedBitstream("avcC: 3-byte NAL lengths are not allowed", offset=4)
+    return length_size, b"".join(parts)
 
 
 class H264:

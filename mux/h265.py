@@ -2,6 +2,7 @@
 
 `parse_sps` reads profile/tier/level (for the `hev1.` codec string of ISO/IEC 14496-15 annex E)
 and the picture size after the conformance window; `H265` bundles them for `mux.video`.
+`parse_hvcc` reads the hvcC record a catalog `description` carries, for the exporter.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from mux.errors import MalformedBitstream
-from mux.nal import BitReader, NalRef, unescape
+from mux.nal import BitReader, NalRef, read_nal_array, unescape
 
 
 class NalType(IntEnum):
@@ -117,6 +118,27 @@ def parse_sps(nal: bytes) -> H265Sps:
         width=width,
         height=height,
     )
+
+
+def parse_hvcc(description: bytes) -> tuple[int, bytes]:
+    """Return (NAL length size, VPS/SPS/PPS as Annex-B) from an hvcC record (ISO/IEC 14496-15
+    8.3.3.1); `MalformedBitstream` if it is not one."""
+    try:
+        if len(description) < 23 or description[0] != 1:
+            raise MalformedBitstream("hvcC: not a version 1 record", offset=0)
+        length_size = (description[21] & 3) + 1
+        parts: list[bytes] = []
+        offset = 23
+        for _ in range(description[22]):
+            offset += 1  # array_completeness, reserved, NAL_unit_type
+            count = int.from_bytes(description[offset : offset + 2], "big")
+            offset += 2
+            offset = read_nal_array(description, offset, count, parts, "hvcC")
+    except IndexError as exc:
+        raise MalformedBitstream("hvcC: truncated", offset=len(description)) from exc
+    if length_size == 3:
+        raise MalformedBitstream("hvcC: 3-byte NAL lengths are not allowed", offset=21)
+    return length_size, b"".join(parts)
 
 
 class H265:

@@ -1,5 +1,8 @@
 """Annex-B NAL unit helpers shared by the H.264 and H.265 parsers, and an RBSP bit reader.
 
+Also the length-prefixed form of ISO/IEC 14496-15 (avcC/hvcC records and their samples), which
+the exporter rewrites to Annex-B.
+
 Stateless functions over `bytes`: the importer's video streams call `scan_head` on each access
 unit to find the NAL units in front of the first slice (where parameter sets, SEI and the
 keyframe decision live) without touching the slice data, which is most of the bytes. Start codes
@@ -77,6 +80,43 @@ def split_annexb(data: bytes) -> list[bytes]:
             out.append(data[header:end])
         pos = nxt
     return out
+
+
+def length_prefixed_to_annexb(data: bytes | bytearray | memoryview, length_size: int) -> bytes:
+    """Rewrite length-prefixed NAL units (avcC/hvcC sample format) with 4-byte start codes.
+
+    Raises `MalformedBitstream` if a length runs past the end of `data`.
+    """
+    view = memoryview(data).cast("B")
+    parts: list[bytes | memoryview] = []
+    offset = 0
+    end = len(view)
+    while offset < end:
+        if offset + length_size > end:
+            raise MalformedBitstream("NAL length field truncated", offset=offset)
+        size = int.from_bytes(view[offset : offset + length_size], "big")
+        offset += length_size
+        if offset + size > end:
+            raise MalformedBitstream(f"NAL of {size} bytes runs past the frame", offset=offset)
+        parts.append(START_CODE4)
+        parts.append(view[offset : offset + size])
+        offset += size
+    return b"".join(parts)
+
+
+def read_nal_array(record: bytes, offset: int, count: int, parts: list[bytes], name: str) -> int:
+    """Append the `count` NAL units at `record[offset:]`, each behind a 16-bit length (as in
+    avcC and hvcC), to `parts` in Annex-B form; return the offset after them.
+    `MalformedBitstream` (naming the record, `name`) if one is truncated."""
+    for _ in range(count):
+        size = int.from_bytes(record[offset : offset + 2], "big")
+        offset += 2
+        nal = record[offset : offset + size]
+        if len(nal) != size:
+            raise MalformedBitstream(f"{name}: parameter set truncated", offset=offset)
+        parts.append(START_CODE4 + nal)
+        offset += size
+    return offset
 
 
 def unescape(nal: bytes) -> bytes:

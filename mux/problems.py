@@ -1,14 +1,38 @@
-"""What the importer found wrong in an MPEG-TS stream, as events.
+"""What the importer found wrong in an MPEG-TS stream, as events, and its counters.
 
 Every problem is a frozen dataclass whose `message` says what is wrong in the *stream* (which
 PID, which counter, how many bytes were lost), for the operator who must fix an encoder or a
-link. `TsImporter` records each one (a bounded list plus a count per kind) and carries on:
-problems never end a broadcast.
+link. `TsImporter` records each one in its `ProblemLog` (a bounded list plus a count per kind)
+and carries on: problems never end a broadcast. `ImportStats` are its cumulative counters.
+`ExportProblem` is what `TsExporter` reports about the broadcast it exports.
 """
 
 from __future__ import annotations
 
+from collections import Counter, deque
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(slots=True)
+class ImportStats:
+    """Cumulative counters of one importer (packets and bytes are TS-level)."""
+
+    bytes: int = 0
+    packets: int = 0
+    ignored_packets: int = 0
+    skipped_bytes: int = 0
+    sync_losses: int = 0
+    transport_errors: int = 0
+    continuity_gaps: int = 0
+    duplicate_packets: int = 0
+    pes: int = 0
+    dropped_pes: int = 0
+    frames: int = 0
+    groups: int = 0
+    frames_before_keyframe: int = 0
+    catalog_versions: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,3 +236,89 @@ class GroupTooLarge(Problem):
             f"track {self.track}: a group of pictures outgrew the cache's per-group limit "
             "(keyframes too far apart for this bitrate); dropping video until the next keyframe"
         )
+
+
+class ProblemLog:
+    """The problems one importer recorded: the most recent `max_problems` (`recent`), those
+    not yet taken (`take_new`, as many), and a count per `Problem.kind` (`counts`, never
+    truncated).
+
+    Inside a batch (`begin_batch` .. `end_batch`) streams are handled PID by PID, so problems
+    are held and recorded at the end in stream order: by `row` (the packet row the code that
+    reports sets first), then by arrival.
+    """
+
+    __slots__ = ("_batch", "_new", "_recent", "_reported", "counts", "row")
+
+    def __init__(self, max_problems: int) -> None:
+        self._recent: deque[Problem] = deque(maxlen=max_problems)
+        self._new: list[Problem] = []
+        self._batch: list[tuple[float, int, Problem]] | None = None
+        self._reported: set[tuple[Any, ...]] = set()
+        self.counts: Counter[str] = Counter()
+        self.row: float = 0
+        """Row in the current batch of the packet being handled (orders held problems)."""
+
+    def add(self, problem: Problem) -> None:
+        """Record `problem` (held until `end_batch` inside a batch)."""
+        pending = self._batch
+        if pending is not None:
+            pending.append((self.row, len(pending), problem))
+            return
+        self._record(problem)
+
+    def once(self, key: tuple[Any, ...], problem: Problem) -> None:
+        """`add(problem)` unless a problem with this `key` was added before."""
+        if key not in self._reported:
+            self._reported.add(key)
+            self.add(problem)
+
+    def begin_batch(self) -> None:
+        """Hold problems from now on, to record them in row order at `end_batch`."""
+        self._batch = []
+
+    def end_batch(self) -> None:
+        """Record the problems held since `begin_batch`, ordered by row."""
+        pending, self._batch = self._batch, None
+        if pending:
+            pending.sort(key=lambda item: item[:2])
+            for _, _, problem in pending:
+                self._record(problem)
+
+    def recent(self) -> list[Problem]:
+        """The most recent problems, oldest first (a copy)."""
+        return list(self._recent)
+
+    def take_new(self) -> list[Problem]:
+        """Return the problems recorded since the previous call (at most `max_problems`)."""
+        out, self._new = self._new, []
+        return out
+
+    def _record(self, problem: Problem) -> None:
+        self._recent.append(problem)
+        self._new.append(problem)
+        if len(self._new) > self._recent.maxlen:  # type: ignore[operator]
+            del self._new[0]
+        self.counts[problem.kind] += 1
+
+
+class ExportProblemKind(StrEnum):
+    """What went wrong with the exporter's input (never with the caller's use of the API)."""
+
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    UNSUPPORTED_CONTAINER = "unsupported_container"
+    BAD_CONFIG = "bad_config"
+    MALFORMED_FRAME = "malformed_frame"
+    REORDER_TOO_DEEP = "reorder_too_deep"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportProblem:
+    """One problem found in the broadcast being exported; `track` is None for the catalog.
+
+    Each (kind, track) pair is reported once; `ExportStats` counts every occurrence.
+    """
+
+    kind: ExportProblemKind
+    track: str | None
+    message: str

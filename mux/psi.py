@@ -32,20 +32,22 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def crc32_mpeg2(data: bytes | memoryview) -> int:
+def crc32_mpeg2(data: bytes | bytearray | memoryview) -> int:
     """CRC-32/MPEG-2 (poly 0x04C11DB7, init 0xFFFFFFFF, no reflection, no final xor).
 
-    Over a whole section including its CRC field the result is 0.
+    Over a whole section including its CRC field the result is 0 (the importer checks PAT and
+    PMT sections so; `mux.ts_mux` writes it).
     """
     crc = 0xFFFFFFFF
     table = _CRC_TABLE
-    for byte in data:
+    for byte in memoryview(data).cast("B"):
         crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
     return crc
 
 
 class StreamType(IntEnum):
-    """PMT stream_type values (ISO/IEC 13818-1 table 2-34 and ATSC A/53) the importer names."""
+    """PMT stream_type values (ISO/IEC 13818-1 table 2-34 and ATSC A/53) the importer names
+    and the exporter writes."""
 
     MPEG1_VIDEO = 0x01
     MPEG2_VIDEO = 0x02
@@ -64,7 +66,7 @@ class StreamType(IntEnum):
 
 
 class DescriptorTag(IntEnum):
-    """Descriptor tags the importer reads."""
+    """Descriptor tags the importer reads and the exporter writes."""
 
     REGISTRATION = 0x05
     ISO639_LANGUAGE = 0x0A

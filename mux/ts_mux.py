@@ -15,14 +15,34 @@ from typing import Any
 
 import numpy as np
 
+from mux.psi import DescriptorTag, crc32_mpeg2
+from mux.ts_packets import NULL_PID, SYNC_BYTE
+from mux.ts_packets import PACKET_SIZE as TS_PACKET_BYTES
+
+__all__ = [
+    "PAT_PID",
+    "PCR_PER_90K",
+    "PTS_MASK",
+    "TS_PACKET_BYTES",
+    "TS_PAYLOAD_BYTES",
+    "BytesLike",
+    "PidWriter",
+    "PmtStream",
+    "StreamId",
+    "TableId",
+    "opus_extension_descriptor",
+    "pat_section",
+    "pcr_field",
+    "pes_header",
+    "pmt_section",
+    "registration_descriptor",
+]
+
 #: What the writers accept as payload: read in place, never copied before packetizing.
 BytesLike = bytes | bytearray | memoryview
 
-TS_PACKET_BYTES = 188
-TS_PAYLOAD_BYTES = 184
-SYNC_BYTE = 0x47
+TS_PAYLOAD_BYTES = TS_PACKET_BYTES - 4
 PAT_PID = 0x0000
-NULL_PID = 0x1FFF
 PTS_MASK = (1 << 33) - 1
 #: One 90 kHz tick is 300 ticks of the 27 MHz system clock.
 PCR_PER_90K = 300
@@ -32,19 +52,6 @@ PCR_PER_90K = 300
 _NUMPY_MIN_PACKETS = 8
 #: Header cycle length precomputed per PID (grown on demand for larger frames): 8 KB.
 _CYCLE_PACKETS = 2048
-
-
-class StreamType(IntEnum):
-    """PMT `stream_type` values the exporter writes (ISO/IEC 13818-1 table 2-34, ATSC A/52)."""
-
-    MPEG1_AUDIO = 0x03
-    MPEG2_AUDIO = 0x04
-    PES_PRIVATE_DATA = 0x06
-    ADTS_AAC = 0x0F
-    H264 = 0x1B
-    H265 = 0x24
-    AC3 = 0x81
-    EAC3 = 0x87
 
 
 class StreamId(IntEnum):
@@ -60,38 +67,6 @@ class TableId(IntEnum):
 
     PROGRAM_ASSOCIATION = 0x00
     PROGRAM_MAP = 0x02
-
-
-class DescriptorTag(IntEnum):
-    """Descriptor tags the exporter writes."""
-
-    REGISTRATION = 0x05
-    DVB_EXTENSION = 0x7F
-
-
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x8000_0000 else crc << 1
-        table.append(crc & 0xFFFF_FFFF)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32_mpeg2(data: BytesLike) -> int:
-    """Return the CRC-32/MPEG-2 of `data` (poly 0x04C11DB7, init all ones, no reflection).
-
-    A whole section including its CRC field checks to 0.
-    """
-    crc = 0xFFFF_FFFF
-    table = _CRC_TABLE
-    for byte in memoryview(data).cast("B"):
-        crc = ((crc << 8) & 0xFFFF_FFFF) ^ table[(crc >> 24) ^ byte]
-    return crc
 
 
 def _long_section(table_id: int, extension: int, version: int, body: bytes) -> bytes:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from gateway.auth import REJECT_UNAUTHORIZED, AuthDecision, AuthHook
 from gateway.moq.server import MoqAuthDecision
 from gateway.moq.webtransport import ConnectRequest
-from gateway.server import AuthDecision, AuthHook
 from gateway.streamid import StreamRequest, join_path, normalize_prefix
 from model import normalize_path
 
 __all__ = ["moq_auth_from_srt"]
-
-_UNAUTHORIZED = 1401  # SRT rejection code that maps to HTTP 401 (anything else: 403)
 
 
 def moq_auth_from_srt(
@@ -68,4 +66,4 @@ def _stream_request(request: ConnectRequest, mode: str, resource: str, path: str
 
 
 def _status(decision: AuthDecision) -> int:
-    return 401 if decision.code == _UNAUTHORIZED else 403
+    return 401 if decision.code == REJECT_UNAUTHORIZED else 403

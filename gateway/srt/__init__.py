@@ -2,11 +2,16 @@
 the loop in batches, `SrtConnection` receives batches and sends without blocking.
 
 `lib` holds the C prototypes and structs, `errors` the exceptions, `sockets` the owning
-objects, `reactor` the I/O thread. Needs the Debian package libsrt1.5-openssl at run time.
+`SrtSocket`, `iothread` the I/O thread; around them, `values` (options, stats, handshake
+verdicts), `addresses` (packed sockaddrs), `connection` and `listener` (what the loop holds),
+`listen_callback` (libsrt's handshake callback), `runtime` (srt_startup/cleanup), `liblog`
+(libsrt's log routing) and `reactor` (the facade). Needs the Debian package
+libsrt1.5-openssl at run time.
 """
 
 from __future__ import annotations
 
+from gateway.srt.connection import SrtConnection
 from gateway.srt.errors import (
     SrtConnectionLost,
     SrtError,
@@ -14,19 +19,17 @@ from gateway.srt.errors import (
     SrtTimeout,
     check,
 )
-from gateway.srt.reactor import ReactorCounters, SrtReactor, set_libsrt_log_level
-from gateway.srt.sockets import (
+from gateway.srt.liblog import set_libsrt_log_level
+from gateway.srt.listener import SrtListener
+from gateway.srt.reactor import ReactorCounters, SrtReactor
+from gateway.srt.sockets import SrtSocket, open_socket_count, srt_now_us
+from gateway.srt.values import (
     Accept,
     HandshakeHook,
     HandshakeInfo,
     LinkStats,
     Reject,
-    SrtConnection,
-    SrtListener,
     SrtOptions,
-    SrtSocket,
-    open_socket_count,
-    srt_now_us,
 )
 
 __all__ = [

@@ -28,6 +28,8 @@ MIN_VERSION: Final = 0x010501
 
 SRT_ERROR: Final = -1
 SRT_INVALID_SOCK: Final = -1
+#: Longest SRTO_STREAMID libsrt accepts (srt.h `MAX_SID_LENGTH`), in characters.
+MAX_STREAM_ID_CHARS: Final = 512
 
 
 class SockOpt(IntEnum):
@@ -150,16 +152,6 @@ class EpollOpt(IntEnum):
     SRT_EPOLL_OUT = 0x4
     SRT_EPOLL_ERR = 0x8
     SRT_EPOLL_ENABLE_EMPTY = 1
-
-
-class KmState(IntEnum):
-    """`SRT_KM_STATE`, the encryption state read with SRTO_KMSTATE."""
-
-    SRT_KM_S_UNSECURED = 0
-    SRT_KM_S_SECURING = 1
-    SRT_KM_S_SECURED = 2
-    SRT_KM_S_NOSECRET = 3
-    SRT_KM_S_BADSECRET = 4
 
 
 class LogLevel(IntEnum):
@@ -336,8 +328,7 @@ _PROTOTYPES: Final[dict[str, tuple[Any, tuple[Any, ...]]]] = {
     "srt_connect": (ctypes.c_int, (ctypes.c_int32, ctypes.c_void_p, ctypes.c_int)),
     # int srt_close(SRTSOCKET u);
     "srt_close": (ctypes.c_int, (ctypes.c_int32,)),
-    # int srt_getpeername / srt_getsockname(SRTSOCKET u, struct sockaddr* name, int* namelen);
-    "srt_getpeername": (ctypes.c_int, (ctypes.c_int32, ctypes.c_void_p, _c_int_p)),
+    # int srt_getsockname(SRTSOCKET u, struct sockaddr* name, int* namelen);
     "srt_getsockname": (ctypes.c_int, (ctypes.c_int32, ctypes.c_void_p, _c_int_p)),
     # int srt_getsockflag(SRTSOCKET u, SRT_SOCKOPT opt, void* optval, int* optlen);
     "srt_getsockflag": (ctypes.c_int, (ctypes.c_int32, ctypes.c_int, ctypes.c_void_p, _c_int_p)),
@@ -582,12 +573,6 @@ def getsockname(u: int, addr_buf: ctypes.Array[ctypes.c_char]) -> int:
     return int(_l().srt_getsockname(u, addr_buf, ctypes.byref(addrlen)))
 
 
-def getpeername(u: int, addr_buf: ctypes.Array[ctypes.c_char]) -> int:
-    """`srt_getpeername(u, addr, &len)`: the peer address lands in addr_buf."""
-    addrlen = ctypes.c_int(len(addr_buf))
-    return int(_l().srt_getpeername(u, addr_buf, ctypes.byref(addrlen)))
-
-
 def getsockstate(u: int) -> int:
     """`srt_getsockstate(u)`: a SockStatus value (SRTS_NONEXIST once the id is gone)."""
     return int(_l().srt_getsockstate(u))
@@ -615,16 +600,6 @@ def getsockflag_bytes(u: int, opt: int, size: int = 513) -> tuple[int, bytes]:
     optlen = ctypes.c_int(size)
     rc = int(_l().srt_getsockflag(u, opt, buf, ctypes.byref(optlen)))
     return rc, buf.raw[: max(optlen.value, 0)] if rc >= 0 else b""
-
-
-def sendmsg2(u: int, data: bytes, mctrl: SrtMsgCtrl | None = None) -> int:
-    """`srt_sendmsg2(u, data, len, mctrl)`: bytes queued, or -1 (SRT_EASYNCSND when full).
-
-    `mctrl` (None = libsrt's defaults) carries the source time in `srctime`.
-    """
-    return int(
-        _l().srt_sendmsg2(u, data, len(data), None if mctrl is None else ctypes.byref(mctrl))
-    )
 
 
 #: `ctypes.byref(mctrl)` of a `SrtMsgCtrl` (build it once with `msgctrl_ref`), or None (NULL).

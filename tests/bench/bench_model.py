@@ -10,6 +10,9 @@ kept thin (pre-built groups, bound methods) so the rates measure the model.
   (an SRT batch carrying many frames: the importer writes them all before the reader runs);
 - `bulk`: as `batched`, but the reader takes the group with one `read_ready()` call (what the
   TS export driver does).
+- `tracks`: writes only, round robin over 64 tracks (a PMT declaring many streams) under a
+  2 MiB budget, smaller than their latest groups together: every write near the budget evicts
+  (superseded groups, then the largest latest group), so this prices the eviction path.
 Each repetition times unmetered and metered runs back to back, alternating which goes first;
 the report is the median rate of each over the repetitions and the median of the per-repetition
 ratios, so a noisy moment cannot decide the ratio. `--profile` prints a cProfile of the metered
@@ -157,6 +160,51 @@ async def live(metered: bool, groups: int, shapes: list[list[bytes]]) -> float:
     return elapsed
 
 
+MANY_TRACKS = 64
+MANY_BUDGET_BYTES = 2 * 1024 * 1024
+
+
+def many_tracks(rounds: int, shapes: list[list[bytes]]) -> tuple[float, CachePool]:
+    """Seconds to write `rounds` groups to each of MANY_TRACKS tracks, one frame per track in
+    turn, under MANY_BUDGET_BYTES; and the pool (for its eviction counters)."""
+    pool = CachePool(MANY_BUDGET_BYTES)
+    broadcast = BroadcastProducer(pool=pool)
+    tracks = [broadcast.create_track(f"{i}.pes") for i in range(MANY_TRACKS)]
+    cycle = len(shapes)
+    started = time.perf_counter()
+    for r in range(rounds):
+        groups = [track.append_group() for track in tracks]
+        for payload in shapes[r % cycle]:
+            for group in groups:
+                if not group.is_closed:  # the budget took it: the next round starts anew
+                    group.write_frame(payload)
+        for group in groups:
+            group.finish()
+        assert pool.used_bytes <= MANY_BUDGET_BYTES
+    elapsed = time.perf_counter() - started
+    broadcast.finish()
+    return elapsed, pool
+
+
+def compare_many_tracks(rounds: int, reps: int) -> None:
+    shapes = payloads()
+    many_tracks(rounds // 10, shapes)  # warm up
+    runs = []
+    for _ in range(reps):
+        gc.collect()
+        runs.append(many_tracks(rounds, shapes))
+    elapsed = statistics.median(t for t, _ in runs)
+    pool = runs[0][1]
+    n = rounds * MANY_TRACKS * FRAMES_PER_GROUP
+    print(
+        f"tracks   {MANY_TRACKS} tracks, budget {MANY_BUDGET_BYTES >> 20} MiB: written"
+        f" {n / elapsed:>10,.0f} frames/s (offered; a frame into an evicted group is skipped),"
+        f" {pool.evicted_groups} groups evicted, {pool.evicted_latest_groups} of them latest"
+        f"  ({n} frames x {reps} reps)",
+        flush=True,
+    )
+
+
 async def timed(shape: Shape, metered: bool, groups: int, shapes: list[list[bytes]]) -> float:
     gc.collect()
     return await shape(metered, groups, shapes)
@@ -197,6 +245,7 @@ async def run_all(reps: int) -> None:
     await compare("live", live, 1000, reps)
     await compare("batched", batched, 4000, reps)
     await compare("bulk", bulk, 4000, reps)
+    compare_many_tracks(60, reps)
 
 
 def profile() -> None:

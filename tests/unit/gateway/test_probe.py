@@ -100,7 +100,7 @@ def test_progress_goes_to_a_terminal_stderr_only(
 
     tty = Tty()
     monkeypatch.setattr(sys, "stderr", tty)
-    monkeypatch.setattr(probe, "CHUNK_BYTES", 188 * 64)
+    monkeypatch.setattr(probe, "READ_BYTES", 188 * 64)
     monkeypatch.setattr(probe, "_PROGRESS_EVERY_S", 0.0)
     assert run_probe(str(FIXTURES / "h264_aac.ts")) == 0
     assert "probe: " in tty.getvalue()

@@ -7,7 +7,8 @@ from dataclasses import replace
 from typing import Any, cast
 
 from gateway import AuthDecision, Server, ServerConfig
-from gateway.server import RateCap, _Pending
+from gateway.ratecap import RateCap
+from gateway.request import Pending
 from gateway.srt import (
     Accept,
     HandshakeInfo,
@@ -57,7 +58,7 @@ async def test_accepted_caller_carries_its_parsed_request_and_default_passphrase
     assert isinstance(decision, Accept)
     assert decision.passphrase == "server-secret-1"
     pending = decision.context
-    assert isinstance(pending, _Pending)
+    assert isinstance(pending, Pending)
     assert pending.request.path == "live/cam1"
     assert pending.request.user == "bob"
     assert pending.tier == "default"
@@ -90,7 +91,7 @@ async def test_auth_hook_chooses_tier_and_passphrase_per_stream() -> None:
     decision = await decide(server, "#!::r=cam7,m=publish")
     assert isinstance(decision, Accept)
     assert decision.passphrase == "secret-for-cam7"
-    assert isinstance(decision.context, _Pending)
+    assert isinstance(decision.context, Pending)
     assert decision.context.tier == "pro"
 
 
@@ -133,9 +134,9 @@ async def test_a_retry_from_the_same_host_replaces_its_pending_claim() -> None:
     retry = await decide(server, "#!::r=live/x,m=publish", ("10.0.0.1", 5001))
     assert isinstance(first, Accept)
     assert isinstance(retry, Accept)
-    assert isinstance(first.context, _Pending)
-    assert isinstance(retry.context, _Pending)
-    assert server._claims["live/x"] is retry.context.claim
+    assert isinstance(first.context, Pending)
+    assert isinstance(retry.context, Pending)
+    assert server._claims.get("live/x") is retry.context.claim
     # Once the claim is active (the connection surfaced), nobody replaces it.
     claim = retry.context.claim
     assert claim is not None

@@ -17,20 +17,20 @@ from gateway.srt import (
     SrtTimeout,
     check,
     lib,
+    runtime,
 )
+from gateway.srt.addresses import pack_sockaddr
 from gateway.srt.errors import make_error, rejection
 from gateway.srt.lib import SrtErrno
-from gateway.srt.reactor import _runtime_acquire, _runtime_release
-from gateway.srt.sockets import pack_sockaddr
 
 NO_SUCH_SOCKET = 0x1234
 
 
 @pytest.fixture
 def started() -> Iterator[None]:
-    _runtime_acquire()
+    runtime.acquire()
     yield
-    _runtime_release()
+    runtime.release()
 
 
 def test_check_passes_non_negative_return_codes_through() -> None:

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from gateway.srt import SrtOptions, SrtSocket, lib
+from gateway.srt import SrtOptions, SrtSocket, lib, runtime
+from gateway.srt.addresses import pack_sockaddr
 from gateway.srt.lib import SockOpt
-from gateway.srt.reactor import _runtime_acquire, _runtime_release
-from gateway.srt.sockets import pack_sockaddr
 
 # offsetof()/sizeof() printed by a C program compiled against /usr/include/srt/srt.h 1.5.1
 # (libsrt-openssl-dev) on x86-64.
@@ -34,9 +33,9 @@ C_OFFSETS_MSGCTRL = {"srctime": 16, "grpdata": 32}
 
 @pytest.fixture
 def started() -> Iterator[None]:
-    _runtime_acquire()
+    runtime.acquire()
     yield
-    _runtime_release()
+    runtime.release()
 
 
 def test_the_system_library_loads_and_is_at_least_1_5_1() -> None:

@@ -32,8 +32,8 @@ from gateway.srt import (
     lib,
     open_socket_count,
 )
+from gateway.srt.addresses import pack_sockaddr
 from gateway.srt.lib import SockOpt, SockStatus
-from gateway.srt.sockets import pack_sockaddr
 
 ROOT = Path(__file__).resolve().parents[3]
 Hook = Callable[[HandshakeInfo], Awaitable[Accept | Reject]]
@@ -313,7 +313,8 @@ KILLED_CALLER = """
 import sys, time
 from gateway.srt import lib
 from gateway.srt.lib import SockOpt
-from gateway.srt.sockets import SrtSocket, pack_sockaddr
+from gateway.srt.addresses import pack_sockaddr
+from gateway.srt.sockets import SrtSocket
 lib.load(); lib.startup()
 sock = SrtSocket.create()
 sock.connect(pack_sockaddr("127.0.0.1", int(sys.argv[1])))

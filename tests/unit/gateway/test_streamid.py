@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
+from gateway.srt.lib import MAX_STREAM_ID_CHARS
 from gateway.streamid import (
-    MAX_STREAM_ID_CHARS,
     StreamIdError,
     StreamRequest,
     normalize_prefix,

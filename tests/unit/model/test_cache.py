@@ -4,6 +4,7 @@ slow consumers that skip instead of holding anything back."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -14,11 +15,13 @@ from model import (
     Closed,
     Evicted,
     GroupConsumer,
+    GroupProducer,
     ManualClock,
     NotFound,
     TrackConsumer,
     TrackInfo,
     TrackProducer,
+    Usage,
 )
 
 
@@ -145,15 +148,151 @@ async def test_the_budget_evicts_the_stalest_groups_first_across_tracks(
     broadcast.finish()
 
 
-async def test_the_budget_never_evicts_a_latest_group(clock: ManualClock) -> None:
-    pool = CachePool(100, clock=clock)
+def cached_bytes(*tracks: TrackProducer) -> int:
+    """Payload bytes the tracks' caches really hold, counted from their groups' frames (not
+    from the pool's own accounting)."""
+    return sum(len(f) for t in tracks for g in t._state.groups.values() for f in g.frames)
+
+
+async def test_the_budget_takes_superseded_groups_before_any_latest_group(
+    clock: ManualClock,
+) -> None:
+    pool = CachePool(2000, clock=clock)
     broadcast = BroadcastProducer(clock=clock, pool=pool)
     tracks = [broadcast.create_track(f"t{i}") for i in range(3)]
     for track in tracks:
+        write_group(track, b"o" * 400)  # superseded below
+        clock.advance(1)
+    for track in tracks:
         write_group(track, b"x" * 500)
-    assert pool.used_bytes == 1500  # over budget, but only latest groups are cached
+    # 1200 + 1500 > 2000: older groups go, oldest first, and every latest group stays.
+    assert pool.used_bytes == cached_bytes(*tracks) == 1900
+    assert (pool.evicted_groups, pool.evicted_latest_groups) == (2, 0)
     for track in tracks:
         assert await (await next_group(track.consume())).read_all() == [b"x" * 500]
+    broadcast.finish()
+
+
+async def test_when_only_latest_groups_are_left_the_largest_goes_and_its_track_goes_on(
+    clock: ManualClock,
+) -> None:
+    pool = CachePool(1000, clock=clock)
+    ingress = Usage()
+    broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(ingress)
+    big, small, other = (broadcast.create_track(n) for n in ("big", "small", "other"))
+    big_reader = big.consume()
+    big_group = big.append_group()
+    big_group.write_frame(b"b" * 600)  # open, the largest
+    held = await next_group(big_reader)
+    write_group(small, b"s" * 300)  # finished
+    other_group = other.append_group()
+    other_group.write_frame(b"o" * 200)  # 1100 > 1000: only latest groups are cached
+    assert pool.used_bytes == cached_bytes(big, small, other) == 500
+    assert (pool.evicted_groups, pool.evicted_bytes, pool.evicted_latest_groups) == (1, 600, 1)
+    with pytest.raises(Evicted) as caught:
+        await held.read_all()
+    assert (caught.value.track, caught.value.sequence, caught.value.reason) == ("big", 0, "budget")
+    assert big_group.is_closed
+    with pytest.raises(Closed):
+        big_group.write_frame(b"b")
+    # The other tracks keep flowing, and so does the big one, at its next group.
+    other_group.write_frame(b"o" * 100)
+    other_group.finish()
+    assert await (await next_group(other.consume())).read_all() == [b"o" * 200, b"o" * 100]
+    assert await (await next_group(small.consume())).read_all() == [b"s" * 300]
+    late = big.consume()  # starts after the evicted group: waits for the next one
+    assert late.poll_group() is None
+    write_group(big, b"n" * 100)
+    assert await (await next_group(late)).read_all() == [b"n" * 100]
+    assert await (await next_group(big_reader)).read_all() == [b"n" * 100]
+    # Ingress counted every frame the model took, the evicted one included.
+    assert ingress == Usage(groups=4, frames=5, bytes=1300)
+    broadcast.finish()
+
+
+async def test_a_frame_larger_than_the_whole_budget_evicts_its_own_group(
+    clock: ManualClock,
+) -> None:
+    pool = CachePool(1000, clock=clock)
+    broadcast = BroadcastProducer(clock=clock, pool=pool)
+    audio = broadcast.create_track("audio")
+    video = broadcast.create_track("video")
+    write_group(video, b"v" * 400)
+    audio.write_frame(b"a" * 1500)  # taken, then evicted by its own write
+    assert pool.used_bytes == cached_bytes(audio, video) == 400
+    assert await (await next_group(video.consume())).read_all() == [b"v" * 400]
+    audio.write_frame(b"a" * 10)
+    assert await (await next_group(audio.consume())).read_all() == [b"a" * 10]
+    broadcast.finish()
+
+
+async def test_a_relay_may_create_the_evicted_latest_sequence_again(clock: ManualClock) -> None:
+    pool = CachePool(1000, clock=clock)
+    broadcast = BroadcastProducer(clock=clock, pool=pool)
+    track = broadcast.create_track("video")
+    group = track.create_group(7)
+    group.write_frame(b"x" * 1200)  # evicts itself
+    assert pool.used_bytes == 0
+    again = track.create_group(7)  # the latest again: never expires by age
+    again.write_frame(b"y" * 10)
+    again.finish()
+    clock.advance(3600)
+    other = broadcast.create_track("other")
+    write_group(other, b"z")
+    assert await (await next_group(track.consume())).read_all() == [b"y" * 10]
+    broadcast.finish()
+
+
+async def test_many_tracks_with_big_groups_share_the_budget_and_all_keep_flowing(
+    clock: ManualClock,
+) -> None:
+    """A PMT declaring many streams does not multiply the cache: 40 tracks writing groups up
+    to 8x the per-track share of the budget stay within the budget after every write."""
+    budget = 200_000
+    pool = CachePool(budget, max_group_bytes=budget, clock=clock)
+    ingress = Usage()
+    broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(ingress)
+    tracks = [broadcast.create_track(f"{i}.pes") for i in range(40)]
+    readers = [track.consume() for track in tracks]
+    reading: list[GroupConsumer | None] = [None] * len(tracks)
+    rng = random.Random(5)
+    groups: list[GroupProducer | None] = [None] * len(tracks)
+    written = Usage()
+    got = [[0] * 4 for _ in tracks]  # frames each track's reader received, per quarter
+    steps = 8_000
+    for step in range(steps):
+        i = rng.randrange(len(tracks))
+        group = groups[i]
+        if group is None or rng.random() < 0.05:  # a keyframe: a new group
+            if group is not None:
+                group.finish()
+            group = groups[i] = tracks[i].append_group()
+            written.add_group()
+        size = rng.randint(500, 1500)
+        try:
+            group.write_frame(bytes(size))
+        except Closed:
+            groups[i] = None  # the importer's way: wait for the next keyframe
+        else:
+            written.add_frame(size)
+        assert pool.used_bytes == cached_bytes(*tracks) <= budget, step
+        if step % 20 == 0:  # the readers: a live viewer of every track
+            for k, reader in enumerate(readers):
+                while (current := reading[k] or reader.poll_group()) is not None:
+                    reading[k] = current
+                    got[k][4 * step // steps] += len(current.read_ready())
+                    try:
+                        if not current.poll_end():
+                            break  # the open group: more frames later
+                    except Evicted:
+                        pass
+                    reading[k] = None
+    assert pool.evicted_latest_groups > 0  # the rule was exercised
+    assert ingress == written
+    assert all(n > 0 for quarters in got for n in quarters), got  # every track kept flowing
+    for group in groups:
+        if group is not None:
+            group.finish()
     broadcast.finish()
 
 

@@ -111,7 +111,7 @@ OPS = st.lists(
 
 async def scenario(ops: list[Op]) -> None:
     clock = ManualClock()
-    pool = CachePool(3000, max_group_bytes=2000, clock=clock)
+    pool = CachePool(1500, max_group_bytes=1200, clock=clock)
     ingress = Usage()
     broadcast = BroadcastProducer(clock=clock, pool=pool).with_meter(ingress)
     tracks: list[TrackProducer] = [
@@ -199,9 +199,12 @@ async def scenario(ops: list[Op]) -> None:
         assert ingress == written, op
         for viewer in viewers:
             assert viewer.meter == viewer.received(), op
-        assert pool.used_bytes >= 0
+        # The budget covers every cached byte, each track's latest group included.
+        held = sum(len(f) for t in tracks for g in t._state.groups.values() for f in g.frames)
+        assert pool.used_bytes == held <= pool.limit_bytes, op
 
     SEEN["budget_evictions"] = SEEN.get("budget_evictions", 0) + pool.evicted_groups
+    SEEN["latest_evictions"] = SEEN.get("latest_evictions", 0) + pool.evicted_latest_groups
     for group in [*open_groups.values(), *left_open]:
         group.finish()
     broadcast.finish()

@@ -10,21 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mux.aac import adts_fields_from_asc, adts_fields_from_params
 from mux.catalog import AudioConfig, Catalog, Container, VideoConfig
 from mux.container import encode_frame
 from mux.errors import Malformed
-from mux.export import (
-    CHUNK_BYTES,
-    ExportProblemKind,
-    TsChunk,
-    TsExporter,
-    adts_fields_from_asc,
-    adts_fields_from_params,
-    length_prefixed_to_annexb,
-    parse_avcc,
-    parse_hvcc,
-)
-from mux.ts_mux import PidWriter, crc32_mpeg2
+from mux.export import CHUNK_BYTES, ExportProblemKind, TsChunk, TsExporter
+from mux.h264 import parse_avcc
+from mux.h265 import parse_hvcc
+from mux.nal import length_prefixed_to_annexb
+from mux.psi import crc32_mpeg2
+from mux.ts_mux import PidWriter
 from tests.unit.mux.test_export_support import (
     EncodedTrack,
     Packet,

@@ -13,8 +13,8 @@ import pytest
 
 from model import BroadcastProducer, CachePool
 from mux import TsImporter
+from mux.es_packets import af_stuffed
 from mux.problems import BadPes
-from mux.ts_import import _af_stuffed
 from tests.unit.mux.support import FIXTURES, chunks, run_import
 from tests.unit.mux.test_ts_import_stream import H264_AAC, VIDEO, h264_units
 from tests.unit.mux.tsbuild import Es as PmtEs
@@ -159,15 +159,15 @@ def test_stuffing_mid_pes_split_across_feeds_is_reported_and_turns_the_rule_off(
 
 def test_a_pcr_only_adaptation_field_is_not_stuffing() -> None:
     pcr = bytes([0x47, 0x41, 0x00, 0x30, 7, 0x50]) + bytes(6)
-    assert not _af_stuffed(pcr, 0, 7)
-    assert _af_stuffed(pcr[:4] + bytes([12, 0x50]) + bytes(6) + b"\xff" * 5, 0, 12)
-    assert _af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 0]), 0, 0)  # one stuffing byte
-    assert _af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 1, 0x00]), 0, 1)  # flags only, all clear
-    assert not _af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 1, 0x40]), 0, 1)  # random access
+    assert not af_stuffed(pcr, 0, 7)
+    assert af_stuffed(pcr[:4] + bytes([12, 0x50]) + bytes(6) + b"\xff" * 5, 0, 12)
+    assert af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 0]), 0, 0)  # one stuffing byte
+    assert af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 1, 0x00]), 0, 1)  # flags only, all clear
+    assert not af_stuffed(bytes([0x47, 0x01, 0x00, 0x30, 1, 0x40]), 0, 1)  # random access
     # private data (3 bytes): 1 flags + 1 length + 3 = 5 bytes used
     private = bytes([0x47, 0x01, 0x00, 0x30, 5, 0x02, 3, 1, 2, 3])
-    assert not _af_stuffed(private, 0, 5)
-    assert _af_stuffed(private[:4] + bytes([7]) + private[5:] + b"\xff\xff", 0, 7)
+    assert not af_stuffed(private, 0, 5)
+    assert af_stuffed(private[:4] + bytes([7]) + private[5:] + b"\xff\xff", 0, 7)
 
 
 def test_a_lone_pes_is_not_completed_before_the_pattern_is_learned() -> None:

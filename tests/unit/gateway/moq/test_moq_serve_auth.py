@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.auth import AuthDecision
 from gateway.moq.auth import moq_auth_from_srt
 from gateway.moq.server import MoqAuthDecision
 from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.wire import Version
-from gateway.server import AuthDecision
 from gateway.streamid import StreamRequest
 
 

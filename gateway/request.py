@@ -1,0 +1,188 @@
+"""What `Publish` and `Subscribe` share: one accepted SRT connection awaiting `accept()` or
+`reject()`, and the session record written when it ends.
+
+`Pending` is what the server's handshake decided for a caller (carried to its connection as
+the context); `SessionRequest` owns the connection from then on and closes it, with its path
+claim, when the session ends.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway.auth import REJECT_FORBIDDEN
+from gateway.claims import Claim
+from gateway.session import (
+    LinkFigures,
+    Outcome,
+    SessionRecord,
+    emit_session,
+)
+from gateway.srt import SrtConnection, SrtError
+from gateway.streamid import StreamRequest
+from model import Role, Usage
+
+if TYPE_CHECKING:
+    from gateway.server import Server
+
+__all__ = ["Pending", "SessionRequest", "format_peer"]
+
+_log = structlog.get_logger("moqsrt.srt.server")
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """What the listen callback decided, carried to the accepted connection as its context."""
+
+    request: StreamRequest
+    tier: str
+    peer: tuple[str, int]
+    claim: Claim | None = None
+
+
+def format_peer(peer: tuple[str, int]) -> str:
+    """`host:port` for logs and records, IPv6 hosts in brackets."""
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SessionRequest:
+    """Common part of `Publish` and `Subscribe`: one accepted SRT connection awaiting a verdict.
+
+    `accept(origin, path=None)` runs it to the end and returns its `SessionRecord`; `reject()`
+    closes it. Exactly one of them, once; a second call raises `RuntimeError`.
+    """
+
+    role: Role
+
+    def __init__(self, server: Server, conn: SrtConnection, pending: Pending) -> None:
+        self._server = server
+        self._conn = conn
+        self._pending = pending
+        self._claim = pending.claim
+        self._used = False
+        self._shutting_down = False
+        self.session = secrets.token_hex(8)
+        """This session's unique id (also the viewer id in egress stats)."""
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+
+    @property
+    def request(self) -> StreamRequest:
+        """The parsed stream id."""
+        return self._pending.request
+
+    @property
+    def resource(self) -> str:
+        """The caller's resource (stream id path without the server prefix)."""
+        return self._pending.request.resource
+
+    @property
+    def path(self) -> str:
+        """The model path the caller asked for (prefix joined, normalized)."""
+        return self._pending.request.path
+
+    @property
+    def stream_id(self) -> str:
+        """The raw stream id the caller sent."""
+        return self._pending.request.raw
+
+    @property
+    def user(self) -> str:
+        """The user named in the stream id (`u=` or MediaMTX's user), '' for none."""
+        return self._pending.request.user
+
+    @property
+    def tier(self) -> str:
+        """The tier the authorization hook chose (`default` without a hook)."""
+        return self._pending.tier
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The caller's `(host, port)`."""
+        return self._pending.peer
+
+    @property
+    def connection(self) -> SrtConnection:
+        """The SRT connection (owned by this request; closed when it ends)."""
+        return self._conn
+
+    def reject(self, code: int = REJECT_FORBIDDEN) -> None:
+        """Refuse the request after the handshake: the connection is closed (the caller sees
+        a disconnect, not `code`, which is only logged; refuse with a code the caller sees
+        from the authorization hook instead). Raises `RuntimeError` if already used."""
+        self._use()
+        _log.info("srt.request_rejected", session=self.session, code=code, path=self.path)
+        self._finish_request()
+
+    def _use(self) -> None:
+        if self._used:
+            raise RuntimeError("request already accepted or rejected")
+        self._used = True
+
+    def _finish_request(self) -> None:
+        self._conn.close()
+        self._server._claims.release(self._claim)
+        self._server._requests.discard(self)
+
+    def _shutdown(self) -> None:
+        """The server is closing: end this session soon (the session task records it)."""
+        self._shutting_down = True
+        if not self._used:
+            self._used = True
+            self._finish_request()
+            return
+        self._conn.close()
+
+    def _link(self) -> LinkFigures:
+        try:
+            return LinkFigures.from_stats(self._conn.stats())
+        except SrtError:
+            return LinkFigures()
+
+    async def _end(
+        self,
+        *,
+        path: str,
+        outcome: Outcome,
+        error: str = "",
+        usage: Usage | None = None,
+        ts_bytes: int = 0,
+        skipped_bytes: int = 0,
+    ) -> SessionRecord:
+        """Close the connection and its claim, then build, log and sink the session's record.
+
+        `usage` is the session's payload meter (None: nothing moved); read the link figures
+        before the close so they include the last exchange.
+        """
+        link = self._link()
+        self._finish_request()
+        usage = usage or Usage()
+        record = SessionRecord(
+            session=self.session,
+            node=self._server.node,
+            role=self.role,
+            path=path,
+            tier=self.tier,
+            peer=format_peer(self.peer),
+            stream_id=self.stream_id,
+            user=self.user,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            duration_s=round(time.monotonic() - self._started_mono, 6),
+            groups=usage.groups,
+            frames=usage.frames,
+            bytes=usage.bytes,
+            ts_bytes=ts_bytes,
+            skipped_bytes=skipped_bytes,
+            outcome=outcome,
+            error=error,
+            srt=link,
+        )
+        await emit_session(record, self._server.config.sinks)
+        return record
