@@ -10,12 +10,14 @@ stream (continuity gaps, damaged packets, sync losses, unsupported streams) and 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 import time
 from typing import IO, Any
 
+from gateway.logs import configure_logging
 from model import BroadcastProducer, CachePool, Usage
 from mux import Problem, TsImporter
 
@@ -26,8 +28,16 @@ _PROGRESS_EVERY_S = 0.25
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register `probe`'s arguments on its subcommand parser."""
-    parser.add_argument("file", help="MPEG-TS file to import, or - to read standard input")
+    parser.add_argument(
+        "file",
+        help="MPEG-TS file to import, - to read standard input, or a live MoQ URL "
+        "(moqt://host:port/path, https://host:port/path)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="how long to read a live source (default 5)"
+    )
+    parser.add_argument("--fingerprint", help="pin a MoQ server's certificate by its SHA-256 (hex)")
 
 
 def _problem_dict(problem: Problem) -> dict[str, Any]:
@@ -159,6 +169,8 @@ def format_report(label: str, report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run `moqsrt probe`; return the exit status."""
     path: str = args.file
+    if path.split("://", 1)[0].lower() in ("moqt", "moql", "https"):
+        return _run_live(args)
     try:
         if path == "-":
             report = probe_stream(sys.stdin.buffer)
@@ -169,6 +181,24 @@ def run(args: argparse.Namespace) -> int:
             label = path
     except OSError as exc:
         sys.stderr.write(f"moqsrt probe: cannot read {path}: {exc.strerror or exc}\n")
+        return 2
+    text = json.dumps(report, indent=2) if args.json else format_report(label, report)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    """Probe a live MoQ source for `--seconds`; 2 when it cannot be reached."""
+    from gateway.moq.client import parse_moq_url
+    from gateway.moq.probe_live import probe_moq
+
+    configure_logging("auto", "warning")  # logs to stderr: stdout is the report
+
+    try:
+        label = parse_moq_url(args.file).redacted
+        report = asyncio.run(probe_moq(args.file, args.seconds, fingerprint=args.fingerprint))
+    except (ValueError, OSError, TimeoutError) as exc:
+        sys.stderr.write(f"moqsrt probe: cannot read the MoQ source: {exc}\n")
         return 2
     text = json.dumps(report, indent=2) if args.json else format_report(label, report)
     sys.stdout.write(text + "\n")
