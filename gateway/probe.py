@@ -3,19 +3,24 @@
 It runs the same importer the SRT ingest uses, into a metered broadcast, and prints the hang
 catalog, per media track the frames, groups and payload bytes written, the problems found in the
 stream (continuity gaps, damaged packets, sync losses, unsupported streams) and the time taken.
-`--json` prints `{"catalog", "tracks", "problems", "seconds", ...}` for machines. Exit status:
-0 when the file was read (whatever its problems), 2 when it cannot be read.
+`--json` prints `{"catalog", "tracks", "problems", "seconds", ...}` for machines. A live source
+is read for `--seconds`: `srt://host:port?streamid=...` (an `m=request` pull, probed like a file)
+or `moqt://` / `https://` (MoQ, `gateway.moq.probe_live`, `--fingerprint` to pin). Exit status:
+0 when the source was read (whatever its problems), 2 when it cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
 import sys
 import time
 from typing import IO, Any
+from urllib.parse import unquote
 
 from gateway.logs import configure_logging
 from model import BroadcastProducer, CachePool, Usage
@@ -169,7 +174,8 @@ def format_report(label: str, report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run `moqsrt probe`; return the exit status."""
     path: str = args.file
-    if path.split("://", 1)[0].lower() in ("moqt", "moql", "https"):
+    scheme = path.split("://", 1)[0].lower() if "://" in path else ""
+    if scheme in ("moqt", "moql", "https", "srt"):
         return _run_live(args)
     try:
         if path == "-":
@@ -187,18 +193,70 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+SRT_PULL_CAP_BYTES = 512 * 1024 * 1024
+"""Most TS bytes an `srt://` probe holds (it stops early past this)."""
+
+
+def parse_srt_url(url: str) -> tuple[str, int, dict[str, str]]:
+    """`srt://host:port?streamid=...&passphrase=...&latency=...` -> (host, port, params).
+
+    The query is split by hand: a stream id such as `#!::r=live/x,m=request` holds a `#` that
+    URL parsers take for a fragment. Raises `ValueError` without a host and port."""
+    rest = url.split("://", 1)[1]
+    hostport, _, query = rest.partition("?")
+    host, sep, port = hostport.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("an srt:// URL needs host:port")
+    params: dict[str, str] = {}
+    for item in query.split("&") if query else ():
+        key, _, value = item.partition("=")
+        params[key] = unquote(value)
+    return host.strip("[]"), int(port), params
+
+
+async def pull_srt(url: str, seconds: float) -> bytes:
+    """Pull TS from an SRT listener as a caller for `seconds` (or until it ends)."""
+    from gateway.srt.reactor import SrtReactor
+    from gateway.srt.values import SrtOptions
+
+    host, port, params = parse_srt_url(url)
+    options = SrtOptions(
+        stream_id=params.get("streamid"),
+        passphrase=params.get("passphrase") or None,
+        latency_ms=int(params.get("latency", "120")),
+    )
+    out = bytearray()
+    async with SrtReactor() as reactor:
+        conn = await reactor.connect(host, port, options)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    while len(out) < SRT_PULL_CAP_BYTES and (batch := await conn.recv_batch()):
+                        for message in batch:
+                            out += message
+        finally:
+            conn.close()
+    return bytes(out)
+
+
 def _run_live(args: argparse.Namespace) -> int:
-    """Probe a live MoQ source for `--seconds`; 2 when it cannot be reached."""
-    from gateway.moq.client import parse_moq_url
-    from gateway.moq.probe_live import probe_moq
-
+    """Probe a live MoQ or SRT source for `--seconds`; 2 when it cannot be reached."""
     configure_logging("auto", "warning")  # logs to stderr: stdout is the report
-
     try:
-        label = parse_moq_url(args.file).redacted
-        report = asyncio.run(probe_moq(args.file, args.seconds, fingerprint=args.fingerprint))
+        if args.file.lower().startswith("srt://"):
+            host, port, _ = parse_srt_url(args.file)
+            label = f"srt://{host}:{port}"
+            data = asyncio.run(pull_srt(args.file, args.seconds))
+            report = probe_stream(io.BytesIO(data), len(data))
+            report["seconds"] = args.seconds
+        else:
+            from gateway.moq.client import parse_moq_url  # aioquic loads only for MoQ
+            from gateway.moq.probe_live import probe_moq
+
+            label = parse_moq_url(args.file).redacted
+            report = asyncio.run(probe_moq(args.file, args.seconds, fingerprint=args.fingerprint))
     except (ValueError, OSError, TimeoutError) as exc:
-        sys.stderr.write(f"moqsrt probe: cannot read the MoQ source: {exc}\n")
+        sys.stderr.write(f"moqsrt probe: cannot read the live source: {exc}\n")
         return 2
     text = json.dumps(report, indent=2) if args.json else format_report(label, report)
     sys.stdout.write(text + "\n")

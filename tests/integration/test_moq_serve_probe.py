@@ -1,6 +1,6 @@
-"""`moqsrt probe moqt://…` reads a live broadcast from a moq-rs server (nobody's code here) for a
-few seconds and reports its catalog and, per track, what arrived: the frames moq-rs published
-while the probe was subscribed."""
+"""`moqsrt probe URL` reads a live source for a few seconds and reports its catalog and, per
+track, what arrived: a moq-rs server's broadcast (nobody's code here) over `moqt://`, and an
+SRT broadcast pulled with `m=request` over `srt://`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import sys
 
 import moq
 
-from tests.integration.conftest import HOST, ROOT
+from tests.integration.conftest import (
+    FIXTURE,
+    HOST,
+    ROOT,
+    Procs,
+    decode_video,
+    ffmpeg_publish_argv,
+    run_gateway,
+)
 from tests.integration.test_moq_ingest_srt import fixture_video
 
 PATH = "live/probe"
@@ -66,3 +74,37 @@ async def test_moq_serve_probe_reports_a_live_moq_rs_broadcast() -> None:
     assert report["tracks"]["video"]["frames"] == len(frames)
     assert report["tracks"]["video"]["groups"] == 2
     assert report["tracks"]["video"]["bytes"] > sum(len(au.data) for au in frames)
+
+
+async def test_moq_serve_probe_pulls_an_srt_broadcast_with_m_request(procs: Procs) -> None:
+    expected = decode_video(FIXTURE)
+    async with run_gateway() as gw:
+        procs.start("ffmpeg-publish", ffmpeg_publish_argv(gw.port, "#!::r=live/srtprobe,m=publish"))
+        await gw.wait_live("live/srtprobe", 10)
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "probe",
+            f"srt://{HOST}:{gw.port}?streamid=#!::r=live/srtprobe,m=request",
+            "--seconds",
+            "4",
+            "--json",
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            out, err = await probe.communicate()
+    assert probe.returncode == 0, err.decode(errors="replace")
+    report = json.loads(out)
+    codecs = sorted(
+        r["codec"].split(".")[0]
+        for kind in ("video", "audio")
+        for r in report["catalog"][kind]["renditions"].values()
+    )
+    assert codecs == ["avc3", "mp4a"]
+    (video,) = report["catalog"]["video"]["renditions"]
+    # About 4 s of a 30 fps stream (the pull starts at a keyframe; the fixture has 300 frames).
+    assert 60 <= report["tracks"][video]["frames"] <= expected.frames
+    assert report["input_bytes"] > 0
