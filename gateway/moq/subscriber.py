@@ -67,6 +67,10 @@ MAX_TRACKS_PER_BROADCAST: Final = 64
 MAX_BROADCASTS_PER_SESSION: Final = 256
 """Broadcasts one session may have us ingest at once."""
 
+MAX_BUFFERED_BYTES: Final = 64 * 1024 * 1024
+"""Partial frames one session may have us hold across its group streams (bytes); the stream
+that goes past it is stopped (its group dropped)."""
+
 _log = structlog.get_logger("moqsrt.moq.subscriber")
 
 
@@ -121,7 +125,8 @@ class Subscriber:
 
     `flush()` is the adapter's (call after output was queued). Setting it up claims the
     session's `uni_handler`. Loop thread only; `handle(event)` must see the session's events
-    (it reacts to `SessionEnded`). `max_frame_bytes` caps one frame held while it arrives.
+    (it reacts to `SessionEnded`). `max_frame_bytes` caps one frame held while it arrives, and
+    `max_buffered_bytes` what all of the session's group streams hold at once.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class Subscriber:
         flush: Callable[[], None],
         prefix: str = "",
         max_frame_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self._session = session
         self._open = open_broadcast
@@ -139,6 +145,8 @@ class Subscriber:
         self.prefix = normalize_path(prefix)
         """The announce prefix asked for."""
         self._max_frame = max_frame_bytes
+        self._max_buffered = max_buffered_bytes
+        self._buffered = 0  # bytes the group readers hold now
         self._remotes: dict[str, _Remote] = {}
         self._subs: dict[int, _Track] = {}  # subscribe id -> track
         self._readers: set[_GroupReader] = set()  # group streams being read
@@ -416,7 +424,7 @@ class _SubscribeReader:
 class _GroupReader:
     """Reads one Group uni stream into a model group, a frame at a time."""
 
-    __slots__ = ("_buf", "_group", "_need", "_owner", "_started", "catalog_of")
+    __slots__ = ("_buf", "_group", "_held", "_need", "_owner", "_started", "catalog_of")
 
     def __init__(self, owner: Subscriber) -> None:
         self._owner = owner
@@ -424,6 +432,7 @@ class _GroupReader:
         self._group: GroupProducer | None = None
         self._started = False  # stream type and header read
         self._need = -1  # payload length of the frame being received, -1 = reading its length
+        self._held = 0  # len(_buf) as counted in the owner's _buffered
         self.catalog_of: _Remote | None = None
 
     def on_data(self, stream_id: int, data: bytes, fin: bool, now: float) -> list[MoqEvent]:
@@ -482,22 +491,36 @@ class _GroupReader:
                 self._stop(stream_id, StreamCode.CANCELLED)  # evicted or ended: drop the rest
                 return []
         del buf[:pos]
+        owner = self._owner
         if fin:
             if self._need >= 0 or buf:
                 group.abort(_Ended("group stream ended inside a frame"))
             else:
                 group.finish()
-            self._owner._readers.discard(self)
-            self._owner._flush()
+            self._forget()
+            owner._flush()
+            return []
+        owner._buffered += len(buf) - self._held
+        self._held = len(buf)
+        if owner._buffered > owner._max_buffered:
+            self.abort("the session holds too many partial frames")
+            self._stop(stream_id, StreamCode.FRAME_TOO_LARGE)
         return []
 
     def on_reset(self, stream_id: int, code: int, now: float) -> list[MoqEvent]:
         self.abort(f"group reset by the peer (code {code})")
         return []
 
+    def _forget(self) -> None:
+        owner = self._owner
+        owner._readers.discard(self)
+        owner._buffered -= self._held
+        self._held = 0
+        self._buf.clear()
+
     def abort(self, why: str) -> None:
         """End the model group (if any) with `why`; forget this reader."""
-        self._owner._readers.discard(self)
+        self._forget()
         if self._group is not None:
             self._group.abort(_Ended(why))
 
@@ -509,6 +532,6 @@ class _GroupReader:
         return []
 
     def _stop(self, stream_id: int, code: int) -> None:
-        self._owner._readers.discard(self)
+        self._forget()
         self._owner._session.stop(stream_id, code)
         self._owner._flush()

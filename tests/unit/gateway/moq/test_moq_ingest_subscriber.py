@@ -39,7 +39,12 @@ VIDEO_STREAM = 9
 class Rig:
     """A server-side session whose subscriber ingests into `broadcasts` (one meter each)."""
 
-    def __init__(self, version: Version = Version.LITE_03, max_frame_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        version: Version = Version.LITE_03,
+        max_frame_bytes: int = 1 << 20,
+        max_buffered_bytes: int = 1 << 22,
+    ) -> None:
         self.session = MoqSession(version, is_client=False, allocator=CountingAllocator())
         self.opened: dict[str, BroadcastProducer] = {}
         self.meters: dict[str, Usage] = {}
@@ -50,6 +55,7 @@ class Rig:
             open_broadcast=self.open,
             flush=self.flush,
             max_frame_bytes=max_frame_bytes,
+            max_buffered_bytes=max_buffered_bytes,
         )
         self._uni = 2  # client-opened uni streams: 2, 6, 10 ...
 
@@ -220,6 +226,23 @@ def test_an_oversized_frame_stops_its_group_stream_and_keeps_the_session(
     assert rig.out() == [StopSending(sid, StreamCode.FRAME_TOO_LARGE)]
     assert rig.session.ended is None
     assert rig.meters["demo/cam"].frames == 0
+
+
+def test_partial_frames_over_the_session_cap_stop_the_stream_that_overflows(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_frame_bytes=1000, max_buffered_bytes=1500)
+    rig.live()
+    rig.out()
+    first, data_a = rig.group(0, 0, [b"a" * 900])
+    second, data_b = rig.group(0, 1, [b"b" * 900])
+    rig.feed(first, data_a[:800])
+    assert rig.out() == []
+    rig.feed(second, data_b[:800])
+    assert rig.out() == [StopSending(second, StreamCode.FRAME_TOO_LARGE)]
+    rig.feed(first, data_a[800:], fin=True)  # the first stream still completes
+    assert rig.meters["demo/cam"].frames == 1
+    assert rig.sub._buffered == 0
 
 
 def test_a_group_for_an_unknown_subscription_is_stopped(make_rig: Callable[..., Rig]) -> None:
