@@ -10,8 +10,8 @@ publisher's task set; `aclose()` cancels and drains them.
 
 Metering and congestion: a subscription's `BroadcastConsumer` carries the egress meter that
 `meter_for(path)` hands out (the session's stats guard for that path and tier), and frames are
-read out of the model one at a time, only when they are about to be handed to the connection,
-so the meter counts exactly what was handed over (the SRT egress rule). `SendBudget` caps what
+read out of the model only in the same turn as they are handed to the connection, so the meter
+counts exactly what was handed over (the SRT egress rule). `SendBudget` caps what
 the connection may hold unacknowledged; when it is full, subscriptions wait their turn by
 priority (higher first), and one whose track moved on to a newer group drops the group it was
 sending (stream reset, code OLD) and skips to the latest: a slow subscriber never holds memory
@@ -58,6 +58,7 @@ from model import (
     Usage,
     normalize_path,
     path_has_prefix,
+    wait_any,
 )
 
 __all__ = ["DEFAULT_BACKLOG_BYTES", "TRACK_WAIT_S", "Publisher", "SendBudget"]
@@ -372,6 +373,15 @@ class Publisher:
     async def _send_group(
         self, sub: _Subscription, track: TrackConsumer, group: GroupConsumer
     ) -> None:
+        """Hand `group`'s frames to a new group stream as they come, FIN it at the end.
+
+        Frames are read (and so billed) only right before they are handed over: the task
+        waits for news with `wait_any` (which reads nothing), checks that the stream is still
+        wanted, then takes what is ready with `read_ready()` and sends all of it in the same
+        turn, so a peer's STOP_SENDING can never fall between a read and its send. While
+        catching up after a skip, the frames already in the newest group go out together:
+        the budget's overshoot is at most that group's ready part.
+        """
         session = self._session
         budget = self.budget
         stream_id = session.open_group(sub.request.subscribe_id, group.sequence)
@@ -379,6 +389,8 @@ class Publisher:
         self._by_group[stream_id] = sub
         try:
             while True:
+                if sub.group_stream != stream_id or not session.can_send(stream_id):
+                    return  # the peer stopped this group (the session reset it)
                 if not budget.may_send(sub.priority):
                     while not await budget.wait(sub.priority, _CONGESTION_POLL_S):
                         latest = track.latest_sequence
@@ -388,20 +400,22 @@ class Publisher:
                             session.reset(stream_id, StreamCode.OLD)
                             self._flush()
                             return
-                try:
-                    frame = await group.next_frame()
-                except Evicted:
-                    session.reset(stream_id, StreamCode.EVICTED)
+                    continue
+                frames = group.read_ready()
+                if frames:
+                    for frame in frames:
+                        session.send(stream_id, encode_varint(len(frame)) + frame)
                     self._flush()
-                    return
-                if frame is None:
+                    continue
+                if group.poll_end():
                     session.finish(stream_id)
                     self._flush()
                     return
-                if sub.group_stream != stream_id or not session.can_send(stream_id):
-                    return  # the peer stopped this group (the session reset it)
-                session.send(stream_id, encode_varint(len(frame)) + frame)
-                self._flush()
+                await wait_any((group,))
+        except ModelError as exc:
+            code = StreamCode.EVICTED if isinstance(exc, Evicted) else StreamCode.INTERNAL
+            session.reset(stream_id, code)
+            self._flush()
         except asyncio.CancelledError:
             session.reset(stream_id, StreamCode.CANCELLED)
             raise

@@ -21,9 +21,10 @@ from gateway.moq.transport import QuicFigures
 
 __all__ = ["BroadcastUsage", "MoqSessionRecord", "MoqSessionSink", "emit_moq_session"]
 
-Outcome = Literal["closed", "error", "refused"]
+Outcome = Literal["closed", "error"]
 """`closed` the session ended with code 0 (either side); `error` with another code or a
-transport failure (`error` says which); `refused` the authorization hook said no."""
+transport failure (`error` says which). Connections the authorization hook refused get no
+record (they are logged as `moq.refused`): nothing was served."""
 
 MoqSessionSink = Callable[["MoqSessionRecord"], Awaitable[None] | None]
 """Receives every final MoQ record: sync or async, must not raise (failures are logged as

@@ -313,7 +313,7 @@ class MoqServer:
     def ended(self, conn: MoqConnection) -> None:
         """:meta private: finish the session in a drained task."""
         viewer = self._viewers.pop(conn, None)
-        if viewer is None or (self._closed.is_set() and conn.session is None):
+        if viewer is None:
             return
         task = asyncio.get_running_loop().create_task(self._finish(viewer))
         self._tasks.add(task)

@@ -453,10 +453,18 @@ class MoqSession:
         self._sending.clear()
 
     def _peer_uni(self, stream_id: int, data: bytes, fin: bool, now: float) -> list[MoqEvent]:
+        if stream_id in self._refused:
+            if fin:
+                self._refused.discard(stream_id)
+            return []
         factory = self.uni_handler
         handler = factory(stream_id) if factory is not None else None
         if handler is None:
             self._out.append(StopSending(stream_id, StreamCode.CANCELLED))
+            if not fin:
+                if len(self._refused) >= _MAX_PEER_STREAMS:
+                    raise ProtocolViolation(f"more than {_MAX_PEER_STREAMS} refused streams")
+                self._refused.add(stream_id)
             return []
         if not fin:
             self._handlers[stream_id] = handler

@@ -19,6 +19,7 @@ from gateway.moq.cert import Certificate, generate_certificate
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES
 from gateway.moq.record import MoqSessionRecord
 from gateway.moq.server import MoqAuthHook, MoqServer
+from gateway.moq.wire import Version
 from model import Origin, StatsHandle
 from tests.media import EsPacket, es_packets
 
@@ -68,6 +69,7 @@ async def run_moq(
     *,
     auth: MoqAuthHook | None = None,
     backlog_cap_bytes: int | None = None,
+    versions: tuple[Version, ...] = (Version.LITE_03, Version.LITE_04),
 ) -> AsyncIterator[MoqGateway]:
     """Serve MoQ on a free 127.0.0.1 UDP port until the block ends."""
     cert = generate_certificate()
@@ -80,6 +82,7 @@ async def run_moq(
         node="test-node",
         sinks=(records.append,),
         backlog_cap_bytes=backlog_cap_bytes or DEFAULT_BACKLOG_BYTES,
+        versions=versions,
     )
     if stats is not None:
         server.with_stats(stats)

@@ -16,7 +16,14 @@ from aioquic.quic.events import ConnectionTerminated, QuicEvent
 from gateway.moq.server import MoqAuthDecision
 from gateway.moq.session import MoqEvent
 from gateway.moq.webtransport import ConnectRequest
-from gateway.moq.wire import Announce, AnnounceRequest, BidiStreamType, encode_varint, take_message
+from gateway.moq.wire import (
+    Announce,
+    AnnounceRequest,
+    BidiStreamType,
+    Version,
+    encode_varint,
+    take_message,
+)
 from model import BroadcastProducer, Origin, StatsHandle, TrackProducer
 from tests.integration.moq_helpers import HOST, run_moq
 
@@ -82,6 +89,37 @@ async def test_the_hook_picks_the_tier_from_the_token_and_scopes_the_paths() -> 
         producer.finish()
     for broadcast_producer in (shown, hidden):
         broadcast_producer.finish()
+
+
+@pytest.mark.parametrize(
+    ("transport", "versions", "spoken"),
+    [
+        ("quic", (Version.LITE_04, Version.LITE_03), "moq-lite-04"),
+        ("quic", (Version.LITE_03,), "moq-lite-03"),
+        ("webtransport", (Version.LITE_03,), "moq-lite-03"),
+    ],
+)
+async def test_each_offered_version_serves_moq_rs(
+    transport: str, versions: tuple[Version, ...], spoken: str
+) -> None:
+    origin = Origin()
+    shown, track = live(origin, "live/v")
+    async with run_moq(origin, versions=versions) as mq:
+        async with asyncio.timeout(20), mq.client(transport) as client:
+            assert await announced_paths(client, 1) == ["live/v"]
+            consumer = await (await client.request_broadcast("live/v")).subscribe_track("data")
+            group = track.append_group()
+            group.write_frame(b"v")
+            group.finish()
+            received = await consumer.recv_group()
+            assert received is not None
+            assert [f.payload async for f in received] == [b"v"]
+        async with asyncio.timeout(10):
+            while not mq.records:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    assert mq.records[0].version == spoken
+    track.finish()
+    shown.finish()
 
 
 async def test_a_refused_raw_quic_client_is_closed_as_unauthorized() -> None:

@@ -29,7 +29,10 @@ async def test_a_slow_subscriber_skips_ahead_without_holding_memory_or_the_other
     expected = expected_counts(FIXTURE)
     video_pid = next(int(k, 16) for k, c in expected.items() if c.kind == "video")
     video_fixture = gops(fixture_packets(FIXTURE, video_pid))
-    largest_frame = max(len(p.data) for gop in video_fixture for p in gop)
+    # What may go over the cap: the frames already in the newest group when a skipped-ahead
+    # subscription resumes (read and handed over together), at most a whole GOP.
+    largest_gop = max(sum(len(p.data) for p in gop) for gop in video_fixture)
+    bound = CAP + largest_gop + 4096
     total_frames = sum(c.frames for c in expected.values())
 
     async with run_gateway() as gw, run_moq(gw.origin, gw.stats, backlog_cap_bytes=CAP) as mq:
@@ -94,12 +97,12 @@ async def test_a_slow_subscriber_skips_ahead_without_holding_memory_or_the_other
     normal_record = next(r for r in records if r is not slow_record)
     assert normal_record.skipped_groups == 0
     assert slow_record.skipped_groups > 0
-    assert slow_record.bytes < normal_record.bytes
-    assert peak_backlog <= CAP + largest_frame + 64
-    assert slow_record.quic.peak_backlog_bytes <= CAP + largest_frame + 64
+    assert relay.delivered_bytes < normal_record.quic.bytes_sent / 2  # it really was slow
+    assert peak_backlog <= bound
+    assert slow_record.quic.peak_backlog_bytes <= bound
     # Billed is at most what was handed to its connection; of that, what was not dropped with
     # a skipped group crossed its link or was still held (under the cap) at the end.
     quic = slow_record.quic
     assert slow_record.bytes <= quic.stream_bytes_sent
     assert quic.dropped_bytes > 0
-    assert quic.stream_bytes_sent - quic.dropped_bytes <= relay.delivered_bytes + CAP
+    assert quic.stream_bytes_sent - quic.dropped_bytes <= relay.delivered_bytes + bound

@@ -242,6 +242,30 @@ async def test_a_cancelled_subscription_resets_its_group_and_stops_reading() -> 
     broadcast.finish()
 
 
+async def test_a_group_the_peer_stops_bills_no_frame_written_after_the_stop() -> None:
+    origin = Origin()
+    broadcast = BroadcastProducer()
+    origin.publish("live/a", broadcast)
+    track = broadcast.create_track("video")
+    group = track.append_group()
+    group.write_frame(b"k0")
+    session, publisher, wire, meters = setup(origin)
+    feed(session, publisher, 4, subscribe(4, 0, "live/a", "video"))
+    await settle(wire)
+    (sid,) = wire.groups()
+    # The frame and the STOP_SENDING land in the same loop turn, before the task runs.
+    group.write_frame(b"d0")
+    for event in session.stop_sending(sid, StreamCode.CANCELLED, 0.0):
+        publisher.handle(event)
+    await settle(wire)
+    assert wire.groups()[sid][1] == [b"k0"]
+    assert meters["live/a"] == Usage(groups=1, frames=1, bytes=2)
+    group.finish()
+    track.finish()
+    broadcast.finish()
+    await publisher.aclose()
+
+
 async def test_a_congested_link_skips_to_the_newest_group_and_bills_only_what_went_out() -> None:
     origin = Origin()
     broadcast = BroadcastProducer()
@@ -270,11 +294,11 @@ async def test_a_congested_link_skips_to_the_newest_group_and_bills_only_what_we
     groups = {h.sequence: (sid, frames) for sid, (h, frames) in wire.groups().items()}
     assert sorted(groups) == [0, 3]  # the congested group was dropped, 1 and 2 never started
     sid0, frames0 = groups[0]
-    assert frames0 == [b"k0", b"d0"]  # d0 was awaited before the stall: one frame over
+    assert frames0 == [b"k0"]  # d0 came after the stall: never read, never billed
     assert wire.resets[sid0] == StreamCode.OLD
     assert groups[3][1] == [b"k3"]
     assert publisher.skipped_groups == 3  # group 0 dropped part-way, 1 and 2 never started
-    assert meters["live/a"] == Usage(groups=2, frames=3, bytes=6)
+    assert meters["live/a"] == Usage(groups=2, frames=2, bytes=4)
 
 
 async def test_when_congested_the_higher_priority_subscription_is_served_first() -> None:

@@ -233,3 +233,12 @@ def test_close_and_connection_loss_end_the_session_once() -> None:
     assert other.connection_lost(0, "idle") == []
     with pytest.raises(MoqUsageError):
         other.open_group(0, 0)
+
+
+def test_a_stopped_peer_uni_stream_is_stopped_once_and_its_data_discarded() -> None:
+    session = server()
+    session.feed(2, bytes.fromhex("0002"), False, 0.0)
+    session.feed(2, b"\x00" * 5000, False, 0.0)
+    assert session.data_to_send() == [StopSending(2, StreamCode.CANCELLED)]
+    assert session.feed(2, b"", True, 0.0) == []
+    assert session.data_to_send() == []
