@@ -326,16 +326,8 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
         if kind in ("moqsrt", BYTE_RELAY):
             port = free_udp_port()
             if kind == "moqsrt":
-                argv = [
-                    MOQSRT,
-                    "serve",
-                    "--srt",
-                    f"{HOST}:{port}",
-                    "--moq",
-                    "off",
-                    "--log-format",
-                    "json",
-                ]
+                argv = [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"]
+                argv += ["--moq", "off"]  # SRT only
             else:
                 argv = [PYTHON, "-m", "tests.bench._byte_relay", "--listen", f"{HOST}:{port}"]
             relays.append(procs.start(kind, argv))
@@ -456,16 +448,8 @@ async def _latency_path(
     result = LatencyResult(name=kind, latency_ms=lat)
     try:
         if kind == "moqsrt":
-            argv = [
-                MOQSRT,
-                "serve",
-                "--srt",
-                f"{HOST}:{in_port}",
-                "--moq",
-                "off",
-                "--latency",
-                str(lat),
-            ]
+            argv = [MOQSRT, "serve", "--srt", f"{HOST}:{in_port}", "--latency", str(lat)]
+            argv += ["--moq", "off"]  # SRT only
             procs.start("moqsrt", [*argv, "--log-format", "json"])
             pub_sid, view_sid = "#!::r=lat/a,m=publish", "#!::r=lat/a,m=request"
         elif kind == "srt-live-transmit":
