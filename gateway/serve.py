@@ -141,7 +141,7 @@ async def serve(config: GatewayConfig) -> None:
         sys.stdout.flush()
 
     async with contextlib.AsyncExitStack() as stack:
-        tasks = stack.enter_context(_TaskSet())
+        tasks = await stack.enter_async_context(_TaskSet())
         if config.moq is not None:
             await _serve_moq(config, origin, stats, stack, tasks)
         if config.upstream is not None:
@@ -156,8 +156,9 @@ async def serve(config: GatewayConfig) -> None:
             await asyncio.Event().wait()  # MoQ only: serve until cancelled
 
 
-class _TaskSet(contextlib.AbstractContextManager["_TaskSet"]):
-    """Background tasks of `serve` (the upstream, certificate renewal): cancelled on exit."""
+class _TaskSet(contextlib.AbstractAsyncContextManager["_TaskSet"]):
+    """Background tasks of `serve` (the upstream, certificate renewal): cancelled and awaited
+    on exit (the upstream closes its relay session there)."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,9 +173,11 @@ class _TaskSet(contextlib.AbstractContextManager["_TaskSet"]):
         if not task.cancelled() and task.exception() is not None:
             _log.error("serve.task_failed", error=repr(task.exception()))
 
-    def __exit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
+    async def __aexit__(self, *exc_info: object) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _serve_moq(

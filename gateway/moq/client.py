@@ -176,6 +176,8 @@ class MoqClientConnection(QuicConnectionProtocol):
         self._backlog_cap = backlog_cap_bytes
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        # A failure nobody waits for any more (a cancelled connect) is not an error to report.
+        self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._ended = asyncio.Event()
         self.session: MoqSession | None = None
         """The moq-lite session once up."""
@@ -511,10 +513,12 @@ async def connect(
                     parsed.port,
                     configuration=config,
                     create_protocol=create_protocol,
+                    wait_connected=False,  # ready() waits: aioquic's waiter would outlive a cancel
                 )
             )
             assert isinstance(protocol, MoqClientConnection)
             stack.push_async_callback(protocol.aclose)
+            protocol.transmit()  # the ClientHello (aioquic does not send it without waiting)
             await protocol.ready()
         _log.info("moq.client_connected", url=parsed.redacted)
         yield protocol
