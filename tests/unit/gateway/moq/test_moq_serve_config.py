@@ -35,9 +35,15 @@ def test_the_upstream_fingerprint_is_64_hex_digits_colons_allowed() -> None:
         load_config(None, {"upstream_fingerprint": "abc"})
 
 
-def test_a_moq_certificate_needs_its_key() -> None:
-    with pytest.raises(ConfigError, match="together"):
-        load_config(None, {"moq_cert": "cert.pem"})
+async def test_a_moq_certificate_needs_its_key_before_anything_is_bound() -> None:
+    from gateway.serve import serve
+
+    with pytest.raises(ConfigError, match="together") as caught:
+        await serve(load_config(None, {"moq_cert": "cert.pem", "srt": "127.0.0.1:0"}))
+    assert caught.value.key == "moq_cert"
+
+
+def test_moq_certificate_settings_are_paths() -> None:
     config = load_config(None, {"moq_cert": "c.pem", "moq_key": "k.pem", "var_dir": "/tmp/v"})
     assert (config.moq_cert, config.moq_key, config.var_dir) == (
         Path("c.pem"),
