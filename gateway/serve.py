@@ -161,8 +161,8 @@ def try_it_commands(host: str, port: int) -> str:
 async def serve(config: GatewayConfig) -> None:
     """Run the gateway described by `config` until cancelled.
 
-    Raises ConfigError (key `srt`) when the SRT listener cannot be opened, (key `moq_cert`)
-    for a MoQ certificate without its key or the reverse, and as `server_config` does.
+    Raises ConfigError (key `srt` / `moq`) when a listener cannot be opened, (`moq_cert`,
+    `var_dir`) when the MoQ certificate cannot be had, and as `server_config` does.
     """
     srt_config = server_config(config)
     if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
@@ -236,20 +236,27 @@ async def _serve_moq(
         try:
             certificate = load_certificate(config.moq_cert, config.moq_key)
         except (OSError, ValueError) as exc:
-            raise OSError(f"MoQ certificate {config.moq_cert}: {exc}") from exc
+            raise ConfigError("moq_cert", f"cannot load {config.moq_cert}: {exc}") from None
         self_signed = False
     else:
-        certificate, _ = ensure_self_signed(config.var_dir)
+        try:
+            certificate, _ = ensure_self_signed(config.var_dir)
+        except OSError as exc:
+            raise ConfigError("var_dir", f"cannot keep the MoQ certificate: {exc}") from None
         self_signed = True
     # The SRT authorization hook (when the configuration has one) decides MoQ callers too.
     srt_auth = srt_config.auth
-    moq_server = await MoqServer.bind(
-        config.moq,
-        certificate=certificate,
-        origin=origin,
-        node=config.node,
-        auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
-    )
+    try:
+        moq_server = await MoqServer.bind(
+            config.moq,
+            certificate=certificate,
+            origin=origin,
+            node=config.node,
+            auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
+        )
+    except OSError as exc:
+        host, port = config.moq
+        raise ConfigError("moq", f"cannot listen on {host}:{port}: {exc}") from None
     moq_server.with_stats(stats)
     stack.push_async_callback(moq_server.aclose)
     if self_signed:

@@ -104,3 +104,24 @@ def test_moq_urls_parse_into_transport_port_and_path(
 def test_bad_moq_urls_are_value_errors(url: str) -> None:
     with pytest.raises(ValueError, match="MoQ URL"):
         parse_moq_url(url)
+
+
+def test_a_moq_address_in_use_is_one_line_naming_moq_and_exit_2(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        argv = ["serve", "--srt", "127.0.0.1:0", "--moq", f"127.0.0.1:{port}"]
+        ran = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *argv, "--var-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[4],
+        )
+    assert ran.returncode == 2, ran.stderr
+    lines = ran.stderr.strip().splitlines()
+    assert lines[-1].startswith("moqsrt serve: moq: cannot listen on 127.0.0.1:"), lines
