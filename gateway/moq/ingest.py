@@ -4,7 +4,8 @@
 calls for each announced broadcast: it opens an ingress `StatsGuard` for (path, tier), builds
 the `BroadcastProducer` `with_meter(guard.meter)` (the model counts every group, frame and byte
 written into it, so no protocol handler counts anything) and publishes it at the path. The
-guard is closed by the `Ingest.release` the subscriber calls once the broadcast ended.
+guard is closed by the `Ingest.release` the subscriber calls once the broadcast ended, which
+also logs `moq.publish_ended` with what was written (the ingress of that publish).
 """
 
 from __future__ import annotations
@@ -68,10 +69,23 @@ def ingest_into(
             _log.warning("moq.ingest_refused", session=session, path=target, reason=str(exc))
             return None
         _log.info("moq.publish_started", session=session, path=target, tier=tier)
-        return Ingest(broadcast=broadcast, release=guard.close if guard is not None else _noop)
+
+        def release() -> None:
+            meter = broadcast.meter
+            if meter is not None:
+                groups, frames, nbytes = meter.values()
+                _log.info(
+                    "moq.publish_ended",
+                    session=session,
+                    path=target,
+                    tier=tier,
+                    groups=groups,
+                    frames=frames,
+                    bytes=nbytes,
+                )
+            if guard is not None:
+                guard.close()
+
+        return Ingest(broadcast=broadcast, release=release)
 
     return open_broadcast
-
-
-def _noop() -> None:
-    return None
