@@ -59,14 +59,22 @@ class GatewayConfig:
     `passphrase` is the resolved default SRT passphrase, from whichever source won
     (`passphrase`, `passphrase_file`, `MOQSRT_PASSPHRASE`); it is not in the repr.
 
-    Usage ledger (`gateway.ledger`): `ledger` is its SQLite file (None: off), flushed every
-    `ledger_interval_ms`. `webhook_url` (None: off) receives every final session record from
-    the ledger, signed with `webhook_secret` (read from `webhook_secret_file` when that is set,
-    or from the environment variable `MOQSRT_WEBHOOK_SECRET`; never shown in the repr).
+    MoQ: `moq` is the UDP address of the MoQ listener (raw QUIC and WebTransport). Its TLS
+    certificate is `moq_cert`/`moq_key` (PEM, EC key) when both are set, else a self-signed
+    ECDSA certificate kept and renewed under `var_dir` (short-lived, so that browsers accept it
+    by hash). `upstream` is a MoQ relay URL (`moqt://` or `https://`) every broadcast is also
+    published to; `upstream_fingerprint` pins its certificate's SHA-256 (hex) instead of
+    trusting the system CAs.
+
+    Usage ledger (`gateway.ledger`): `ledger` is its SQLite file (None: off; by default
+    `ledger.sqlite3` in `var_dir`), flushed every `ledger_interval_ms`. `webhook_url` (None:
+    off) receives every final session record from the ledger, signed with `webhook_secret`
+    (read from `webhook_secret_file` when that is set, or from the environment variable
+    `MOQSRT_WEBHOOK_SECRET`; never shown in the repr).
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
-    moq: tuple[str, int] | None = None
+    moq: tuple[str, int] | None = ("0.0.0.0", 4443)
     http: tuple[str, int] | None = None
     ledger: Path | None = Path("var") / "ledger.sqlite3"
     ledger_interval_ms: int = 1000
@@ -74,6 +82,10 @@ class GatewayConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_secret_file: Path | None = None
     upstream: str | None = None
+    upstream_fingerprint: str | None = None
+    moq_cert: Path | None = None
+    moq_key: Path | None = None
+    var_dir: Path = Path("var")
     prefix: str = ""
     latency_ms: int = 120
     passphrase: str | None = field(default=None, repr=False)
@@ -212,12 +224,20 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a 'host:port' string, got {_show(value)}")
         return parse_address(key, value)
+    if key in ("moq_cert", "moq_key"):
+        return None if value in (None, "", "off") else Path(_text(key, value))
+    if key == "var_dir":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"expected a directory, got {_show(value)}")
+        return Path(_text(key, value))
+    if key == "upstream":
+        return _upstream_url(value)
+    if key == "upstream_fingerprint":
+        return _fingerprint(value)
     if key == "ledger":
         return None if value in (None, "", "off") else Path(_text(key, value))
     if key in _WEBHOOK_KEYS:
         return _webhook_value(key, value)
-    if key == "upstream":
-        return None if value in (None, "", "off") else _text(key, value)
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
     if key in _INT_RANGES:
@@ -329,6 +349,27 @@ def _passphrase_source(level: str, values: Mapping[str, Any]) -> tuple[str, Any]
     return (given[0], values[given[0]]) if given else None
 
 
+def _upstream_url(value: Any) -> str | None:
+    if value in (None, "", "off"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("upstream", f"expected a URL, got {type(value).__name__}")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("moqt", "moql", "https") or not rest.strip("/"):
+        # Never echo the value: a relay URL may carry a token in its query.
+        raise ConfigError("upstream", "expected a moqt://, moql:// or https:// URL with a host")
+    return value
+
+
+def _fingerprint(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).replace(":", "").strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigError("upstream_fingerprint", "expected 64 hex digits (a SHA-256)")
+    return text
+
+
 def load_config(
     file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -377,5 +418,7 @@ def load_config(
             values["passphrase"] = read_passphrase_file(key, value, base)
         else:
             values["passphrase"] = _check_passphrase(key, value)
+    if "ledger" not in raw and "var_dir" in values:
+        values["ledger"] = values["var_dir"] / "ledger.sqlite3"
     _resolve_webhook(values, os.environ if environ is None else environ)
     return GatewayConfig(**values)

@@ -1,10 +1,10 @@
 """The ledger and webhook as `moqsrt serve` runs them, around the servers' sessions.
 
 `usage_ledger(config, stats)` is an async context manager that opens the configured `Ledger`,
-runs its flush loop and the `WebhookSink` as tasks, and yields the session sinks the servers
-take (`(ledger.record_session,)`, or `()` with the ledger off). `serve` enters it once the SRT
-listener is bound and leaves it after `Server.serve` has ended every session (SIGTERM/SIGINT),
-so that on exit it stops the webhook, then flushes those sessions' records a last time.
+runs its flush loop and the `WebhookSink` as tasks, and yields the `Ledger` (None with the
+ledger off), whose `record_session` the servers take as a session sink. `serve` enters it once
+the SRT listener is bound, and leaves it after the SRT and MoQ servers have ended every session
+(SIGTERM/SIGINT), so that on exit it stops the webhook, then flushes their records a last time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import structlog
 
 from gateway.config import GatewayConfig
 from gateway.ledger import Ledger
-from gateway.session import SessionSink
 from gateway.webhook import WebhookSink, redact_url
 from model import StatsHandle
 
@@ -30,15 +29,13 @@ WEBHOOK_STOP_S = 5.0
 
 
 @contextlib.asynccontextmanager
-async def usage_ledger(
-    config: GatewayConfig, stats: StatsHandle
-) -> AsyncIterator[tuple[SessionSink, ...]]:
-    """Run the ledger (and webhook) of `config` around the block; yield the sinks to give the
-    servers. Raises `LedgerError` when the ledger file cannot be used."""
+async def usage_ledger(config: GatewayConfig, stats: StatsHandle) -> AsyncIterator[Ledger | None]:
+    """Run the ledger (and webhook) of `config` around the block; yield the ledger (None when
+    off). Raises `LedgerError` when the ledger file cannot be used."""
     if config.ledger is None:
         if config.webhook_url is not None:
             _log.warning("webhook.off", detail="the webhook sends from the ledger, which is off")
-        yield ()
+        yield None
         return
     ledger = await Ledger.open(
         config.ledger, stats, node=config.node, interval_s=config.ledger_interval_ms / 1000
@@ -51,7 +48,7 @@ async def usage_ledger(
             webhook = WebhookSink(ledger, config.webhook_url, config.webhook_secret.encode())
             _log.info("webhook.sending", url=redact_url(config.webhook_url))
             tasks.append(asyncio.create_task(webhook.run(), name="webhook"))
-        yield (ledger.record_session,)
+        yield ledger
     finally:
         if webhook is not None:
             # Let a request in flight finish, so that its cursor is stored (no resend).

@@ -80,3 +80,12 @@ def test_a_bad_interval_names_its_key() -> None:
     with pytest.raises(ConfigError, match="must be positive") as info:
         load_config(None, {"ledger_interval_ms": "0"})
     assert info.value.key == "ledger_interval_ms"
+
+
+def test_the_default_ledger_lives_in_var_dir_unless_named() -> None:
+    assert load_config(None, {"var_dir": "/srv/moqsrt"}).ledger == Path(
+        "/srv/moqsrt/ledger.sqlite3"
+    )
+    named = load_config(None, {"var_dir": "/srv/moqsrt", "ledger": "/data/u.db"})
+    assert named.ledger == Path("/data/u.db")
+    assert load_config(None, {"var_dir": "/srv/moqsrt", "ledger": "off"}).ledger is None
