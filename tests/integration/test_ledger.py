@@ -165,6 +165,10 @@ def serve_argv(db: Path, interval_ms: int, extra: Sequence[str] = ()) -> list[st
         "json",
         "--peer-idle-timeout",
         "1500",
+        "--moq",
+        f"{HOST}:0",
+        "--var-dir",
+        str(db.parent / "var"),
         *extra,
     ]
 
@@ -213,6 +217,22 @@ async def start_serve(
     found = port()
     assert found is not None, (tmp_path / f"{name}.err").read_text()
     return proc, found
+
+
+async def moq_banner(out: Path) -> tuple[int, str]:
+    """The MoQ port and certificate SHA-256 `moqsrt serve` printed to `out`."""
+    found: dict[str, str] = {}
+
+    def scan() -> bool:
+        for line in out.read_text().splitlines():
+            if "serving MoQ on udp/" in line:
+                found["port"] = line.split("udp/")[1].split()[0]
+            if "certificate sha256:" in line:
+                found["fingerprint"] = line.split("sha256:")[1].strip()
+        return len(found) == 2
+
+    await poll_until(scan, 20)
+    return int(found["port"]), found["fingerprint"]
 
 
 def run_sums(records: list[LedgerRecord]) -> dict[tuple[str, str], dict[str, int]]:
@@ -319,3 +339,48 @@ async def test_sigkill_mid_session_leaves_a_sound_ledger_and_a_restart_counts_on
     (ingress,) = [t for t in document["totals"] if t["role"] == "ingress"]
     assert (ingress["path"], ingress["frames"]) == ("live/k", sums["frames"] + frames)
     assert [s["session"] for s in document["sessions"]] == [session.session]
+
+
+async def test_a_moq_viewer_session_of_moqsrt_serve_reaches_the_ledger(
+    procs: Procs, tmp_path: Path
+) -> None:
+    import moq
+
+    db = tmp_path / "ledger.sqlite3"
+    server, port = await start_serve(tmp_path, db, "moq")
+    try:
+        moq_port, fingerprint = await moq_banner(tmp_path / "moq.out")
+        publisher = procs.start("publish", ffmpeg_publish_argv(port, "#!::r=live/m,m=publish"))
+        async with (
+            asyncio.timeout(30),
+            moq.Client(
+                f"moqt://{HOST}:{moq_port}",
+                tls_fingerprints=[fingerprint],
+                reconnect=False,
+                websocket_enabled=False,
+            ) as client,
+        ):
+            broadcast = await client.announced_broadcast("live/m")
+            track = await broadcast.subscribe_track("catalog.json")
+            group = await track.recv_group()
+            assert group is not None
+            payloads = [frame.payload async for frame in group]
+            track.cancel()
+        assert len(payloads) == 1
+        await poll_until(lambda: '"transport": "quic"' in (tmp_path / "moq.err").read_text(), 15)
+        publisher.stop()
+        os.killpg(server.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 20) == 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    with LedgerReader(db) as reader:
+        (viewer,) = [s for s in reader.sessions() if s.detail.get("transport") == "quic"]
+        totals = {(t.path, t.role): t.counts for t in reader.totals()}
+    # The MoQ session's record is in the ledger, billed for exactly the catalog frame the
+    # client received, and the interval records count it under the broadcast's egress.
+    assert viewer.role == "egress"
+    assert (viewer.counts["frames"], viewer.counts["bytes"]) == (1, len(payloads[0]))
+    assert totals[("live/m", "egress")]["frames"] == 1
+    assert totals[("live/m", "egress")]["bytes"] == len(payloads[0])
