@@ -175,7 +175,9 @@ class Server:
                 port,
                 options,
                 on_handshake,
-                handshake_rate=None if rate is None else PeerRate(rate, rate * HANDSHAKE_BURST_S),
+                handshake_rate=None
+                if rate is None
+                else PeerRate(rate, max(1.0, rate * HANDSHAKE_BURST_S)),
                 rate_reject_code=REJECT_OVERLOAD,
             )
         except BaseException:
