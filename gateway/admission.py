@@ -60,7 +60,7 @@ class SessionSlots:
 
     def refusal(self, host: str, now: float) -> str | None:
         """Why a new session from `host` at `now` is over a limit, or None when it is not."""
-        self._prune(now)
+        self.prune(now)
         if self.max_sessions is not None and self._total >= self.max_sessions:
             return f"{self._total} sessions, the server's limit"
         held = self._per_host.get(host, 0)
@@ -104,7 +104,8 @@ class SessionSlots:
         else:
             del self._per_host[slot.host]
 
-    def _prune(self, now: float) -> None:
+    def prune(self, now: float) -> None:
+        """Stop counting pending slots expired at `now` (`refusal` calls it)."""
         pending = self._pending
         while pending:
             slot = next(iter(pending))

@@ -226,7 +226,10 @@ class Server:
         ended), `slots` and `slot_hosts` (sessions counted against the limits, pending ones
         included, and their hosts), `claims` (publishers' paths), and the listener's
         `decisions`, `recent_rejects` and `rate_peers` (`SrtListener.remembered`). Each is
-        bounded whatever callers do; for metrics and tests."""
+        bounded whatever callers do; for metrics and tests. Expired entries are pruned first."""
+        now = time.monotonic()
+        self._slots.prune(now)
+        self._claims.prune(now)
         return {
             "sessions": len(self._requests),
             "slots": self._slots.total,
