@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 import warnings
 import weakref
 from collections import deque
@@ -133,6 +134,8 @@ class SrtListener:
         `rate_peers` (hosts with a handshake-rate bucket). For metrics and tests."""
         state = self._state
         with state.lock:
+            if state.handshake_rate is not None:
+                state.handshake_rate.prune(time.monotonic())
             return {
                 "decisions": len(state.decisions),
                 "recent_rejects": len(state.recent_rejects),
