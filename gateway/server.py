@@ -103,6 +103,9 @@ class Server:
         self._origin = origin
         self._stats: StatsHandle | None = None
         self._claims = PathClaims(config.claim_timeout_s)
+        # A handshake libsrt fails after our callback (a wrong passphrase) keeps its slot for
+        # claim_timeout_s (2 s), longer than libsrt keeps the socket it made for it (measured:
+        # about 1 s, ~0.7 MB each with the default buffers), so max_sessions bounds those too.
         self._slots = SessionSlots(
             config.max_sessions, config.max_peer_sessions, config.claim_timeout_s
         )
