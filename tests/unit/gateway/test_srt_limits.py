@@ -1,11 +1,13 @@
-"""The SRT listener's own bounds against real libsrt on 127.0.0.1: a caller accepted with
+"""The SRT binding's own bounds against real libsrt on 127.0.0.1: a caller accepted with
 `discard_input` has what it sends read and dropped (nothing reaches the loop, the caller still
-receives), and a host over the handshake rate is refused with the listener's code without the
-hook running; the tables the listener keeps about callers stay bounded."""
+receives), a host over the handshake rate is refused with the listener's code without the
+hook running, and what a connection keeps unread is capped (the newest kept)."""
 
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from gateway.srt import (
     Accept,
@@ -15,6 +17,7 @@ from gateway.srt import (
     SrtOptions,
     SrtReactor,
     SrtRejected,
+    connection,
     open_socket_count,
 )
 
@@ -89,4 +92,35 @@ async def test_a_host_over_the_handshake_rate_gets_the_code_without_the_hook() -
         remembered = listener.remembered()
         assert remembered["rate_peers"] == 1
         assert remembered["recent_rejects"] == 5  # the hook's refusals, for retransmissions
+        await listener.aclose()
+
+
+async def test_what_nobody_reads_is_capped_keeping_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection, "MAX_UNREAD_BYTES", 64 * 1316)
+    async with SrtReactor() as reactor:
+
+        async def hook(info: HandshakeInfo) -> Accept:
+            return Accept()
+
+        listener = await reactor.listen("127.0.0.1", 0, None, hook)
+        caller = await reactor.connect("127.0.0.1", listener.port)
+        async with asyncio.timeout(5):
+            server_side = await listener.accept()
+        messages = [n.to_bytes(4, "big") * 329 for n in range(300)]
+        sent = 0
+        async with asyncio.timeout(10):
+            while sent < len(messages):
+                sent += caller.send_many(messages[sent : sent + 20])
+                await asyncio.sleep(0.002)
+            assert await caller.flush(5)
+            while server_side.dropped_unread_bytes + 64 * 1316 < 300 * 1316:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        kept = await server_side.recv_batch()
+        assert len(kept) == 64
+        assert kept == messages[-64:]  # the newest, in order
+        assert server_side.dropped_unread_bytes == (300 - 64) * 1316
+        caller.close()
+        server_side.close()
         await listener.aclose()
