@@ -17,9 +17,9 @@ from gateway.srt import (
     SrtOptions,
     SrtReactor,
     SrtRejected,
-    connection,
     open_socket_count,
 )
+from gateway.srt import connection as srt_connection
 
 
 async def test_a_caller_accepted_with_discard_input_sends_into_nothing() -> None:
@@ -98,7 +98,7 @@ async def test_a_host_over_the_handshake_rate_gets_the_code_without_the_hook() -
 async def test_what_nobody_reads_is_capped_keeping_the_newest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(connection, "MAX_UNREAD_BYTES", 64 * 1316)
+    monkeypatch.setattr(srt_connection, "MAX_UNREAD_BYTES", 64 * 1316)
     async with SrtReactor() as reactor:
 
         async def hook(info: HandshakeInfo) -> Accept:
