@@ -5,7 +5,8 @@ the packet path (`mux.es_packets`) cut from a batch, and the places where a PES 
 was lost. A bounded PES is handed on (`deliver`) once its declared length is in; an unbounded
 one when the next PES of its PID starts, at its stuffed last packet (video, see
 `PesStream.early_pes`), or when the importer says the input ended. Lost data drops a partial
-video PES and salvages an audio one. Problems go to the importer's `ProblemLog`.
+video PES and salvages an audio one; so does a PES that grows past its stream's `limit`, which
+bounds what a peer can make the importer hold. Problems go to the importer's `ProblemLog`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Any, NamedTuple
 
 from mux.errors import Malformed
 from mux.pes import PesHeader, parse_pes_header, pes_header_size
-from mux.problems import BadPes, ContinuityGap, ImportStats, ProblemLog, TransportError
+from mux.problems import (
+    BadPes,
+    ContinuityGap,
+    ImportStats,
+    PesTooLarge,
+    ProblemLog,
+    TransportError,
+)
 
 #: An unbounded video PES is completed at its first packet padded with adaptation-field stuffing
 #: (the muxer's last packet of a PES) once this many PES of the stream ended that way, with no
@@ -55,6 +63,9 @@ class PesStream:
     pid: int
     video: bool
     media: str
+    #: The most payload bytes a PES of this stream may hold; past it the PES is dropped (video)
+    #: or salvaged (audio), and the rest of it up to the next PES start dropped.
+    limit: int
     last_cc: int = -1
     pending_tei: int = 0
     active: bool = False
@@ -89,6 +100,9 @@ class Collected:
     stuffed: list[int] = field(default_factory=list)
 
 
+#: An open PES whose pieces keep alive a batch this much larger than itself is copied out.
+_SLACK_BYTES = 64 * 1024
+
 #: `deliver(stream, header, pieces, end)`: a whole PES (or an audio PES cut by lost data) of
 #: `stream`: its parsed `header`, its bytes as `pieces` (the header at the start of the first),
 #: `end` a negative index trimming bytes past its declared length, or None.
@@ -117,11 +131,15 @@ class PesAssembler:
         self._deliver = deliver
         self._lost = lost
 
-    def flush_collected(self, collected: dict[PesStream, Collected]) -> None:
-        """Assemble what `mux.es_packets.classify_small` collected per PID, then clear it."""
+    def flush_collected(self, collected: dict[PesStream, Collected], batch_bytes: int) -> None:
+        """Assemble what `mux.es_packets.classify_small` collected per PID from a batch of
+        `batch_bytes`, then clear it."""
+        big = batch_bytes > _SLACK_BYTES
         for st, col in collected.items():
             if not col.events and not col.stuffed:
                 self.continue_pes(st, col.pieces, col.rows)
+                if big:
+                    self.settle(st, batch_bytes)
                 continue
 
             def take(a: int, b: int, st: PesStream = st, col: Collected = col) -> int:
@@ -133,7 +151,15 @@ class PesAssembler:
                 return sum(map(len, part))
 
             self.assemble(st, len(col.rows), col.events, take, col.rows.__getitem__, col.stuffed)
+            if big:
+                self.settle(st, batch_bytes)
         collected.clear()
+
+    def settle(self, st: PesStream, batch_bytes: int) -> None:
+        """`st`'s packets of a batch of `batch_bytes` are assembled: if its open PES would keep
+        the batch alive for far fewer bytes (pieces are views into it), copy the PES out."""
+        if st.active and st.pieces and batch_bytes > st.size + _SLACK_BYTES:
+            st.pieces = [b"".join(st.pieces)]
 
     def assemble(
         self,
@@ -166,6 +192,8 @@ class PesAssembler:
                 self._early_end(st, a, b, stuffed, row_of)
             elif st.tail_stuffed and b > a:
                 _stuffed_mid_pes(st)
+            if st.size > st.limit:
+                self._too_large(st)
 
         first = events[0].pos if events else count
         if first:
@@ -222,6 +250,29 @@ class PesAssembler:
             self.complete(st)
         elif st.tail_stuffed:
             _stuffed_mid_pes(st)
+        if st.size > st.limit:
+            self._too_large(st)
+
+    def enforce_limit(self, st: PesStream) -> None:
+        """Apply `st.limit` (just lowered) to its open PES now."""
+        if st.size > st.limit:
+            self._too_large(st)
+
+    def _too_large(self, st: PesStream) -> None:
+        """`st`'s open PES outgrew its limit: drop it (video) or salvage its whole frames
+        (audio); what follows up to the next PES start is dropped as data without one."""
+        size = st.size
+        st.closed_early = False
+        if st.video:
+            self._stats.dropped_pes += 1
+            reset_pes(st)
+        else:
+            self.complete(st, partial=True)
+            self._lost(st)
+            size = 0
+        self._log.add(
+            PesTooLarge(pid=st.pid, limit_bytes=st.limit, dropped_bytes=size, media=st.media)
+        )
 
     def _early_end(
         self,

@@ -180,6 +180,45 @@ class BadPes(Problem):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PesTooLarge(Problem):
+    """A PES grew past what one PES of its stream may hold (`limit_bytes`): the model's
+    largest frame, or the stream's share of the importer's budget for partial PES."""
+
+    pid: int
+    limit_bytes: int
+    dropped_bytes: int
+    media: str
+
+    @property
+    def message(self) -> str:
+        kept = (
+            "; kept its whole audio frames"
+            if self.media == "audio"
+            else f"; dropped its first {self.dropped_bytes} bytes"
+        )
+        return (
+            f"PID 0x{self.pid:x}: a PES grew past the {self.limit_bytes} bytes one PES of this "
+            f"stream may hold{kept}, and the rest of it up to the next PES start"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TooManyStreams(Problem):
+    """The PMT lists more supported streams than the importer follows (`kept`, the first ones
+    in PMT order); the others are skipped."""
+
+    declared: int
+    kept: int
+
+    @property
+    def message(self) -> str:
+        return (
+            f"PMT lists {self.declared} supported streams; importing the first {self.kept} and "
+            "skipping the others"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BadCodecData(Problem):
     """Codec data that does not parse (an SPS, an audio frame header)."""
 

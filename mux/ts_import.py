@@ -8,6 +8,11 @@ packet; a small one (a few SRT messages) is read in plain Python, a run of conti
 of one PID at a time. Garbage in the stream becomes `Problem` events (`problems`,
 `problem_counts`), never an exception out of `feed`.
 
+Memory stays bounded whatever a peer sends: the streams followed (`max_streams`), the bytes
+one PES may hold (`max_pes_bytes`) and those all partial PES hold together
+(`max_pending_bytes`, shared out by weight: a video stream 16 shares, any other 1) are capped,
+as are the packets kept before the first PMT; what is dropped is reported.
+
 This module is the facade: packet sync (`mux.ts_packets`), PAT/PMT (`mux.ts_program`), the
 packets kept before the first PMT, and which path a batch takes. The roles behind it: the
 per-packet path (`mux.es_packets`), PES assembly (`mux.pes_assembly`: when a bounded or
@@ -20,11 +25,18 @@ from collections import Counter
 
 import numpy as np
 
-from model import BroadcastProducer, Closed
+from model import DEFAULT_MAX_GROUP_BYTES, BroadcastProducer, Closed
 from mux.catalog import Catalog
 from mux.es_packets import classify_rows, classify_small, plain_run
 from mux.pes_assembly import Collected, PesAssembler, PesStream
-from mux.problems import ImportStats, Problem, ProblemLog, SyncLost, UnsupportedStream
+from mux.problems import (
+    ImportStats,
+    Problem,
+    ProblemLog,
+    SyncLost,
+    TooManyStreams,
+    UnsupportedStream,
+)
 from mux.psi import Pmt, StreamKind, classify_stream
 from mux.ts_packets import PACKET_SIZE, PacketColumns, TsSync, U8Array
 from mux.ts_program import PmtMoved, ProgramTracker
@@ -34,6 +46,14 @@ __all__ = ["ImportStats", "TrackCounts", "TsImporter"]
 
 #: Packets kept from before the first PMT, replayed once it arrives (about 1.5 MB).
 _STASH_PACKETS = 8192
+#: Default `max_streams`: well past real programs (a video, a few dozen audio languages).
+DEFAULT_MAX_STREAMS = 64
+#: Default `max_pending_bytes`: two of the model's largest groups, so one largest frame fits
+#: beside everything else held.
+DEFAULT_MAX_PENDING_BYTES = 2 * DEFAULT_MAX_GROUP_BYTES
+#: Shares of `max_pending_bytes` a video stream gets against 1 for any other stream: an
+#: access unit is far larger than an audio PES.
+_VIDEO_SHARES = 16
 
 #: Batches up to this many packets (36 SRT messages) take the pure-Python path. It reads a run
 #: of continuation packets at once, so on a usual stream (a few runs per message) it beats
@@ -56,6 +76,11 @@ class TsImporter:
     PMT has its decoder config (or `catalog_wait_s` seconds of media later, or at `finish`),
     then again whenever the stream set or a config changes. `max_problems` bounds the list of
     retained problem events (counts are kept for all).
+
+    Bounds (see the module docstring): only the first `max_streams` supported streams of a PMT
+    are imported; a PES may hold at most `max_pes_bytes` (default: the model's largest group,
+    `model.DEFAULT_MAX_GROUP_BYTES`), and its stream's share of `max_pending_bytes`. `ValueError`
+    if a bound is below 1.
     """
 
     def __init__(
@@ -64,7 +89,15 @@ class TsImporter:
         *,
         catalog_wait_s: float = 3.0,
         max_problems: int = 1000,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_pes_bytes: int = DEFAULT_MAX_GROUP_BYTES,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
+        if min(max_streams, max_pes_bytes, max_pending_bytes) < 1:
+            raise ValueError("max_streams, max_pes_bytes and max_pending_bytes must be >= 1")
+        self._max_streams = max_streams
+        self._max_pes_bytes = max_pes_bytes
+        self._max_pending_bytes = max_pending_bytes
         self._broadcast = broadcast
         self._sync = TsSync()
         self._psi = ProgramTracker()
@@ -93,6 +126,15 @@ class TsImporter:
     def catalog(self) -> Catalog | None:
         """The catalog last published (None before the first publish)."""
         return self._tracks.catalog
+
+    @property
+    def held_bytes(self) -> int:
+        """Input bytes held for later right now: partial PES payloads, packets kept before the
+        first PMT, and an incomplete packet. Between calls at most `max_pending_bytes`, plus
+        about 1.5 MB of packets before the first PMT, plus 188 (the pieces of a stream's PES
+        may keep up to 64 KiB more of a batch alive)."""
+        pending = sum(st.size for st in self._streams.values())
+        return pending + self._stash_packets * PACKET_SIZE + self._sync.buffered_bytes
 
     @property
     def problems(self) -> list[Problem]:
@@ -267,7 +309,7 @@ class TsImporter:
             i += 1
             if change is None:
                 continue
-            self._pes.flush_collected(collected)
+            self._pes.flush_collected(collected, len(raw))
             if psi.program is None:
                 self._stash_rows(packets, segment, i - 1)
             segment = i - 1
@@ -277,7 +319,7 @@ class TsImporter:
                 self._replay_stash()
                 self._row_override = None
         if collected:
-            self._pes.flush_collected(collected)
+            self._pes.flush_collected(collected, len(raw))
         if psi.program is None:
             if packets is None:
                 packets = np.frombuffer(raw, np.uint8).reshape(n, PACKET_SIZE)
@@ -294,6 +336,7 @@ class TsImporter:
 
     def _set_program(self, pmt: Pmt) -> None:
         wanted: dict[int, StreamKind] = {}
+        declared = 0
         for es in pmt.streams:
             if es.pid in wanted or es.pid < 0x10 or es.pid == 0x1FFF or es.pid == self._psi.pmt_pid:
                 continue
@@ -304,7 +347,14 @@ class TsImporter:
                     UnsupportedStream(pid=es.pid, stream_type=es.stream_type, name=kind.name),
                 )
                 continue
-            wanted[es.pid] = kind
+            declared += 1
+            if len(wanted) < self._max_streams:
+                wanted[es.pid] = kind
+        if declared > len(wanted):
+            self._log.once(
+                ("too_many_streams", declared),
+                TooManyStreams(declared=declared, kept=len(wanted)),
+            )
         tracks = self._tracks
         for pid in list(self._streams):
             if pid not in wanted or wanted[pid] != tracks.kind(pid):
@@ -316,10 +366,22 @@ class TsImporter:
         for pid, kind in wanted.items():
             if pid not in self._streams:
                 video = is_video(kind)
-                self._streams[pid] = PesStream(pid, video, "video" if video else "audio")
+                media = "video" if video else "audio"
+                self._streams[pid] = PesStream(pid, video, media, self._max_pes_bytes)
                 tracks.open_stream(pid, kind)
         self._pid_list = list(self._streams)
+        self._share_budget()
         tracks.program_set(set(wanted))
+
+    def _share_budget(self) -> None:
+        """Give each stream its limit: its share of `max_pending_bytes` by weight, at most
+        `max_pes_bytes`, so all partial PES together stay within the budget."""
+        streams = self._streams.values()
+        shares = sum(_VIDEO_SHARES if st.video else 1 for st in streams)
+        for st in streams:
+            share = self._max_pending_bytes * (_VIDEO_SHARES if st.video else 1) // shares
+            st.limit = min(self._max_pes_bytes, share)
+            self._pes.enforce_limit(st)
 
     def _stash_rows(self, packets: U8Array, start: int, end: int) -> int:
         """Keep rows [start, end) (at most the last `_STASH_PACKETS`) until the first PMT."""
@@ -363,4 +425,5 @@ class TsImporter:
                 found = classify_rows(st, packets, cols, rows, self.stats, self._row_override)
                 if found is not None:
                     self._pes.assemble(st, *found)
+                    self._pes.settle(st, found[0] * (PACKET_SIZE - 4))
         return used

@@ -15,6 +15,9 @@ from mux.catalog import VideoConfig
 from mux.errors import MalformedBitstream
 from mux.nal import START_CODE4, NalRef, scan_head
 
+#: Most bytes of parameter sets one access unit may carry (real ones take a few hundred).
+MAX_PARAM_BYTES = 64 * 1024
+
 
 class VideoCodec(Protocol):
     """The codec specifics `VideoFramer` needs (`mux.h264.H264`, `mux.h265.H265`)."""
@@ -62,8 +65,9 @@ class VideoFramer:
         """Frame one access unit found at `frame[begin:]` (before it: the timestamp prefix).
 
         A keyframe is reported only when the parameter sets it needs are known; the returned
-        frame then carries them. Raises `MalformedBitstream` when the unit has no NAL unit, or
-        when new parameter sets do not parse (the cache keeps them; `config` stays as it was).
+        frame then carries them. Raises `MalformedBitstream` when the unit has no NAL unit, when
+        its parameter sets take over `MAX_PARAM_BYTES` (nothing is cached), or when new
+        parameter sets do not parse (the cache keeps them; `config` stays as it was).
         """
         codec = self.codec
         head = scan_head(frame, begin, codec.nal_type, codec.is_slice)
@@ -74,6 +78,11 @@ class VideoFramer:
             if ref.nal_type in codec.param_types and ref.end != -1:
                 found.setdefault(ref.nal_type, []).append(frame[ref.header : ref.end])
         if found:
+            if sum(len(nal) for nals in found.values() for nal in nals) > MAX_PARAM_BYTES:
+                # Cached for the stream's lifetime: a peer must not make us keep a huge one.
+                raise MalformedBitstream(
+                    f"parameter sets of over {MAX_PARAM_BYTES} bytes in one access unit", offset=0
+                )
             changed = False
             for kind, nals in found.items():
                 if self.params.get(kind) != nals:
