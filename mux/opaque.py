@@ -96,7 +96,8 @@ class StreamInfo:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TsProgramInfo:
     """The catalog's `mpegts` section: the source program's number, PMT PID and program_info
-    descriptors (raw), and the source stream of each track, by track name."""
+    descriptors (raw), and the source stream of each track, by track name, in the order of the
+    source PMT (the exporter writes its PMT in that order)."""
 
     program_number: int
     pmt_pid: int
@@ -104,12 +105,12 @@ class TsProgramInfo:
     tracks: dict[str, StreamInfo] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the section (tracks sorted by name)."""
+        """The JSON object of the section (tracks in the source PMT's order)."""
         return {
             "program": self.program_number,
             "pmtPid": self.pmt_pid,
             "descriptors": self.descriptors.hex(),
-            "tracks": {name: self.tracks[name].to_dict() for name in sorted(self.tracks)},
+            "tracks": {name: info.to_dict() for name, info in self.tracks.items()},
         }
 
     @classmethod
