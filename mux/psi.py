@@ -168,6 +168,35 @@ def _descriptors(data: bytes) -> tuple[Descriptor, ...]:
     return tuple(Descriptor(d.tag, bytes(d.data)) for d in parsed)
 
 
+def parse_descriptors(data: bytes) -> tuple[Descriptor, ...]:
+    """Parse a raw descriptor loop (as a PMT carries it); `MalformedSection` if it is not one."""
+    return _descriptors(data)
+
+
+#: Names of the descriptors `moqsrt probe` shows (ISO/IEC 13818-1 2.6, EN 300 468 6.2).
+DESCRIPTOR_NAMES: dict[int, str] = {
+    0x02: "video stream",
+    0x03: "audio stream",
+    0x05: "registration",
+    0x06: "data stream alignment",
+    0x0A: "ISO 639 language",
+    0x0E: "maximum bitrate",
+    0x26: "metadata",
+    0x28: "AVC video",
+    0x2B: "MPEG-2 AAC audio",
+    0x38: "HEVC video",
+    0x45: "VBI data",
+    0x52: "stream identifier",
+    0x56: "teletext",
+    0x59: "subtitling",
+    0x6A: "AC-3",
+    0x7A: "E-AC-3",
+    0x7C: "AAC",
+    0x7F: "extension",
+    0x8A: "cue identifier",
+}
+
+
 def check_section(section: bytes, table_id: int) -> tuple[int, int, bool, bytes]:
     """Check a long-form section's table id, length and CRC.
 
