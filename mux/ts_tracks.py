@@ -88,6 +88,8 @@ class _Stream:
     track: TrackProducer
     counts: TrackCounts
     info: StreamInfo
+    #: `kind.opaque`, read per PES.
+    opaque: bool = False
     video: VideoFramer | None = None
     audio: AudioFramer | None = None
     group: GroupProducer | None = None
@@ -180,7 +182,9 @@ class ImportTracks:
             language=None if es is None else language(es.descriptors),
             video=kind.opaque and video,
         )
-        st = _Stream(pid=pid, kind=kind, track=track, counts=counts, info=info)
+        st = _Stream(
+            pid=pid, kind=kind, track=track, counts=counts, info=info, opaque=kind.opaque
+        )
         if kind.opaque:
             pass
         elif video:
@@ -241,7 +245,7 @@ class ImportTracks:
         """Frame one PES of stream `pes.pid` (see `mux.pes_assembly.Deliver`)."""
         st = self._streams[pes.pid]
         ts_us = st.last_ts_us
-        if header.pts_90k is None and st.kind.opaque:
+        if header.pts_90k is None and st.opaque:
             ts_us = self._latest_ts_us  # e.g. asynchronous KLV: stamped with the media time
         if header.pts_90k is not None:
             ts_us = to_us(self._clock.unwrap(header.pts_90k))
@@ -250,7 +254,7 @@ class ImportTracks:
                 self._first_ts_us = ts_us
             if ts_us > self._latest_ts_us:
                 self._latest_ts_us = ts_us
-        if st.kind.opaque:
+        if st.opaque:
             self._opaque_pes(st, header, pieces, end, ts_us)
         elif st.video is not None:
             self._video_pes(st, header, pieces, end, ts_us)
