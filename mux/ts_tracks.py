@@ -182,9 +182,7 @@ class ImportTracks:
             language=None if es is None else language(es.descriptors),
             video=kind.opaque and video,
         )
-        st = _Stream(
-            pid=pid, kind=kind, track=track, counts=counts, info=info, opaque=kind.opaque
-        )
+        st = _Stream(pid=pid, kind=kind, track=track, counts=counts, info=info, opaque=kind.opaque)
         if kind.opaque:
             pass
         elif video:

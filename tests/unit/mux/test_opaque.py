@@ -302,3 +302,24 @@ def test_mpeg2_video_round_trips_in_gops_and_decodes() -> None:
         for packet in output.demux(output.streams.video[0]):
             decoded += len(packet.decode())
     assert decoded == want == 75
+
+
+def test_moq_rs_carries_the_mpegts_section_as_an_application_section() -> None:
+    """moq-rs 0.5.1 (hang) keeps unknown root keys of a catalog as `Catalog.sections`: the
+    section the importer writes survives its catalog serialization and parsing unchanged,
+    beside renditions it reads as before. (Needs moq-rs, which the MoQ branch declares.)"""
+    import moq
+
+    catalog = run_import(chunks(FEED.read_bytes(), 1 << 16)).catalogs[-1]
+    section = catalog.to_dict()["mpegts"]
+
+    async def read_back() -> object:
+        producer = moq.BroadcastProducer()
+        producer.set_catalog_section("mpegts", section)
+        async with asyncio.timeout(5):
+            parsed = await producer.consume().catalog()
+        return parsed.sections["mpegts"]
+
+    value = asyncio.run(read_back())
+    assert (json.loads(value) if isinstance(value, str) else value) == section
+    assert TsProgramInfo.from_dict(section).tracks["3.scte35"].units == "section"
