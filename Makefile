@@ -3,16 +3,23 @@
 
 SHELL := /bin/bash
 # The first Python 3 >= 3.11 on PATH (Debian ships python3 at 3.11 on bookworm, newer later).
+# Recursive (`?=`, never `:=`): the venv rule looks again after system-deps installed python3.
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
   command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg
+# The gateway's libsrt and the clients the integration tests run (README recipes): ffmpeg,
+# srt-live-transmit, VLC (TS demux/mux and the dummy interface are in plugin-base, its SRT input
+# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad).
+DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-base vlc-plugin-access-extra \
+  gstreamer1.0-tools gstreamer1.0-plugins-bad
 # Root (a container image, usually without sudo) runs apt-get itself; anyone else goes through sudo.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
+# Steps must run in order (packages before the venv, lint before tests), even under -j.
+.NOTPARALLEL:
 .PHONY: deps system-deps run test lint typecheck unit integration bench fixtures clean
 
 deps: system-deps $(STAMP)
@@ -21,15 +28,16 @@ system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	  missing="$$missing python3 python3-venv"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ] && [ -z "$(SUDO)" ]; then \
+	    echo "need root or sudo to install Debian packages:$$missing" >&2; exit 1; \
+	  fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
-	@if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
-	  echo "installing Debian packages: python3 python3-venv"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -1,5 +1,6 @@
 """The per-packet path of the importer: aligned TS packets of elementary-stream PIDs in, per PID
-payload pieces and PES events out (`PesEvent`, `Collected`), for `mux.pes_assembly`.
+payload pieces and PES events out (`PesEvent` in `Collected` or `RowsFound`), for
+`mux.pes_assembly`.
 
 It reads continuity counters (duplicates dropped, gaps and transport_error_indicator marked),
 adaptation fields (payload start, discontinuity, stuffing) and runs of plain continuation
@@ -12,8 +13,8 @@ large numpy batch). Nothing here knows PSI, codecs or the model.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -229,14 +230,27 @@ def classify_small(
             col.events.append(event)
         if begin < PACKET_SIZE:
             col.starts.append(pos)
-            col.pieces.append(view[at + begin : at + PACKET_SIZE])
+            # A copy, not a view: cheaper to make and to join, and a PES that stays open
+            # never keeps the whole batch alive for one packet's payload.
+            col.pieces.append(raw[at + begin : at + PACKET_SIZE])
         col.rows.append(i - 1)
     return i, handled, in_runs, headers
 
 
-#: What `classify_rows` found: (kept packet count, events, `take`, `row_of`, stuffed positions),
-#: the arguments of `PesAssembler.assemble` after the stream.
-RowsFound = tuple[int, list[PesEvent], Callable[[int, int], int], Callable[[int], float], list[int]]
+class RowsFound(NamedTuple):
+    """What `classify_rows` found among one PID's packets of a numpy batch, for
+    `PesAssembler.assemble_rows`: the kept packets' rows (`rows`; a packet's position is its
+    index here) and payload areas (`payloads`: 184 bytes each, back to back), where a PES
+    starts or data was lost (`events`), the packets whose payload does not start right after
+    the 4-byte header (`specials`, ascending, with `special_start`: the payload's offset in
+    the packet, 188 when it has none), and the packets padded with stuffing (`stuffed`)."""
+
+    rows: npt.NDArray[np.intp]
+    payloads: memoryview
+    events: list[PesEvent]
+    specials: list[int]
+    special_start: list[int]
+    stuffed: list[int]
 
 
 def classify_rows(
@@ -248,10 +262,9 @@ def classify_rows(
     row_override: float | None,
 ) -> RowsFound | None:
     """Continuity and payload extraction, vectorized, for `st`'s packets of a numpy batch
-    (`rows` of `packets`, whose header columns are `cols`). Returns what
-    `PesAssembler.assemble` needs, or None when no packet is kept. `take` must be called in
-    ascending order and before `packets` changes; `row_override` (if not None) replaces every
-    packet's row in problem ordering."""
+    (`rows` of `packets`, whose header columns are `cols`); None when no packet is kept.
+    `row_override` (if not None) replaces every packet's row in the events. The payloads are
+    a copy: `packets` may change afterwards."""
     b1 = cols.b1[rows]
     b3 = cols.b3[rows]
     tei = b1 >= 0x80
@@ -307,37 +320,6 @@ def classify_rows(
     special_start = start[specials].tolist() if specials else []
     grid = packets[rows, 4:]
     flat = grid.data.cast("B")
-    sp = 0  # index into specials of the next special packet >= the range start
-
-    def take(a: int, b: int) -> int:
-        """Append the payloads of kept packets [a, b) to the PES; return their size."""
-        nonlocal sp
-        while sp < len(specials) and specials[sp] < a:
-            sp += 1
-        if not st.active:
-            return 0
-        pieces = st.pieces
-        cur = a
-        added = 0
-        while sp < len(specials) and specials[sp] < b:
-            s = specials[sp]
-            if s > cur:
-                pieces.append(flat[cur * _PAYLOAD : s * _PAYLOAD])
-                added += (s - cur) * _PAYLOAD
-            begin = special_start[sp]
-            if begin < PACKET_SIZE:
-                pieces.append(flat[s * _PAYLOAD + begin - 4 : (s + 1) * _PAYLOAD])
-                added += PACKET_SIZE - begin
-            cur = s + 1
-            sp += 1
-        if b > cur:
-            pieces.append(flat[cur * _PAYLOAD : b * _PAYLOAD])
-            added += (b - cur) * _PAYLOAD
-        return added
-
-    def row_of(i: int) -> float:
-        return int(rows[i]) if row_override is None else row_override
-
     stuffed: list[int] = []
     if specials and st.video and not st.early_off:
         for s, begin in zip(specials, special_start, strict=True):
@@ -353,7 +335,7 @@ def classify_rows(
     events = [
         PesEvent(
             pos=e,
-            row=row_of(e),
+            row=int(rows[e]) if row_override is None else row_override,
             pusi=bool(pusi[e]),
             gap=bool(gap[e]),
             damaged=0 if damaged is None else int(damaged[e]),
@@ -362,4 +344,4 @@ def classify_rows(
         )
         for e in positions
     ]
-    return len(rows), events, take, row_of, stuffed
+    return RowsFound(rows, flat, events, specials, special_start, stuffed)

@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from mux.errors import Malformed
 from mux.pes import PesHeader, parse_pes_header, pes_header_size
 from mux.problems import (
@@ -26,6 +29,7 @@ from mux.problems import (
     ProblemLog,
     TransportError,
 )
+from mux.ts_packets import PACKET_SIZE
 
 #: An unbounded video PES is completed at its first packet padded with adaptation-field stuffing
 #: (the muxer's last packet of a PES) once this many PES of the stream ended that way, with no
@@ -100,6 +104,8 @@ class Collected:
     stuffed: list[int] = field(default_factory=list)
 
 
+_PAYLOAD = PACKET_SIZE - 4
+
 #: An open PES whose pieces keep alive a batch this much larger than itself is copied out.
 _SLACK_BYTES = 64 * 1024
 
@@ -154,6 +160,53 @@ class PesAssembler:
             if big:
                 self.settle(st, batch_bytes)
         collected.clear()
+
+    def assemble_rows(
+        self,
+        st: PesStream,
+        rows: npt.NDArray[np.intp],
+        payloads: memoryview,
+        events: list[PesEvent],
+        specials: list[int],
+        special_start: list[int],
+        stuffed: list[int],
+        row_override: float | None,
+    ) -> None:
+        """`assemble` what `mux.es_packets.classify_rows` found (its fields, in order) among
+        `st`'s packets of a numpy batch; `row_override` as given to it."""
+        sp = 0  # index into specials of the next special packet >= the range start
+
+        def take(a: int, b: int) -> int:
+            """Append the payloads of kept packets [a, b) to the PES; return their size."""
+            nonlocal sp
+            while sp < len(specials) and specials[sp] < a:
+                sp += 1
+            if not st.active:
+                return 0
+            pieces = st.pieces
+            cur = a
+            added = 0
+            while sp < len(specials) and specials[sp] < b:
+                s = specials[sp]
+                if s > cur:
+                    pieces.append(payloads[cur * _PAYLOAD : s * _PAYLOAD])
+                    added += (s - cur) * _PAYLOAD
+                begin = special_start[sp]
+                if begin < PACKET_SIZE:
+                    pieces.append(payloads[s * _PAYLOAD + begin - 4 : (s + 1) * _PAYLOAD])
+                    added += PACKET_SIZE - begin
+                cur = s + 1
+                sp += 1
+            if b > cur:
+                pieces.append(payloads[cur * _PAYLOAD : b * _PAYLOAD])
+                added += (b - cur) * _PAYLOAD
+            return added
+
+        def row_of(i: int) -> float:
+            return int(rows[i]) if row_override is None else row_override
+
+        self.assemble(st, len(rows), events, take, row_of, stuffed)
+        self.settle(st, len(payloads))
 
     def settle(self, st: PesStream, batch_bytes: int) -> None:
         """`st`'s packets of a batch of `batch_bytes` are assembled: if its open PES would keep

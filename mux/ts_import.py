@@ -133,7 +133,7 @@ class TsImporter:
     def held_bytes(self) -> int:
         """Input bytes held for later right now: partial PES payloads, packets kept before the
         first PMT, and an incomplete packet. Between calls at most `max_pending_bytes`, plus
-        about 1.5 MB of packets before the first PMT, plus 188 (the pieces of a stream's PES
+        under 3 MB of packets before the first PMT, plus 188 (the pieces of a stream's PES
         may keep up to 64 KiB more of a batch alive)."""
         pending = sum(st.size for st in self._streams.values())
         return pending + self._stash_packets * PACKET_SIZE + self._sync.buffered_bytes
@@ -471,8 +471,8 @@ class TsImporter:
                     rows += start
                 used += rows.size
                 st = self._streams[p]
-                found = classify_rows(st, packets, cols, rows, self.stats, self._row_override)
+                override = self._row_override
+                found = classify_rows(st, packets, cols, rows, self.stats, override)
                 if found is not None:
-                    self._pes.assemble(st, *found)
-                    self._pes.settle(st, found[0] * (PACKET_SIZE - 4))
+                    self._pes.assemble_rows(st, *found, override)
         return used

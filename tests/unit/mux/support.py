@@ -4,7 +4,7 @@ back out of the model (all groups, all frames), so tests assert on what consumer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,14 +85,22 @@ async def _read_back(
     return tracks, catalogs
 
 
-def run_import(parts: Iterable[bytes], **options: object) -> Imported:
+def run_import(
+    parts: Iterable[bytes],
+    *,
+    on_feed: Callable[[TsImporter], None] | None = None,
+    **options: object,
+) -> Imported:
     """Feed `parts` to a fresh importer over an unbounded-cache metered broadcast, finish, and
-    read every track back (this runs its own event loop: call it from sync tests)."""
+    read every track back (this runs its own event loop: call it from sync tests).
+    `on_feed(importer)` runs after each feed."""
     usage = Usage()
     broadcast = BroadcastProducer(pool=CachePool(None)).with_meter(usage)
     importer = TsImporter(broadcast, **options)  # type: ignore[arg-type]
     for part in parts:
         importer.feed(part)
+        if on_feed is not None:
+            on_feed(importer)
     importer.finish()
     tracks, catalogs = asyncio.run(_read_back(broadcast))
     return Imported(tracks, catalogs, importer, usage)
