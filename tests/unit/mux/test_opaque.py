@@ -323,3 +323,27 @@ def test_moq_rs_carries_the_mpegts_section_as_an_application_section() -> None:
     value = asyncio.run(read_back())
     assert (json.loads(value) if isinstance(value, str) else value) == section
     assert TsProgramInfo.from_dict(section).tracks["3.scte35"].units == "section"
+
+
+def test_a_source_pid_that_collides_is_moved_and_undescribed_tracks_avoid_source_pids() -> None:
+    catalog = run_import(chunks(FEED.read_bytes(), 1 << 16)).catalogs[-1]
+    section = catalog.extra["mpegts"]
+    section["pmtPid"] = 0x101  # the first AAC's PID
+    del section["tracks"]["0.avc3"]  # a rendition the section does not describe
+    exporter = TsExporter()
+    exporter.set_catalog(catalog)
+    pids = exporter.track_pids()
+    claimed = {0x101, 0x102, 0x1F4, 0x300, 0x301, 0x302}  # the PMT's, and described tracks'
+    assert {n: p for n, p in pids.items() if p in claimed} == {
+        "2.aac": 0x102, "3.scte35": 0x1F4, "4.dvbsub": 0x300, "5.teletext": 0x301,
+        "6.klv": 0x302,
+    }  # fmt: skip
+    assert len(set(pids.values())) == len(pids) == 7
+    out = parse_packets(ts_of(exporter.push("0.avc3", catalog_frame(), keyframe=True)))
+    assert psi_sections(out, 0)[0].body[2:4] == bytes((0xE1, 0x01))  # PMT PID 0x101
+
+
+def catalog_frame() -> bytes:
+    """The first frame of feed.ts's video track (a keyframe)."""
+    result = run_import(chunks(FEED.read_bytes(), 1 << 16))
+    return result.tracks["0.avc3"][0][0]
