@@ -71,14 +71,16 @@ _RUNS_SHARE = 0.5
 class TsImporter:
     """Imports one MPEG-TS stream (single program) into `broadcast`; see the module docstring.
 
-    Tracks: `catalog.json` (created at once; one group per catalog version) and, per supported
-    elementary stream of the PMT, `broadcast.unique_track(".avc3" | ".hev1" | ".aac" | ...)`,
-    created when the PMT arrives. The catalog is first published when every stream of the first
-    PMT has its decoder config (or `catalog_wait_s` seconds of media later, or at `finish`),
-    then again whenever the stream set or a config changes. `max_problems` bounds the list of
-    retained problem events (counts are kept for all).
+    Tracks: `catalog.json` (created at once; one group per catalog version) and, per elementary
+    stream of the PMT, `broadcast.unique_track(".avc3" | ".hev1" | ".aac" | ...)` for a decoded
+    stream, or an opaque track (`".scte35" | ".klv" | ".dvbsub" | ".mpeg2video" | ...`: one
+    frame per PES or section, see `mux.ts_tracks`) for any other, created when the PMT arrives.
+    The catalog is first published when every decoded stream of the first PMT has its decoder
+    config (or `catalog_wait_s` seconds of media later, or at `finish`), then again whenever
+    the stream set, the PMT or a config changes. `max_problems` bounds the list of retained
+    problem events (counts are kept for all).
 
-    Bounds (see the module docstring): only the first `max_streams` supported streams of a PMT
+    Bounds (see the module docstring): only the first `max_streams` streams of a PMT
     are imported; a PES may hold at most `max_pes_bytes` (default: the model's largest group,
     `model.DEFAULT_MAX_GROUP_BYTES`), and its stream's share of `max_pending_bytes`. `ValueError`
     if a bound is below 1.
