@@ -184,7 +184,7 @@ class ImportTracks:
         )
         st = _Stream(pid=pid, kind=kind, track=track, counts=counts, info=info, opaque=kind.opaque)
         if kind.opaque:
-            pass
+            pass  # no framer: each PES or section is a frame as it came
         elif video:
             st.video = VideoFramer(H264() if kind.codec == "h264" else H265())
         else:
