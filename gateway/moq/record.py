@@ -1,0 +1,119 @@
+"""One final usage record per MoQ session, logged as `session.closed` and handed to sinks.
+
+The MoQ counterpart of `gateway.session.SessionRecord`: the same who/what/usage fields, with
+QUIC figures where an SRT record has libsrt's link figures. A MoQ session may read several
+broadcasts; `groups`/`frames`/`bytes` are its totals and `broadcasts` the split per path (each
+also counted, per (path, tier), by the session's egress stats guards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import structlog
+
+from gateway.moq.transport import QuicFigures
+
+__all__ = ["BroadcastUsage", "MoqSessionRecord", "MoqSessionSink", "emit_moq_session"]
+
+Outcome = Literal["closed", "error"]
+"""`closed` the session ended with code 0 (either side); `error` with another code or a
+transport failure (`error` says which). Connections the authorization hook refused get no
+record (they are logged as `moq.refused`): nothing was served."""
+
+MoqSessionSink = Callable[["MoqSessionRecord"], Awaitable[None] | None]
+"""Receives every final MoQ record: sync or async, must not raise (failures are logged as
+`session.sink_failed`); an async sink gets `SINK_TIMEOUT_S`."""
+
+SINK_TIMEOUT_S: Final = 5.0
+
+_log = structlog.get_logger("moqsrt.session")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BroadcastUsage:
+    """What one session read from one broadcast path (model payload counters)."""
+
+    path: str
+    groups: int
+    frames: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoqSessionRecord:
+    """The final record of one MoQ session (a viewer's egress); idempotent by `session`.
+
+    `path`: the URL path the client connected to (`""` on raw QUIC). `transport`: `quic` or
+    `webtransport`; `version`: the moq-lite ALPN token. Times are Unix epoch seconds and
+    `duration_s` is monotonic. `groups`/`frames`/`bytes`: model payload handed to this
+    session's connection (what its meters counted), summed over `broadcasts`.
+    `subscriptions`: SUBSCRIBEs accepted. `skipped_groups`: groups a congested link dropped
+    or never started. `quic`: transport
+    figures (`wire_bytes` = UDP bytes sent). The URL query (tokens) is never recorded.
+    """
+
+    session: str
+    node: str
+    role: Literal["egress"] = "egress"
+    path: str
+    tier: str
+    peer: str
+    transport: str
+    version: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    groups: int
+    frames: int
+    bytes: int
+    subscriptions: int
+    skipped_groups: int = 0
+    broadcasts: tuple[BroadcastUsage, ...] = ()
+    outcome: Outcome = "closed"
+    error: str = ""
+    quic: QuicFigures = dataclasses.field(default_factory=QuicFigures)
+
+    @property
+    def wire_bytes(self) -> int:
+        """UDP payload bytes sent to the client (QUIC headers and retransmissions included)."""
+        return self.quic.bytes_sent
+
+    def as_dict(self) -> dict[str, str | int | float]:
+        """Flat JSON-ready mapping, the shape of the `session.closed` log event: the fields,
+        `broadcasts` as `path=groups/frames/bytes` text, `quic_*` figures and `wire_bytes`."""
+        out: dict[str, str | int | float] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "broadcasts":
+                out[f.name] = ",".join(
+                    f"{b.path}={b.groups}/{b.frames}/{b.bytes}" for b in self.broadcasts
+                )
+            elif f.name != "quic":
+                out[f.name] = getattr(self, f.name)
+        for f in dataclasses.fields(self.quic):
+            out[f"quic_{f.name}"] = getattr(self.quic, f.name)
+        out["wire_bytes"] = self.wire_bytes
+        return out
+
+
+async def emit_moq_session(record: MoqSessionRecord, sinks: Iterable[MoqSessionSink]) -> None:
+    """Log `record` as `session.closed`, then give it to each sink in order. Never raises for
+    a sink's failure; cancellation propagates."""
+    _log.info("session.closed", **record.as_dict())
+    for sink in sinks:
+        try:
+            result = sink(record)
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(SINK_TIMEOUT_S):
+                    await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (a billing sink must never break the server)
+            _log.warning(
+                "session.sink_failed", session=record.session, sink=repr(sink), error=repr(exc)
+            )

@@ -1,0 +1,372 @@
+"""The MoQ listener's embedding API: `MoqServer` serves an `Origin` to moq-lite clients over raw
+QUIC (ALPN `moq-lite-03` / `moq-lite-04`) and WebTransport (HTTP/3, same UDP port).
+
+```python
+cert = generate_certificate()                     # pin cert.fingerprint in clients
+async with await MoqServer.bind("0.0.0.0:4443", certificate=cert, origin=origin, auth=auth) as s:
+    s.with_stats(stats)                           # egress per (path, tier), like SRT viewers
+    await s.wait_closed()
+```
+
+Each connection asks the authorization hook (path, token from the URL query) whether to serve
+it and in which tier; an accepted session's reads are metered through one egress `StatsGuard`
+per broadcast path (opened on its first subscription there, closed when the session ends), and
+the session ends with one `MoqSessionRecord` (`session.closed`). `aclose()` closes every
+connection and drains their tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Self
+
+import structlog
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from gateway.moq.cert import Certificate
+from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S
+from gateway.moq.record import BroadcastUsage, MoqSessionRecord, MoqSessionSink, emit_moq_session
+from gateway.moq.transport import Admission, MoqConnection
+from gateway.moq.webtransport import ConnectRequest
+from gateway.moq.wire import SessionCode, Version
+from model import Origin, StatsGuard, StatsHandle, Usage, normalize_path
+
+__all__ = ["MoqAuthDecision", "MoqAuthHook", "MoqServer", "MoqSessionInfo"]
+
+AUTH_TIMEOUT_S: Final = 1.5
+"""How long the hook may think before the client is refused (503)."""
+
+_log = structlog.get_logger("moqsrt.moq")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoqAuthDecision:
+    """The authorization hook's answer for one MoQ connection.
+
+    `accept=False` refuses it: WebTransport clients get HTTP `status` (401/403/404 ...), raw
+    QUIC clients a CONNECTION_CLOSE with session code 2 (unauthorized). Accepted, `tier` labels
+    its usage and `root` limits what it sees to broadcasts under that path (`""`: all).
+    """
+
+    accept: bool = True
+    status: int = 403
+    tier: str = "default"
+    root: str = ""
+
+
+MoqAuthHook = Callable[[ConnectRequest], Awaitable[MoqAuthDecision] | MoqAuthDecision]
+"""Decides a connection from its `ConnectRequest` (path, query token, peer). Sync or async;
+bounded by `AUTH_TIMEOUT_S`; raising refuses with 500."""
+
+
+@dataclass(eq=False)
+class _Viewer:
+    session: str
+    conn: MoqConnection
+    tier: str = "default"
+    started_wall: float = 0.0
+    started_mono: float = 0.0
+    meters: dict[str, Usage] | None = None
+    guards: dict[str, StatsGuard] | None = None
+    refused: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoqSessionInfo:
+    """A live session as `MoqServer.sessions()` reports it (a point-in-time reading)."""
+
+    session: str
+    peer: str
+    transport: str
+    path: str
+    tier: str
+    subscriptions: int
+    backlog_bytes: int
+    peak_backlog_bytes: int
+    usage: Usage
+
+
+class MoqServer:
+    """A MoQ listener serving `origin`; made by `bind`. Close it with `aclose()` (or `async
+    with`). Records go to `sinks` and the `session.closed` log."""
+
+    def __init__(
+        self,
+        quic_server: QuicServer,
+        *,
+        origin: Origin,
+        auth: MoqAuthHook | None,
+        node: str,
+        sinks: Sequence[MoqSessionSink],
+        backlog_cap_bytes: int,
+        track_wait_s: float,
+    ) -> None:
+        self._track_wait_s = track_wait_s
+        self._quic_server = quic_server
+        self.origin = origin
+        """The origin served."""
+        self._auth = auth
+        self.node = node
+        """Node id put in every record."""
+        self._sinks = tuple(sinks)
+        self._backlog_cap = backlog_cap_bytes
+        self._stats: StatsHandle | None = None
+        self._viewers: dict[MoqConnection, _Viewer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+
+    @classmethod
+    async def bind(
+        cls,
+        addr: str | tuple[str, int],
+        *,
+        certificate: Certificate,
+        origin: Origin,
+        auth: MoqAuthHook | None = None,
+        versions: Sequence[Version] = (Version.LITE_03, Version.LITE_04),
+        node: str = "moqsrt",
+        sinks: Sequence[MoqSessionSink] = (),
+        backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES,
+        idle_timeout_s: float = 30.0,
+        track_wait_s: float = TRACK_WAIT_S,
+    ) -> MoqServer:
+        """Listen on UDP `addr` (`"host:port"` or a tuple; port 0 picks one: `port`).
+
+        `versions`: the moq-lite versions offered, in preference order for raw QUIC (on
+        WebTransport the client's order wins, as moq-rs servers do). `backlog_cap_bytes`: what
+        one connection may hold unacknowledged before its subscriptions skip ahead.
+        `idle_timeout_s`: a silent client is dropped after this long. `track_wait_s`: how long
+        a SUBSCRIBE for a track a live broadcast does not have yet waits (then NOT_FOUND).
+        Raises `OSError` when the address cannot be bound, `ValueError` for a bad address or
+        no version.
+        """
+        if not versions:
+            raise ValueError("offer at least one moq-lite version")
+        host, port = _split_addr(addr)
+        config = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=[v.alpn for v in versions] + ["h3"],
+            max_datagram_frame_size=65536,
+            idle_timeout=idle_timeout_s,
+        )
+        config.certificate = certificate.certificate
+        config.certificate_chain = list(certificate.chain)
+        config.private_key = certificate.private_key
+        holder: list[MoqServer] = []
+        offered = tuple(versions)
+
+        def create_protocol(quic: QuicConnection, **kwargs: object) -> MoqConnection:
+            return MoqConnection(quic, host=holder[0], offered=offered)
+
+        quic_server = await serve(host, port, configuration=config, create_protocol=create_protocol)
+        server = cls(
+            quic_server,
+            origin=origin,
+            auth=auth,
+            node=node,
+            sinks=sinks,
+            backlog_cap_bytes=backlog_cap_bytes,
+            track_wait_s=track_wait_s,
+        )
+        holder.append(server)
+        return server
+
+    def with_stats(self, stats: StatsHandle) -> Self:
+        """Meter sessions admitted from now on into `stats` (egress per path and tier).
+        Returns `self`."""
+        self._stats = stats
+        return self
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port."""
+        transport = self._quic_server._transport
+        assert transport is not None
+        return int(transport.get_extra_info("sockname")[1])
+
+    def sessions(self) -> list[MoqSessionInfo]:
+        """The admitted live sessions, now."""
+        out = []
+        for viewer in self._viewers.values():
+            conn, request = viewer.conn, viewer.conn.request
+            if viewer.meters is None or request is None:
+                continue
+            usage = Usage()
+            for meter in viewer.meters.values():
+                usage.add(meter)
+            out.append(
+                MoqSessionInfo(
+                    session=viewer.session,
+                    peer=request.peer,
+                    transport=request.transport,
+                    path=request.path,
+                    tier=viewer.tier,
+                    subscriptions=conn.publisher.subscriptions if conn.publisher else 0,
+                    backlog_bytes=conn.backlog(),
+                    peak_backlog_bytes=conn.budget.peak_bytes if conn.budget else 0,
+                    usage=usage,
+                )
+            )
+        return out
+
+    # -- ConnectionHost --
+
+    async def admit(self, conn: MoqConnection, request: ConnectRequest) -> Admission | int:
+        """:meta private: ask the hook, open the session's metering."""
+        viewer = _Viewer(
+            session=uuid.uuid4().hex,
+            conn=conn,
+            started_wall=time.time(),
+            started_mono=time.monotonic(),
+        )
+        self._viewers[conn] = viewer
+        decision = await self._decide(request)
+        if not decision.accept:
+            viewer.refused = True
+            _log.info("moq.refused", peer=request.peer, path=request.path, status=decision.status)
+            return decision.status
+        viewer.tier = decision.tier
+        viewer.meters = {}
+        viewer.guards = {}
+        _log.info(
+            "moq.session_opened",
+            session=viewer.session,
+            peer=request.peer,
+            transport=request.transport,
+            version=request.version.alpn,
+            path=request.path,
+            tier=decision.tier,
+        )
+
+        def meter_for(path: str) -> Usage:
+            meters, guards = viewer.meters, viewer.guards
+            assert meters is not None
+            assert guards is not None
+            meter = meters.get(path)
+            if meter is None:
+                if self._stats is not None:
+                    guard = self._stats.broadcast(path, viewer.tier).egress(viewer.session)
+                    guards[path] = guard
+                    meter = guard.meter
+                else:
+                    meter = Usage()
+                meters[path] = meter
+            return meter
+
+        return Admission(
+            origin=self.origin,
+            root=normalize_path(decision.root),
+            meter_for=meter_for,
+            backlog_cap_bytes=self._backlog_cap,
+            track_wait_s=self._track_wait_s,
+        )
+
+    async def _decide(self, request: ConnectRequest) -> MoqAuthDecision:
+        if self._auth is None:
+            return MoqAuthDecision()
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT_S):
+                answer = self._auth(request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            return MoqAuthDecision(accept=False, status=503)
+        except Exception as exc:  # noqa: BLE001  (a failing hook refuses the client)
+            _log.warning("moq.auth_failed", peer=request.peer, error=repr(exc))
+            return MoqAuthDecision(accept=False, status=500)
+        assert isinstance(answer, MoqAuthDecision)
+        return answer
+
+    def ended(self, conn: MoqConnection) -> None:
+        """:meta private: finish the session in a drained task."""
+        viewer = self._viewers.pop(conn, None)
+        if viewer is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._finish(viewer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, viewer: _Viewer) -> None:
+        conn = viewer.conn
+        publisher = conn.publisher
+        if publisher is not None:
+            await publisher.aclose()
+        request = conn.request
+        meters = viewer.meters or {}
+        total = Usage()
+        for meter in meters.values():
+            total.add(meter)
+        for guard in (viewer.guards or {}).values():
+            guard.close()
+        if request is None or viewer.meters is None:
+            return  # refused, or never got as far as asking: nothing was served
+        code = conn.close_code or 0
+        record = MoqSessionRecord(
+            session=viewer.session,
+            node=self.node,
+            path=request.path,
+            tier=viewer.tier,
+            peer=request.peer,
+            transport=request.transport,
+            version=request.version.alpn,
+            started_at=viewer.started_wall,
+            ended_at=time.time(),
+            duration_s=time.monotonic() - viewer.started_mono,
+            groups=total.groups,
+            frames=total.frames,
+            bytes=total.bytes,
+            subscriptions=publisher.subscriptions_served if publisher is not None else 0,
+            skipped_groups=publisher.skipped_groups if publisher is not None else 0,
+            broadcasts=tuple(
+                BroadcastUsage(path=p, groups=m.groups, frames=m.frames, bytes=m.bytes)
+                for p, m in sorted(meters.items())
+            ),
+            outcome="closed" if code == 0 else "error",
+            error="" if code == 0 else f"code {code}: {conn.close_reason}"[:200],
+            quic=conn.figures(),
+        )
+        await emit_moq_session(record, self._sinks)
+
+    # -- lifetime --
+
+    async def aclose(self) -> None:
+        """Close every connection (session code 0), stop listening and drain the sessions'
+        tasks and records (idempotent)."""
+        if self._closed.is_set():
+            return
+        for conn in list(self._viewers):
+            conn.close_session(SessionCode.NO_ERROR, "server closing")
+        # Let the close frames go out before the socket closes.
+        await asyncio.sleep(0.05)
+        for conn in list(self._viewers):
+            conn._terminated(SessionCode.NO_ERROR, "server closing")
+        self._quic_server.close()
+        self._closed.set()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def wait_closed(self) -> None:
+        """Wait until `aclose()` ran."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _split_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(addr, tuple):
+        return addr
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {addr!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
