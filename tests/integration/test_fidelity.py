@@ -25,6 +25,7 @@ from typing import Any
 import av
 import pytest
 
+from mux.container import decode_frame
 from tests.integration.conftest import (
     ROOT,
     Procs,
@@ -34,6 +35,7 @@ from tests.integration.conftest import (
     run_gateway,
     srt_url,
 )
+from tests.integration.moq_helpers import run_moq
 from tests.unit.mux.test_export_support import Packet, parse_packets
 
 FIXTURES = ROOT / "fixtures"
@@ -332,3 +334,42 @@ def check_mpeg2(fixture: Path, got: dict[str, Any]) -> None:
 def _fixtures_exist() -> None:
     for name in ("feed.ts", "mpeg2_mp2.ts"):
         assert (FIXTURES / name).exists(), f"run `make fixtures` ({name} is missing)"
+
+
+async def test_a_moq_rs_viewer_reads_the_catalog_and_an_opaque_track(procs: Procs) -> None:
+    """moq-rs parses the catalog with its `mpegts` section (an application section beside the
+    renditions it decodes) and reads an opaque track: each frame is the varint timestamp and
+    one KLV PES exactly as the publisher sent it."""
+    fixture = FIXTURES / "feed.ts"
+    path = "live/feed"
+    async with run_gateway() as gw, run_moq(gw.origin, gw.stats) as mq:
+        publisher = procs.start(
+            "publish", ffmpeg_raw_publish_argv(gw.port, f"#!::r={path},m=publish", fixture)
+        )
+        await gw.wait_live(path, 10)
+        async with asyncio.timeout(40), mq.client("quic") as client:
+            announced = client.announced()
+            async for update in announced:
+                if update.active and update.prefix == path:
+                    break
+            announced.cancel()
+            broadcast = await client.request_broadcast(path)
+            catalog = await broadcast.catalog()
+            klv = await broadcast.subscribe_track("6.klv")
+            frames: list[bytes] = []
+            while (group := await klv.recv_group()) is not None:
+                frames += [frame.payload async for frame in group]
+        assert await publisher.wait(30) == 0, publisher.stderr()
+    assert len(catalog.video) == 1
+    assert len(catalog.audio) == 2
+    section = catalog.sections["mpegts"]
+    section = json.loads(section) if isinstance(section, str) else section
+    assert section["program"] == 0x101
+    assert section["tracks"]["6.klv"] == {
+        "pid": 0x302, "streamType": 6, "descriptors": "05044b4c5641", "units": "pes",
+        "kind": "klv",
+    }  # fmt: skip
+    source = units(parse_packets(fixture.read_bytes()), 0x302, sections=False)
+    got = [bytes(decode_frame(frame)[1]) for frame in frames]
+    assert_suffix(got, source, "KLV over MoQ")
+    assert [decode_frame(f)[0] for f in frames] == [pes_pts(u) * 100 // 9 for u in got]
