@@ -347,3 +347,31 @@ def catalog_frame() -> bytes:
     """The first frame of feed.ts's video track (a keyframe)."""
     result = run_import(chunks(FEED.read_bytes(), 1 << 16))
     return result.tracks["0.avc3"][0][0]
+
+
+#: corrupt.ts has garbage between packets, which the reference reader does not skip.
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in FIXTURES.glob("*.ts") if p.name != "corrupt.ts")
+)
+def test_every_fixture_comes_back_with_its_pat_and_pmt(name: str) -> None:
+    """Program number, PMT PID and the PMT's content but for the PCR PID (stream types, PIDs,
+    ES descriptors such as ISO 639, AC-3/E-AC-3 and Opus ones, program descriptors) and its
+    order are the source's, whatever the codec."""
+    data = (FIXTURES / name).read_bytes()
+    source = parse_packets(data[data.index(b"\x47") :][: len(data) // 188 * 188 - 188])
+    (program, pmt_pid), *_ = (
+        (n, pid) for n, pid in _pat_entries(psi_sections(source, 0)[0].body) if n
+    )
+    out = parse_packets(round_trip(data)[0])
+    assert list(_pat_entries(psi_sections(out, 0)[0].body)) == [(program, pmt_pid)]
+    assert pmt_of(out, pmt_pid) == pmt_of(source, pmt_pid)
+
+
+def _pat_entries(body: bytes) -> list[tuple[int, int]]:
+    return [
+        (
+            int.from_bytes(body[i : i + 2], "big"),
+            int.from_bytes(body[i + 2 : i + 4], "big") & 0x1FFF,
+        )
+        for i in range(0, len(body), 4)
+    ]
