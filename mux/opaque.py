@@ -179,6 +179,11 @@ class SectionReader:
         self._assembler = SectionAssembler(MAX_PRIVATE_SECTION)
         self.last_cc = -1
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the partial section held (under 4 KiB)."""
+        return self._assembler.held_bytes
+
     def packet(self, data: bytes) -> tuple[list[bytes], list[str], tuple[int, int] | None]:
         """Read one packet; return its sections, the reasons of what was dropped, and
         `(expected_cc, got_cc)` when packets were lost before it (else None)."""

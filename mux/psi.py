@@ -270,6 +270,11 @@ class SectionAssembler:
         self._active = False
         self._max_section = max_section
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the partial section held (at most `max_section` + 3 between pushes)."""
+        return len(self._buf)
+
     def reset(self) -> None:
         """Forget any partial section."""
         self._buf = b""

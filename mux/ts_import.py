@@ -133,11 +133,13 @@ class TsImporter:
 
     @property
     def held_bytes(self) -> int:
-        """Input bytes held for later right now: partial PES payloads, packets kept before the
-        first PMT, and an incomplete packet. Between calls at most `max_pending_bytes`, plus
-        under 3 MB of packets before the first PMT, plus 188 (the pieces of a stream's PES
-        may keep up to 64 KiB more of a batch alive)."""
+        """Input bytes held for later right now: partial PES payloads and sections, packets
+        kept before the first PMT, and an incomplete packet. Between calls at most
+        `max_pending_bytes`, plus under 3 MB of packets before the first PMT, plus 4 KiB per
+        section stream, plus 188 (the pieces of a stream's PES may keep up to 64 KiB more of a
+        batch alive)."""
         pending = sum(st.size for st in self._streams.values())
+        pending += sum(reader.held_bytes for reader in self._sections.values())
         return pending + self._stash_packets * PACKET_SIZE + self._sync.buffered_bytes
 
     @property

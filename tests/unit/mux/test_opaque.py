@@ -375,3 +375,17 @@ def _pat_entries(body: bytes) -> list[tuple[int, int]]:
         )
         for i in range(0, len(body), 4)
     ]
+
+
+def test_a_partial_section_is_counted_in_held_bytes_and_bounded() -> None:
+    mux = Muxer()
+    importer = TsImporter(BroadcastProducer(pool=CachePool(None)))
+    importer.feed(b"".join(mux.psi(pmt([Es(0x05, 0x1F5)]))))
+    base = importer.held_bytes
+    private = bytes((0x80, 0x30 | 0x0F, 0xFD)) + bytes(4093)  # the longest private section
+    packets = mux.packets(0x1F5, private, psi=True)
+    importer.feed(b"".join(packets[:10]))
+    assert importer.held_bytes - base == 10 * 184 - 1  # less the pointer_field
+    importer.feed(b"".join(packets[10:]))
+    assert importer.held_bytes == base
+    assert importer.tracks["0.sections"].frames == 1
