@@ -1,12 +1,14 @@
 """`moqsrt probe FILE|-`: import an MPEG-TS file (or stdin) and report what it contains.
 
 It runs the same importer the SRT ingest uses, into a metered broadcast, and prints the hang
-catalog, per media track the frames, groups and payload bytes written, the problems found in the
-stream (continuity gaps, damaged packets, sync losses, unsupported streams) and the time taken.
-`--json` prints `{"catalog", "tracks", "problems", "seconds", ...}` for machines. A live source
-is read for `--seconds`: `srt://host:port?streamid=...` (an `m=request` pull, probed like a file)
-or `moqt://` / `https://` (MoQ, `gateway.moq.probe_live`, `--fingerprint` to pin). Exit status:
-0 when the source was read (whatever its problems), 2 when it cannot be read.
+catalog, every elementary stream of the program (PID, stream_type, kind, language, descriptors,
+and whether the gateway decodes it or carries it opaquely), per track the frames, groups and
+payload bytes written, the problems found in the stream (continuity gaps, damaged packets, sync
+losses, bad sections) and the time taken. `--json` prints `{"catalog", "program", "streams",
+"tracks", "problems", "seconds", ...}` for machines. A live source is read for `--seconds`:
+`srt://host:port?streamid=...` (an `m=request` pull, probed like a file) or `moqt://` /
+`https://` (MoQ, `gateway.moq.probe_live`, `--fingerprint` to pin). Exit status: 0 when the
+source was read (whatever its problems), 2 when it cannot be read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from urllib.parse import unquote
 from gateway.logs import configure_logging
 from model import BroadcastProducer, CachePool, Usage
 from mux import Problem, TsImporter
+from mux.errors import Malformed
+from mux.opaque import CATALOG_SECTION, UNITS_FRAMES, TsProgramInfo
+from mux.psi import DESCRIPTOR_NAMES, parse_descriptors
 
 READ_BYTES = 1 << 20
 """How much of the input one read asks for (bytes)."""
@@ -43,6 +48,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=5.0, help="how long to read a live source (default 5)"
     )
     parser.add_argument("--fingerprint", help="pin a MoQ server's certificate by its SHA-256 (hex)")
+
+
+def _descriptor_list(data: bytes) -> list[dict[str, Any]]:
+    """A raw descriptor loop as `[{"tag", "name", "data"}]` (data in hex)."""
+    try:
+        parsed = parse_descriptors(data)
+    except Malformed:
+        return [{"tag": None, "name": "malformed descriptor loop", "data": data.hex()}]
+    return [
+        {
+            "tag": d.tag,
+            "name": DESCRIPTOR_NAMES.get(d.tag, f"tag 0x{d.tag:02x}"),
+            "data": d.data.hex(),
+        }
+        for d in parsed
+    ]
+
+
+def _program(catalog: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The program and its streams, as the catalog's `mpegts` section describes them."""
+    section = (catalog or {}).get(CATALOG_SECTION)
+    if section is None:
+        return None, []
+    info = TsProgramInfo.from_dict(section)
+    program = {
+        "program_number": info.program_number,
+        "pmt_pid": info.pmt_pid,
+        "descriptors": _descriptor_list(info.descriptors),
+    }
+    streams = [
+        {
+            "pid": s.pid,
+            "stream_type": s.stream_type,
+            "kind": s.kind,
+            "language": s.language,
+            "handling": "decoded" if s.units == UNITS_FRAMES else "opaque",
+            "units": s.units,
+            "track": name,
+            "descriptors": _descriptor_list(s.descriptors),
+        }
+        for name, s in info.tracks.items()
+    ]
+    return program, streams
 
 
 def _problem_dict(problem: Problem) -> dict[str, Any]:
@@ -101,7 +149,10 @@ def probe_stream(source: IO[bytes], total_bytes: int | None = None) -> dict[str,
         progress.clear()
     seconds = time.perf_counter() - started
     catalog = importer.catalog
+    catalog_dict = catalog.to_dict() if catalog is not None else None
+    program, streams = _program(catalog_dict)
     named = set(catalog.track_names()) if catalog is not None else set()
+    named |= {s["track"] for s in streams}
     tracks = {
         name: {"frames": c.frames, "groups": c.groups, "bytes": c.bytes, "pid": c.pid}
         for name, c in importer.tracks.items()
@@ -109,7 +160,9 @@ def probe_stream(source: IO[bytes], total_bytes: int | None = None) -> dict[str,
     }
     stats = importer.stats
     return {
-        "catalog": catalog.to_dict() if catalog is not None else None,
+        "catalog": catalog_dict,
+        "program": program,
+        "streams": streams,
         "tracks": tracks,
         "problems": [_problem_dict(p) for p in importer.problems],
         "problem_counts": dict(importer.problem_counts),
@@ -131,6 +184,38 @@ def _format_track(name: str, config: dict[str, Any], kind: str) -> str:
     )
 
 
+def _format_descriptors(descriptors: list[dict[str, Any]]) -> str:
+    parts = []
+    for d in descriptors:
+        body = bytes.fromhex(d["data"])
+        if d["tag"] in (0x05, 0x0A, 0x56, 0x59) and body[:4].isascii() and body[:3].isalnum():
+            text = body[: 4 if d["tag"] == 0x05 else 3].decode()
+            parts.append(f"{d['name']} {text}")
+        else:
+            parts.append(f"{d['name']} {d['data']}" if d["data"] else d["name"])
+    return ", ".join(parts)
+
+
+def _format_streams(report: dict[str, Any]) -> list[str]:
+    program = report.get("program")
+    if program is None:
+        return []
+    head = f"program {program['program_number']} (PMT PID 0x{program['pmt_pid']:x})"
+    if program["descriptors"]:
+        head += f": {_format_descriptors(program['descriptors'])}"
+    lines = [head, "streams:"]
+    for s in report["streams"]:
+        language = s["language"] or "-"
+        line = (
+            f"  PID 0x{s['pid']:<4x} type 0x{s['stream_type']:02x}  {s['kind']:<10} "
+            f"{language:<4} {s['handling']:<8} {s['track']}"
+        )
+        if s["descriptors"]:
+            line += f"  [{_format_descriptors(s['descriptors'])}]"
+        lines.append(line)
+    return lines
+
+
 def format_report(label: str, report: dict[str, Any]) -> str:
     """Render a `probe_stream` report for people."""
     lines = []
@@ -146,6 +231,8 @@ def format_report(label: str, report: dict[str, Any]) -> str:
         for kind in ("video", "audio"):
             for name, config in catalog[kind]["renditions"].items():
                 lines.append(_format_track(name, config, kind))
+    lines.extend(_format_streams(report))
+    if report["tracks"]:
         lines.append("tracks:")
         lines.append(f"  {'name':<10} {'frames':>8} {'groups':>8} {'bytes':>12}")
         for name, counts in report["tracks"].items():

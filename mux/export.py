@@ -8,7 +8,15 @@ calls, so the end of a stream needs no flush. The driver that reads a model broa
 `gateway.ts_source.export_batches`.
 
 Output layout (one program):
-- PAT and PMT (PMT PID 0x1000) before the first frame, before every video keyframe, whenever
+- PIDs, program number and PMT PID: the source's, from the catalog's `mpegts` section (each
+  track's source stream, `mux.opaque.TsProgramInfo`), so downstream decoders configured by PID
+  keep working; with `renumber=True`, or for tracks the section does not describe, program 1,
+  PMT PID 0x1000 and elementary PIDs from 0x100. Each stream's stream_type and descriptors
+  (language, registration, DVB subtitling/teletext, ...) and the program's descriptors are
+  the source's too.
+- Opaque tracks (streams the importer did not decode) go back as they came: each frame's PES
+  (header, PTS and DTS included) or section, repacketized on its PID.
+- PAT and PMT before the first frame, before every video keyframe, whenever
   the media clock enters a new 500 ms slot (slots are absolute on the media timeline), and
   after a catalog change (with the PMT version bumped).
 - PCR in dedicated adaptation-only packets on the PCR PID (first video track, else first
@@ -36,14 +44,17 @@ from dataclasses import dataclass, field
 
 from mux.catalog import AudioConfig, Catalog, VideoConfig
 from mux.container import decode_frame
-from mux.errors import Malformed
+from mux.errors import Malformed, MalformedFrame
 from mux.export_pes import frame_parts
-from mux.export_plan import TrackPlan, Unexportable, plan_track
+from mux.export_plan import TrackPlan, Unexportable, plan_opaque, plan_track
+from mux.opaque import CATALOG_SECTION, UNITS_FRAMES, TsProgramInfo
+from mux.pes import parse_pes_header
 from mux.problems import ExportProblem, ExportProblemKind
 from mux.ts_chunks import CHUNK_BYTES, TsChunk, TsFrame, cut_chunks, cut_payloads
 from mux.ts_mux import (
     PAT_PID,
     PCR_PER_90K,
+    PTS_MASK,
     BytesLike,
     PidWriter,
     PmtStream,
@@ -130,11 +141,19 @@ class TsExporter:
     `reorder_ms` is how far video DTS runs behind PTS (B-frame reordering it can absorb); None
     takes the largest video `jitter` of the first catalog, else 150 ms. It and `pcr_delay_ms`
     are fixed once output starts, since the PCR they shape must never go backwards.
+    `renumber=True` gives the output program 1, PMT PID 0x1000 and PIDs from 0x100 instead of
+    the source's (descriptors are kept either way).
     """
 
     def __init__(
-        self, *, reorder_ms: int | None = None, pcr_delay_ms: int = DEFAULT_PCR_DELAY_MS
+        self,
+        *,
+        reorder_ms: int | None = None,
+        pcr_delay_ms: int = DEFAULT_PCR_DELAY_MS,
+        renumber: bool = False,
     ) -> None:
+        self._renumber = renumber
+        self._program_number = PROGRAM_NUMBER
         self._reorder_override = reorder_ms
         self._pcr_delay_90k = pcr_delay_ms * 90
         self._reorder_90k = (reorder_ms if reorder_ms is not None else DEFAULT_REORDER_MS) * 90
@@ -147,6 +166,7 @@ class TsExporter:
         self._has_video = False
         self._pmt_signature: tuple[object, ...] | None = None
         self._pmt_version = 0
+        self._pat_version = 0
         self._pat = pat_section(
             transport_stream_id=TRANSPORT_STREAM_ID,
             program_number=PROGRAM_NUMBER,
@@ -192,36 +212,53 @@ class TsExporter:
 
         Every video and audio rendition with a supported codec (H.264, H.265, AAC, MP2/MP3,
         AC-3, E-AC-3, Opus) in the `legacy` container becomes an elementary stream; others are
-        skipped with a problem. A track keeps its PID (and continuity counter) across versions.
-        If what the PMT describes changes, the PMT version is bumped and PAT/PMT go out before
-        the next frame.
+        skipped with a problem. So does every opaque track the catalog's `mpegts` section
+        describes. A track keeps its PID (and continuity counter) across versions unless its
+        source PID moves. If what the PMT describes changes, the PMT version is bumped and
+        PAT/PMT go out before the next frame.
         """
+        program = self._program_info(catalog)
+        sources = program.tracks if program is not None else {}
         plans: list[TrackPlan] = []
         renditions: list[tuple[str, VideoConfig | AudioConfig]] = sorted(catalog.video.items())
         renditions += sorted(catalog.audio.items())
         for name, cfg in renditions:
             try:
-                plans.append(plan_track(name, cfg))
+                plans.append(plan_track(name, cfg, sources.get(name)))
             except Unexportable as exc:
                 self._problem(exc.kind, name, str(exc))
+        for name, source in sources.items():
+            if source.units != UNITS_FRAMES:
+                plans.append(plan_opaque(name, source))
+        if sources:  # the source PMT's order; tracks it does not describe after
+            order = {name: i for i, name in enumerate(sources)}
+            plans.sort(key=lambda plan: order.get(plan.name, len(order)))
 
+        keep = program is not None and not self._renumber
+        program_number = program.program_number if keep and program else PROGRAM_NUMBER
+        pmt_pid = program.pmt_pid if keep and program else PMT_PID
+        used = {PAT_PID, 0x1FFF, pmt_pid}
+        wanted = set() if self._renumber else {p.source_pid for p in plans}
         tracks: dict[str, _Track] = {}
         for plan in plans:
+            pid = self._pick_pid(plan, used, wanted)
+            used.add(pid)
             old = self._tracks.get(plan.name)
-            if old is not None and old.plan.stream_type == plan.stream_type:
+            if (
+                old is not None
+                and old.writer.pid == pid
+                and old.plan.stream_type == plan.stream_type
+            ):
                 old.plan = plan
                 tracks[plan.name] = old
                 continue
-            pid = self._pids.get(plan.name)
-            if pid is None:
-                pid = FIRST_ES_PID + len(self._pids)
-                self._pids[plan.name] = pid
-            writer = old.writer if old is not None else PidWriter(pid)
+            writer = old.writer if old is not None and old.writer.pid == pid else PidWriter(pid)
             tracks[plan.name] = _Track(plan=plan, writer=writer)
         self._tracks = tracks
         self._has_video = any(t.plan.is_video for t in tracks.values())
         self._pcr_track = next(
-            (t for t in tracks.values() if t.plan.is_video), next(iter(tracks.values()), None)
+            (t for t in tracks.values() if t.plan.is_video),
+            next((t for t in tracks.values() if not t.plan.section), None),
         )
 
         if not self._started:
@@ -237,7 +274,23 @@ class TsExporter:
             reorder = self._reorder_90k if self._has_video else 0
             self._pcr_lead_90k = reorder + self._pcr_delay_90k
 
+        if (program_number, pmt_pid) != (self._program_number, self._pmt_writer.pid):
+            if self._pmt_writer.pid != pmt_pid:
+                self._pmt_writer = PidWriter(pmt_pid)
+            self._program_number = program_number
+            self._pat_version = (self._pat_version + 1) % 32
+            self._pat = pat_section(
+                transport_stream_id=TRANSPORT_STREAM_ID,
+                program_number=program_number,
+                pmt_pid=pmt_pid,
+                version=self._pat_version,
+            )
+            self._psi_due = True
+        program_descriptors = program.descriptors if program is not None else b""
         signature = (
+            program_number,
+            pmt_pid,
+            program_descriptors,
             None if self._pcr_track is None else self._pcr_track.writer.pid,
             tuple((t.writer.pid, t.plan.signature) for t in tracks.values()),
         )
@@ -245,20 +298,70 @@ class TsExporter:
             if self._pmt_signature is not None:
                 self._pmt_version = (self._pmt_version + 1) % 32
             self._pmt_signature = signature
-            self._pmt = pmt_section(
-                program_number=PROGRAM_NUMBER,
-                pcr_pid=0x1FFF if self._pcr_track is None else self._pcr_track.writer.pid,
-                version=self._pmt_version,
-                streams=[
-                    PmtStream(
-                        stream_type=t.plan.stream_type,
-                        pid=t.writer.pid,
-                        descriptors=t.plan.descriptors,
-                    )
-                    for t in tracks.values()
-                ],
-            )
+            self._pmt = self._pmt_for(program_number, program_descriptors)
             self._psi_due = True
+
+    def _program_info(self, catalog: Catalog) -> TsProgramInfo | None:
+        """The catalog's `mpegts` section, or None (absent, or malformed: reported)."""
+        section = catalog.extra.get(CATALOG_SECTION)
+        if section is None:
+            return None
+        try:
+            return TsProgramInfo.from_dict(section)
+        except Malformed as exc:
+            self._problem(
+                ExportProblemKind.BAD_CONFIG,
+                None,
+                f"the catalog's mpegts section is malformed ({exc}); PIDs are renumbered, "
+                "descriptors and opaque tracks are left out",
+            )
+            return None
+
+    def _pick_pid(self, plan: TrackPlan, used: set[int], wanted: set[int | None]) -> int:
+        """The PID of `plan`'s track: its source PID (unless renumbering or taken), else the
+        one it had, else the first free one from 0x100 that no track's source PID claims."""
+        if not self._renumber and plan.source_pid is not None and plan.source_pid not in used:
+            return plan.source_pid
+        old = self._tracks.get(plan.name)
+        if old is not None and old.writer.pid not in used and old.writer.pid not in wanted:
+            return old.writer.pid
+        pid = FIRST_ES_PID
+        while pid in used or pid in wanted:
+            pid += 1
+        return pid
+
+    def _pmt_for(self, program_number: int, program_descriptors: bytes) -> bytes:
+        """The PMT of the current tracks; when the source's descriptors do not fit one
+        section, it is written without them (reported)."""
+        pcr_pid = 0x1FFF if self._pcr_track is None else self._pcr_track.writer.pid
+        streams = [
+            PmtStream(
+                stream_type=t.plan.stream_type, pid=t.writer.pid, descriptors=t.plan.descriptors
+            )
+            for t in self._tracks.values()
+        ]
+        try:
+            return pmt_section(
+                program_number=program_number,
+                pcr_pid=pcr_pid,
+                version=self._pmt_version,
+                streams=streams,
+                program_descriptors=program_descriptors,
+            )
+        except ValueError as exc:
+            self._problem(
+                ExportProblemKind.BAD_CONFIG,
+                None,
+                f"the PMT with the source's descriptors does not fit one section ({exc}); "
+                "it is written without them",
+            )
+            bare = [PmtStream(stream_type=s.stream_type, pid=s.pid) for s in streams]
+            return pmt_section(
+                program_number=program_number,
+                pcr_pid=pcr_pid,
+                version=self._pmt_version,
+                streams=bare,
+            )
 
     def _problem(self, kind: ExportProblemKind, track: str | None, message: str) -> None:
         self.stats.problems += 1
@@ -320,21 +423,20 @@ class TsExporter:
             return []
 
         pts = (timestamp_us * 9 + 50) // 100
-        if is_video:
-            dts = self._video_dts(state, pts)
-            tag_us = timestamp_us - ((pts - dts) * 100) // 9
-        else:
-            dts = pts
-            tag_us = timestamp_us
-
         try:
-            prefix, body = frame_parts(plan, pts, dts, payload, keyframe)
+            if plan.opaque:
+                dts = _opaque_dts(plan, pts, payload)
+                prefix, body = b"", payload
+            else:
+                dts = self._video_dts(state, pts) if is_video else pts
+                prefix, body = frame_parts(plan, pts, dts, payload, keyframe)
         except Malformed as exc:
             stats.frames_dropped += 1
             self._problem(
                 ExportProblemKind.MALFORMED_FRAME, track, f"track {track!r}: {exc}; dropped"
             )
             return []
+        tag_us = timestamp_us if dts == pts else timestamp_us - ((pts - dts) * 100) // 9
 
         out = bytearray()
         packets = 0
@@ -366,7 +468,12 @@ class TsExporter:
             stats.pcr_out += pcr_slot + 1 - first
             self._last_pcr_slot = pcr_slot
 
-        packets += state.writer.write_pes(out, prefix, body, random_access=is_video and keyframe)
+        if plan.section:
+            packets += state.writer.write_section(out, bytes(body))
+        else:
+            packets += state.writer.write_pes(
+                out, prefix, body, random_access=is_video and keyframe
+            )
         state.started = True
         starting = not self._started
         self._started = True
@@ -415,3 +522,21 @@ class TsExporter:
             dts = pts
         state.last_dts_90k = dts
         return dts
+
+
+def _opaque_dts(plan: TrackPlan, pts: int, payload: BytesLike) -> int:
+    """The decode time (90 kHz, on the exporter's timeline) of an opaque frame whose
+    presentation time is `pts`: its PES's DTS when it carries one, else `pts`. `Malformed`
+    if the frame is not a whole PES (or section) of the kind its track carries."""
+    if plan.section:
+        if len(payload) < 3 or 3 + (((payload[1] & 0x0F) << 8) | payload[2]) != len(payload):
+            raise MalformedFrame("an opaque section frame is not one whole section")
+        return pts
+    if len(payload) < 6 or payload[0] != 0 or payload[1] != 0 or payload[2] != 1:
+        raise MalformedFrame("an opaque PES frame does not start with a PES start code")
+    if not plan.opaque_video:
+        return pts
+    header = parse_pes_header(memoryview(payload)[:19])
+    if header.pts_90k is None or header.dts_90k is None:
+        return pts
+    return pts - ((header.pts_90k - header.dts_90k) & PTS_MASK)

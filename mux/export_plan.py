@@ -2,7 +2,9 @@
 
 `plan_track` reads one `VideoConfig` or `AudioConfig` and returns a `TrackPlan`: the codec,
 the PMT's stream_type, stream_id and descriptors, and what framing its frames need (avcC/hvcC
-parameter sets, ADTS fields), or raises `Unexportable` saying why the track is skipped.
+parameter sets, ADTS fields), or raises `Unexportable` saying why the track is skipped. Given
+the track's source stream (the catalog's `mpegts` section, `mux.opaque.StreamInfo`), the plan
+keeps its PID, stream_type and descriptors; `plan_opaque` plans a track carried undecoded.
 Stateless; `mux.export.TsExporter` plans each catalog version and keeps PIDs across them.
 """
 
@@ -16,6 +18,7 @@ from mux.catalog import AudioConfig, VideoConfig
 from mux.errors import Malformed, MuxError
 from mux.h264 import parse_avcc
 from mux.h265 import parse_hvcc
+from mux.opaque import UNITS_FRAMES, UNITS_SECTION, StreamInfo
 from mux.problems import ExportProblemKind
 from mux.psi import StreamType
 from mux.ts_mux import StreamId, opus_extension_descriptor, registration_descriptor
@@ -31,6 +34,9 @@ class Codec(StrEnum):
     AC3 = "ac3"
     EAC3 = "eac3"
     OPUS = "opus"
+    #: Carried undecoded: each frame is one whole PES / one whole section of the stream.
+    OPAQUE_PES = "opaque_pes"
+    OPAQUE_SECTION = "opaque_section"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,11 +55,18 @@ class TrackPlan:
     adts_fields: AdtsFields = (0, 0, 0)
     #: What decides whether a new catalog is a change (codec string, description, ...).
     signature: tuple[object, ...] = ()
+    #: The PID of the source stream (the catalog's `mpegts` section), if known.
+    source_pid: int | None = None
+    #: Carried undecoded (`Codec.OPAQUE_PES` / `OPAQUE_SECTION`); `section` for the latter.
+    opaque: bool = False
+    section: bool = False
+    #: Opaque video (MPEG-1/2): its groups start at keyframes, it leads like H.264 does.
+    opaque_video: bool = False
 
     @property
     def is_video(self) -> bool:
-        """True for H.264 and H.265."""
-        return self.codec in (Codec.H264, Codec.H265)
+        """True for H.264, H.265 and opaque video."""
+        return self.codec in (Codec.H264, Codec.H265) or self.opaque_video
 
 
 class Unexportable(MuxError):
@@ -64,11 +77,36 @@ class Unexportable(MuxError):
         self.kind = kind
 
 
-def plan_track(name: str, cfg: VideoConfig | AudioConfig) -> TrackPlan:
-    """Plan rendition `name` of a catalog; `Unexportable` if it is skipped."""
-    if isinstance(cfg, VideoConfig):
-        return _plan_video(name, cfg)
-    return _plan_audio(name, cfg)
+def plan_track(
+    name: str, cfg: VideoConfig | AudioConfig, source: StreamInfo | None = None
+) -> TrackPlan:
+    """Plan rendition `name` of a catalog; `Unexportable` if it is skipped. With `source`
+    (decoded media of a TS stream), the plan takes its PID, stream_type and descriptors."""
+    plan = _plan_video(name, cfg) if isinstance(cfg, VideoConfig) else _plan_audio(name, cfg)
+    if source is not None and source.units == UNITS_FRAMES:
+        plan.source_pid = source.pid
+        plan.stream_type = source.stream_type
+        plan.descriptors = source.descriptors
+        plan.signature += (source.stream_type, source.descriptors)
+    return plan
+
+
+def plan_opaque(name: str, source: StreamInfo) -> TrackPlan:
+    """Plan track `name` carried undecoded (`source.units` is `pes` or `section`): written
+    back as the same stream, each frame's PES or section as it came."""
+    section = source.units == UNITS_SECTION
+    return TrackPlan(
+        name=name,
+        codec=Codec.OPAQUE_SECTION if section else Codec.OPAQUE_PES,
+        stream_type=source.stream_type,
+        stream_id=0,
+        descriptors=source.descriptors,
+        signature=(source.units, source.stream_type, source.descriptors),
+        source_pid=source.pid,
+        opaque=True,
+        section=section,
+        opaque_video=source.video and not section,
+    )
 
 
 def _plan_video(name: str, cfg: VideoConfig) -> TrackPlan:

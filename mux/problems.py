@@ -124,7 +124,7 @@ def _lost(media: str, size: int) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BadSection(Problem):
-    """A PAT or PMT section that was rejected (bad CRC, bad length, bad loop)."""
+    """A PAT, PMT or opaque stream section that was rejected (bad CRC, bad length, bad loop)."""
 
     pid: int
     table: str

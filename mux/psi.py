@@ -55,9 +55,13 @@ class StreamType(IntEnum):
     MPEG2_AUDIO = 0x04
     PRIVATE_SECTIONS = 0x05
     PRIVATE_PES = 0x06
+    DSMCC_B = 0x0B
+    DSMCC_C = 0x0C
+    DSMCC_D = 0x0D
     AAC_ADTS = 0x0F
     MPEG4_VIDEO = 0x10
     AAC_LATM = 0x11
+    METADATA_PES = 0x15
     H264 = 0x1B
     H265 = 0x24
     AC3 = 0x81
@@ -70,6 +74,10 @@ class DescriptorTag(IntEnum):
 
     REGISTRATION = 0x05
     ISO639_LANGUAGE = 0x0A
+    METADATA = 0x26
+    STREAM_IDENTIFIER = 0x52
+    DVB_TELETEXT = 0x56
+    DVB_SUBTITLING = 0x59
     DVB_AC3 = 0x6A
     DVB_EAC3 = 0x7A
     DVB_EXTENSION = 0x7F
@@ -160,6 +168,35 @@ def _descriptors(data: bytes) -> tuple[Descriptor, ...]:
     return tuple(Descriptor(d.tag, bytes(d.data)) for d in parsed)
 
 
+def parse_descriptors(data: bytes) -> tuple[Descriptor, ...]:
+    """Parse a raw descriptor loop (as a PMT carries it); `MalformedSection` if it is not one."""
+    return _descriptors(data)
+
+
+#: Names of the descriptors `moqsrt probe` shows (ISO/IEC 13818-1 2.6, EN 300 468 6.2).
+DESCRIPTOR_NAMES: dict[int, str] = {
+    0x02: "video stream",
+    0x03: "audio stream",
+    0x05: "registration",
+    0x06: "data stream alignment",
+    0x0A: "ISO 639 language",
+    0x0E: "maximum bitrate",
+    0x26: "metadata",
+    0x28: "AVC video",
+    0x2B: "MPEG-2 AAC audio",
+    0x38: "HEVC video",
+    0x45: "VBI data",
+    0x52: "stream identifier",
+    0x56: "teletext",
+    0x59: "subtitling",
+    0x6A: "AC-3",
+    0x7A: "E-AC-3",
+    0x7C: "AAC",
+    0x7F: "extension",
+    0x8A: "cue identifier",
+}
+
+
 def check_section(section: bytes, table_id: int) -> tuple[int, int, bool, bytes]:
     """Check a long-form section's table id, length and CRC.
 
@@ -221,14 +258,22 @@ class SectionAssembler:
     """Reassembles the sections of one PSI PID from its packet payloads.
 
     `push` returns the sections completed by one payload (several may end in one packet);
-    `reset` drops a partial section after a continuity gap.
+    `reset` drops a partial section after a continuity gap. A section longer than
+    `max_section` bytes of section_length (1021 for PAT/PMT, 4093 for private sections) is
+    dropped with everything up to the next unit start.
     """
 
-    __slots__ = ("_active", "_buf")
+    __slots__ = ("_active", "_buf", "_max_section")
 
-    def __init__(self) -> None:
+    def __init__(self, max_section: int = MAX_SECTION) -> None:
         self._buf = b""
         self._active = False
+        self._max_section = max_section
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the partial section held (at most `max_section` + 3 between pushes)."""
+        return len(self._buf)
 
     def reset(self) -> None:
         """Forget any partial section."""
@@ -269,7 +314,7 @@ class SectionAssembler:
                 self._active = False
                 break
             length = 3 + (((buf[1] & 0x0F) << 8) | buf[2])
-            if length > MAX_SECTION + 3:
+            if length > self._max_section + 3:
                 buf = b""
                 self._active = False
                 break
@@ -283,21 +328,87 @@ class SectionAssembler:
 @dataclass(frozen=True, slots=True)
 class StreamKind:
     """How the importer handles a PMT stream: `codec` is one of `h264 h265 aac mpa ac3 eac3
-    opus`, or None when it is not imported; `name` describes it for problem reports."""
+    opus` (decoded), or `opaque` (carried unit by unit, undecoded); `name` describes it for
+    people. For opaque streams, `label` names the kind (`scte35`, `klv`, `dvbsub`, `teletext`,
+    `mpeg2video`, `sections`, `data`, ...: the track's suffix), `section` says its units are
+    sections (else PES) and `video` that it is video (groups start at its keyframes)."""
 
-    codec: str | None
+    codec: str
     name: str
     channels: int | None = None
+    label: str = ""
+    section: bool = False
+    video: bool = False
+
+    @property
+    def opaque(self) -> bool:
+        """True when the stream is carried undecoded."""
+        return self.codec == OPAQUE
 
 
-_UNSUPPORTED_NAMES: dict[int, str] = {
-    StreamType.MPEG1_VIDEO: "MPEG-1 video",
-    StreamType.MPEG2_VIDEO: "MPEG-2 video",
-    StreamType.PRIVATE_SECTIONS: "private sections",
-    StreamType.MPEG4_VIDEO: "MPEG-4 part 2 video",
-    StreamType.AAC_LATM: "AAC in LATM",
-    StreamType.SCTE35: "SCTE-35 cues",
+#: `StreamKind.codec` of a stream carried undecoded.
+OPAQUE = "opaque"
+
+#: Stream types whose units are sections rather than PES (ISO/IEC 13818-1 table 2-34, SCTE 35).
+SECTION_STREAM_TYPES = frozenset(
+    {
+        StreamType.PRIVATE_SECTIONS,
+        StreamType.DSMCC_B,
+        StreamType.DSMCC_C,
+        StreamType.DSMCC_D,
+        StreamType.SCTE35,
+    }
+)
+
+_OPAQUE_KINDS: dict[int, tuple[str, str]] = {
+    StreamType.MPEG1_VIDEO: ("mpeg1video", "MPEG-1 video"),
+    StreamType.MPEG2_VIDEO: ("mpeg2video", "MPEG-2 video"),
+    StreamType.PRIVATE_SECTIONS: ("sections", "private sections"),
+    StreamType.MPEG4_VIDEO: ("mpeg4video", "MPEG-4 part 2 video"),
+    StreamType.AAC_LATM: ("latm", "AAC in LATM"),
+    StreamType.METADATA_PES: ("metadata", "metadata in PES"),
+    StreamType.SCTE35: ("scte35", "SCTE-35 cues"),
 }
+
+
+def _opaque_kind(es: EsInfo, registration: bytes | None, tags: set[int]) -> StreamKind:
+    st = es.stream_type
+    section = st in SECTION_STREAM_TYPES
+    video = st in (StreamType.MPEG1_VIDEO, StreamType.MPEG2_VIDEO)
+    if registration == b"KLVA" or (
+        st == StreamType.METADATA_PES and DescriptorTag.METADATA in tags
+    ):
+        label, name = "klv", "KLV metadata (SMPTE 336)"
+    elif st == StreamType.PRIVATE_PES and DescriptorTag.DVB_SUBTITLING in tags:
+        label, name = "dvbsub", "DVB subtitles"
+    elif st == StreamType.PRIVATE_PES and DescriptorTag.DVB_TELETEXT in tags:
+        label, name = "teletext", "DVB teletext"
+    elif st in _OPAQUE_KINDS:
+        label, name = _OPAQUE_KINDS[st]
+    else:
+        label = "sections" if section else "data"
+        reg = f", registration {registration!r}" if registration else ""
+        name = f"stream_type 0x{st:02x}{reg}"
+    return StreamKind(OPAQUE, name, label=label, section=section, video=video)
+
+
+def language(descriptors: tuple[Descriptor, ...]) -> str | None:
+    """The stream's language: the first ISO 639 code of its ISO 639 language, DVB subtitling
+    or DVB teletext descriptor (ASCII letters only), or None."""
+    for d in descriptors:
+        if (
+            d.tag
+            in (
+                DescriptorTag.ISO639_LANGUAGE,
+                DescriptorTag.DVB_SUBTITLING,
+                DescriptorTag.DVB_TELETEXT,
+            )
+            and len(d.data) >= 3
+        ):
+            code = d.data[:3]
+            if code.isalpha() and code.isascii():
+                return code.decode().lower()
+    return None
 
 
 def _opus_channels(descriptors: tuple[Descriptor, ...]) -> int:
@@ -312,7 +423,8 @@ def _opus_channels(descriptors: tuple[Descriptor, ...]) -> int:
 
 
 def classify_stream(es: EsInfo, program_descriptors: tuple[Descriptor, ...] = ()) -> StreamKind:
-    """Decide how the importer handles one elementary stream of a PMT."""
+    """Decide how the importer handles one elementary stream of a PMT: decoded, or carried
+    opaquely (every stream the importer does not decode)."""
     st = es.stream_type
     registration = es.registration() or _registration(program_descriptors)
     tags = {d.tag for d in es.descriptors}
@@ -334,8 +446,4 @@ def classify_stream(es: EsInfo, program_descriptors: tuple[Descriptor, ...] = ()
         return StreamKind("eac3", "E-AC-3 audio")
     if st == StreamType.PRIVATE_PES and registration == b"Opus":
         return StreamKind("opus", "Opus audio", _opus_channels(es.descriptors))
-    name = _UNSUPPORTED_NAMES.get(st)
-    if name is None:
-        reg = f", registration {registration!r}" if registration else ""
-        name = f"stream_type 0x{st:02x}{reg}"
-    return StreamKind(None, name)
+    return _opaque_kind(es, registration, tags)

@@ -28,16 +28,17 @@ import numpy as np
 from model import DEFAULT_MAX_GROUP_BYTES, BroadcastProducer, Closed
 from mux.catalog import Catalog
 from mux.es_packets import classify_rows, classify_small, plain_run
+from mux.opaque import SectionReader
 from mux.pes_assembly import Collected, PesAssembler, PesStream
 from mux.problems import (
+    ContinuityGap,
     ImportStats,
     Problem,
     ProblemLog,
     SyncLost,
     TooManyStreams,
-    UnsupportedStream,
 )
-from mux.psi import Pmt, StreamKind, classify_stream
+from mux.psi import EsInfo, Pmt, StreamKind, classify_stream
 from mux.ts_packets import PACKET_SIZE, PacketColumns, TsSync, U8Array
 from mux.ts_program import PmtMoved, ProgramTracker
 from mux.ts_tracks import ImportTracks, TrackCounts, is_video
@@ -70,14 +71,16 @@ _RUNS_SHARE = 0.5
 class TsImporter:
     """Imports one MPEG-TS stream (single program) into `broadcast`; see the module docstring.
 
-    Tracks: `catalog.json` (created at once; one group per catalog version) and, per supported
-    elementary stream of the PMT, `broadcast.unique_track(".avc3" | ".hev1" | ".aac" | ...)`,
-    created when the PMT arrives. The catalog is first published when every stream of the first
-    PMT has its decoder config (or `catalog_wait_s` seconds of media later, or at `finish`),
-    then again whenever the stream set or a config changes. `max_problems` bounds the list of
-    retained problem events (counts are kept for all).
+    Tracks: `catalog.json` (created at once; one group per catalog version) and, per elementary
+    stream of the PMT, `broadcast.unique_track(".avc3" | ".hev1" | ".aac" | ...)` for a decoded
+    stream, or an opaque track (`".scte35" | ".klv" | ".dvbsub" | ".mpeg2video" | ...`: one
+    frame per PES or section, see `mux.ts_tracks`) for any other, created when the PMT arrives.
+    The catalog is first published when every decoded stream of the first PMT has its decoder
+    config (or `catalog_wait_s` seconds of media later, or at `finish`), then again whenever
+    the stream set, the PMT or a config changes. `max_problems` bounds the list of retained
+    problem events (counts are kept for all).
 
-    Bounds (see the module docstring): only the first `max_streams` supported streams of a PMT
+    Bounds (see the module docstring): only the first `max_streams` streams of a PMT
     are imported; a PES may hold at most `max_pes_bytes` (default: the model's largest group,
     `model.DEFAULT_MAX_GROUP_BYTES`), and its stream's share of `max_pending_bytes`. `ValueError`
     if a bound is below 1.
@@ -107,6 +110,7 @@ class TsImporter:
         self._tracks = ImportTracks(broadcast, self.stats, self._log, catalog_wait_s=catalog_wait_s)
         self._pes = PesAssembler(self.stats, self._log, self._tracks.pes, self._tracks.lost)
         self._streams: dict[int, PesStream] = {}
+        self._sections: dict[int, SectionReader] = {}
         self._stash: list[U8Array] = []
         self._stash_packets = 0
         self._pid_list: list[int] = []
@@ -129,11 +133,13 @@ class TsImporter:
 
     @property
     def held_bytes(self) -> int:
-        """Input bytes held for later right now: partial PES payloads, packets kept before the
-        first PMT, and an incomplete packet. Between calls at most `max_pending_bytes`, plus
-        under 3 MB of packets before the first PMT, plus 188 (the pieces of a stream's PES
-        may keep up to 64 KiB more of a batch alive)."""
+        """Input bytes held for later right now: partial PES payloads and sections, packets
+        kept before the first PMT, and an incomplete packet. Between calls at most
+        `max_pending_bytes`, plus under 3 MB of packets before the first PMT, plus 4 KiB per
+        section stream, plus 188 (the pieces of a stream's PES may keep up to 64 KiB more of a
+        batch alive)."""
         pending = sum(st.size for st in self._streams.values())
+        pending += sum(reader.held_bytes for reader in self._sections.values())
         return pending + self._stash_packets * PACKET_SIZE + self._sync.buffered_bytes
 
     @property
@@ -289,6 +295,8 @@ class TsImporter:
         psi = self._psi
         streams = self._streams
         stats = self.stats
+        # Packets from here on are read under a program (earlier ones go to the stash).
+        scan_from = 0 if psi.program is not None else None
         i = 0
         while True:
             i, used, runs, headers = classify_small(
@@ -314,6 +322,8 @@ class TsImporter:
                 self._stash_rows(packets, segment, i - 1)
             segment = i - 1
             self._apply(change)
+            if scan_from is None and psi.program is not None:
+                scan_from = i
             if self._stash and psi.program is not None:
                 self._row_override = i - 1.5
                 self._replay_stash()
@@ -325,6 +335,8 @@ class TsImporter:
                 packets = np.frombuffer(raw, np.uint8).reshape(n, PACKET_SIZE)
             self._stash_rows(packets, segment, n)
             handled = n
+        if self._sections and scan_from is not None:
+            handled += self._scan_sections(raw, scan_from)
         stats.ignored_packets += n - handled
         self._small_limit = _RUNNY_BATCH if in_runs >= _RUNS_SHARE * n else _SMALL_BATCH
 
@@ -336,20 +348,15 @@ class TsImporter:
 
     def _set_program(self, pmt: Pmt) -> None:
         wanted: dict[int, StreamKind] = {}
+        entries: dict[int, EsInfo] = {}
         declared = 0
         for es in pmt.streams:
             if es.pid in wanted or es.pid < 0x10 or es.pid == 0x1FFF or es.pid == self._psi.pmt_pid:
                 continue
-            kind = classify_stream(es, pmt.descriptors)
-            if kind.codec is None:
-                self._log.once(
-                    ("unsupported", es.pid, es.stream_type),
-                    UnsupportedStream(pid=es.pid, stream_type=es.stream_type, name=kind.name),
-                )
-                continue
             declared += 1
             if len(wanted) < self._max_streams:
-                wanted[es.pid] = kind
+                wanted[es.pid] = classify_stream(es, pmt.descriptors)
+                entries[es.pid] = es
         if declared > len(wanted):
             self._log.once(
                 ("too_many_streams", declared),
@@ -363,15 +370,56 @@ class TsImporter:
                     self._pes.complete(st)
                 tracks.close_stream(pid)
                 del self._streams[pid]
+        for pid in list(self._sections):
+            if pid not in wanted or wanted[pid] != tracks.kind(pid):
+                tracks.close_stream(pid)
+                del self._sections[pid]
         for pid, kind in wanted.items():
-            if pid not in self._streams:
+            if kind.section:
+                if pid not in self._sections:
+                    self._sections[pid] = SectionReader()
+                    tracks.open_stream(pid, kind, entries[pid])
+            elif pid not in self._streams:
                 video = is_video(kind)
-                media = "video" if video else "audio"
+                media = "video" if video else "data" if kind.opaque else "audio"
                 self._streams[pid] = PesStream(pid, video, media, self._max_pes_bytes)
-                tracks.open_stream(pid, kind)
+                tracks.open_stream(pid, kind, entries[pid])
+            tracks.describe(pid, entries[pid])
         self._pid_list = list(self._streams)
         self._share_budget()
-        tracks.program_set(set(wanted))
+        tracks.program_set(set(wanted), pmt, self._psi.pmt_pid or 0)
+
+    def _scan_sections(self, raw: bytes, start: int) -> int:
+        """Read the packets of section streams among the packets of `raw` from `start` on
+        (the plain-Python path; only called when the program has section streams); return
+        how many there were."""
+        sections = self._sections
+        count = 0
+        for i in range(start, len(raw) // PACKET_SIZE):
+            off = i * PACKET_SIZE
+            pid = ((raw[off + 1] & 0x1F) << 8) | raw[off + 2]
+            reader = sections.get(pid)
+            if reader is not None:
+                count += 1
+                self._log.row = i
+                self._section_packet(pid, reader, raw[off : off + PACKET_SIZE])
+        return count
+
+    def _section_packet(self, pid: int, reader: SectionReader, data: bytes) -> None:
+        """One packet of section stream `pid`: write the sections it completes, report the
+        ones that were dropped and a continuity gap."""
+        sections, errors, gap = reader.packet(data)
+        if gap is not None:
+            self.stats.continuity_gaps += 1
+            self._log.add(
+                ContinuityGap(
+                    pid=pid, expected_cc=gap[0], got_cc=gap[1], dropped_bytes=0, media="psi"
+                )
+            )
+        for reason in errors:
+            self._tracks.section(pid, b"", reason)
+        for section in sections:
+            self._tracks.section(pid, section)
 
     def _share_budget(self) -> None:
         """Give each stream its limit: its share of `max_pending_bytes` by weight, at most
@@ -411,10 +459,15 @@ class TsImporter:
             return 0
         if self._psi.program is None:
             return self._stash_rows(packets, start, end)
-        if not self._streams:
+        if not self._streams and not self._sections:
             return 0
         pid = cols.pid[start:end] if start or end < len(packets) else cols.pid
         used = 0
+        for p, reader in self._sections.items():
+            for row in (np.flatnonzero(pid == p) + start).tolist():
+                used += 1
+                self._log.row = row
+                self._section_packet(p, reader, packets[row].tobytes())
         for p in self._pid_list:
             rows = np.flatnonzero(pid == p)
             if rows.size:

@@ -112,10 +112,18 @@ class PmtStream:
 
 
 def pmt_section(
-    *, program_number: int, pcr_pid: int, version: int, streams: Sequence[PmtStream]
+    *,
+    program_number: int,
+    pcr_pid: int,
+    version: int,
+    streams: Sequence[PmtStream],
+    program_descriptors: bytes = b"",
 ) -> bytes:
-    """Return a program map section for one program (no program_info descriptors)."""
-    parts = [bytes((0xE0 | (pcr_pid >> 8), pcr_pid & 0xFF, 0xF0, 0x00))]
+    """Return a program map section for one program, with `program_descriptors` (raw) as its
+    program_info. `ValueError` if it does not fit one section (1021 bytes of section_length)."""
+    info = len(program_descriptors)
+    parts = [bytes((0xE0 | (pcr_pid >> 8), pcr_pid & 0xFF, 0xF0 | (info >> 8), info & 0xFF))]
+    parts.append(program_descriptors)
     for stream in streams:
         info = len(stream.descriptors)
         parts.append(

@@ -4,8 +4,12 @@
 one track per elementary stream (`open_stream` when a PMT lists it, `close_stream` when it
 goes), whose PES (`pes`) it frames with the stream's codec (`mux.video.VideoFramer`,
 `mux.audio.AudioFramer`) into hang legacy frames: one group per video keyframe, one per audio
-frame. The catalog track gets a new version whenever the stream set or a config changes, the
-first one once every stream of the first PMT has its config (see `maybe_publish_catalog`).
+frame. A stream it does not decode is an opaque track: each PES (header included) or each
+section (`section`) is one frame after the legacy timestamp, one group per frame (opaque MPEG
+video: one per GOP). The catalog track gets a new version whenever the stream set, the PMT or a
+config changes, the first one once every stream of the first PMT has its config (see
+`maybe_publish_catalog`); its `mpegts` section (`mux.opaque.TsProgramInfo`) describes the
+program and every track's source stream.
 """
 
 from __future__ import annotations
@@ -26,17 +30,29 @@ from mux.container import encode_varint
 from mux.errors import Malformed
 from mux.h264 import H264
 from mux.h265 import H265
+from mux.opaque import (
+    CATALOG_SECTION,
+    UNITS_FRAMES,
+    UNITS_PES,
+    UNITS_SECTION,
+    StreamInfo,
+    TsProgramInfo,
+    descriptors_bytes,
+    mpeg_video_keyframe,
+)
 from mux.pes import PesHeader, PtsUnwrapper, to_us
 from mux.pes_assembly import PesStream
 from mux.problems import (
     AudioResync,
     BadCodecData,
+    BadPes,
+    BadSection,
     GroupTooLarge,
     ImportStats,
     ProblemLog,
     StreamWithoutConfig,
 )
-from mux.psi import StreamKind
+from mux.psi import EsInfo, Pmt, StreamKind, language
 from mux.video import VideoFramer
 
 _TRACK_SUFFIX = {
@@ -48,6 +64,8 @@ _TRACK_SUFFIX = {
     "eac3": ".eac3",
     "opus": ".opus",
 }
+#: Delivery priority of opaque tracks other than video: below audio, above video.
+DATA_PRIORITY = 70
 
 
 @dataclass(slots=True)
@@ -69,6 +87,9 @@ class _Stream:
     kind: StreamKind
     track: TrackProducer
     counts: TrackCounts
+    info: StreamInfo
+    #: `kind.opaque`, read per PES.
+    opaque: bool = False
     video: VideoFramer | None = None
     audio: AudioFramer | None = None
     group: GroupProducer | None = None
@@ -77,6 +98,8 @@ class _Stream:
 
 
 def _has_config(st: _Stream) -> bool:
+    if st.kind.opaque:
+        return True
     if st.video is not None:
         return st.video.config is not None
     return st.audio is not None and st.audio.config is not None
@@ -95,8 +118,8 @@ def _audio_format(kind: StreamKind) -> FrameFormat:
 
 
 def is_video(kind: StreamKind) -> bool:
-    """Whether a supported stream kind is video (H.264, H.265)."""
-    return kind.codec in ("h264", "h265")
+    """Whether a stream kind is video (H.264, H.265, opaque MPEG video)."""
+    return kind.codec in ("h264", "h265") or kind.video
 
 
 class ImportTracks:
@@ -133,22 +156,58 @@ class ImportTracks:
         """Set when the stream set or a config changed and the catalog is not yet published."""
         self.tracks: dict[str, TrackCounts] = {}
         self.catalog: Catalog | None = None
+        self._program: tuple[Pmt, int] | None = None
 
-    def open_stream(self, pid: int, kind: StreamKind) -> None:
-        """Create the track of a new stream `pid` (a supported `kind`); marks the catalog."""
+    def open_stream(self, pid: int, kind: StreamKind, es: EsInfo | None = None) -> None:
+        """Create the track of a new stream `pid` of `kind` (`es`: its PMT entry, described
+        in the catalog's `mpegts` section); marks the catalog."""
         video = is_video(kind)
-        suffix = _TRACK_SUFFIX[kind.codec or ""]
-        priority = VIDEO_PRIORITY if video else AUDIO_PRIORITY
+        if kind.opaque:
+            suffix = "." + kind.label
+            priority = VIDEO_PRIORITY if video else DATA_PRIORITY
+            units = UNITS_SECTION if kind.section else UNITS_PES
+        else:
+            suffix = _TRACK_SUFFIX[kind.codec]
+            priority = VIDEO_PRIORITY if video else AUDIO_PRIORITY
+            units = UNITS_FRAMES
         track = self._broadcast.unique_track(suffix, priority)
         counts = TrackCounts(pid=pid)
         self.tracks[track.name] = counts
-        st = _Stream(pid=pid, kind=kind, track=track, counts=counts)
-        if video:
+        info = StreamInfo(
+            pid=pid,
+            stream_type=0 if es is None else es.stream_type,
+            descriptors=b"" if es is None else descriptors_bytes(es.descriptors),
+            units=units,
+            kind=kind.label or kind.codec,
+            language=None if es is None else language(es.descriptors),
+            video=kind.opaque and video,
+        )
+        st = _Stream(pid=pid, kind=kind, track=track, counts=counts, info=info, opaque=kind.opaque)
+        if kind.opaque:
+            pass  # no framer: each PES or section is a frame as it came
+        elif video:
             st.video = VideoFramer(H264() if kind.codec == "h264" else H265())
         else:
             st.audio = AudioFramer(_audio_format(kind))
         self._streams[pid] = st
         self.catalog_dirty = True
+
+    def describe(self, pid: int, es: EsInfo) -> None:
+        """The PMT entry of open stream `pid` is now `es` (its descriptors may have changed);
+        marks the catalog when its description changed."""
+        st = self._streams[pid]
+        info = StreamInfo(
+            pid=pid,
+            stream_type=es.stream_type,
+            descriptors=descriptors_bytes(es.descriptors),
+            units=st.info.units,
+            kind=st.info.kind,
+            language=language(es.descriptors),
+            video=st.info.video,
+        )
+        if info != st.info:
+            st.info = info
+            self.catalog_dirty = True
 
     def kind(self, pid: int) -> StreamKind:
         """The kind of the open stream `pid` (KeyError if none)."""
@@ -164,9 +223,11 @@ class ImportTracks:
         st.track.finish()
         self.catalog_dirty = True
 
-    def program_set(self, pids: set[int]) -> None:
-        """A PMT was applied; the first one's `pids` are the streams the first catalog waits
-        for. Publishes the catalog if it can."""
+    def program_set(self, pids: set[int], pmt: Pmt | None = None, pmt_pid: int = 0) -> None:
+        """A PMT (`pmt`, on `pmt_pid`) was applied; the first one's `pids` are the streams the
+        first catalog waits for. Publishes the catalog if it can."""
+        if pmt is not None:
+            self._program = (pmt, pmt_pid)
         if self._initial_pids is None:
             self._initial_pids = pids
         self.catalog_dirty = True
@@ -182,6 +243,8 @@ class ImportTracks:
         """Frame one PES of stream `pes.pid` (see `mux.pes_assembly.Deliver`)."""
         st = self._streams[pes.pid]
         ts_us = st.last_ts_us
+        if header.pts_90k is None and st.opaque:
+            ts_us = self._latest_ts_us  # e.g. asynchronous KLV: stamped with the media time
         if header.pts_90k is not None:
             ts_us = to_us(self._clock.unwrap(header.pts_90k))
             st.last_ts_us = ts_us
@@ -189,11 +252,30 @@ class ImportTracks:
                 self._first_ts_us = ts_us
             if ts_us > self._latest_ts_us:
                 self._latest_ts_us = ts_us
-        if st.video is not None:
+        if st.opaque:
+            self._opaque_pes(st, header, pieces, end, ts_us)
+        elif st.video is not None:
             self._video_pes(st, header, pieces, end, ts_us)
         else:
             pts_us = ts_us if header.pts_90k is not None else None
             self._audio_pes(st, header, pieces, end, pts_us)
+
+    def section(self, pid: int, section: bytes, row_problem: str | None = None) -> None:
+        """Write one section of opaque section stream `pid` as a frame (its own group),
+        stamped with the latest media time; `row_problem`, when given, is a reason a section
+        of the stream was dropped (reported, nothing written)."""
+        st = self._streams[pid]
+        if row_problem is not None:
+            self._log.add(BadSection(pid=pid, table=st.kind.name, reason=row_problem))
+            return
+        frame = encode_varint(self._latest_ts_us) + section
+        st.track.write_frame(frame)
+        counts = st.counts
+        counts.frames += 1
+        counts.groups += 1
+        counts.bytes += len(frame)
+        self._stats.frames += 1
+        self._stats.groups += 1
 
     def finish(self) -> None:
         """Finish every track (and its open group) and the catalog track."""
@@ -248,6 +330,51 @@ class ImportTracks:
         counts.bytes += len(unit.frame)
         stats.frames += 1
 
+    def _opaque_pes(
+        self, st: _Stream, header: PesHeader, pieces: list[Any], end: int | None, ts_us: int
+    ) -> None:
+        """One PES of an opaque stream, header and all, as one frame: its own group, or for
+        MPEG video a group per GOP. A bounded PES cut short is dropped and reported."""
+        data = b"".join(pieces)
+        if end is not None:
+            data = data[:end]
+        total = header.total_length
+        stats = self._stats
+        if total is not None and len(data) < total:
+            stats.dropped_pes += 1
+            reason = f"PES ends after {len(data)} of its {total} bytes"
+            self._log.add(BadPes(pid=st.pid, reason=reason, dropped_bytes=len(data)))
+            return
+        if self.catalog_dirty:
+            self.maybe_publish_catalog()
+        frame = encode_varint(ts_us) + data
+        counts = st.counts
+        if not st.kind.video:
+            st.track.write_frame(frame)
+            counts.groups += 1
+            stats.groups += 1
+        else:
+            if mpeg_video_keyframe(memoryview(data)[header.payload_offset :]):
+                if st.group is not None:
+                    st.group.finish()
+                st.group = st.track.append_group()
+                counts.groups += 1
+                stats.groups += 1
+            elif st.group is None:
+                stats.frames_before_keyframe += 1
+                return
+            try:
+                st.group.write_frame(frame)
+            except Closed:
+                if st.track.is_closed:
+                    raise
+                self._log.add(GroupTooLarge(track=st.track.name))
+                st.group = None
+                return
+        counts.frames += 1
+        counts.bytes += len(frame)
+        stats.frames += 1
+
     def _audio_pes(
         self,
         st: _Stream,
@@ -294,11 +421,24 @@ class ImportTracks:
 
     def _build_catalog(self) -> Catalog:
         catalog = Catalog()
+        described: dict[str, StreamInfo] = {}
         for st in self._streams.values():
             if st.video is not None and st.video.config is not None:
                 catalog.video[st.track.name] = st.video.config
             elif st.audio is not None and st.audio.config is not None:
                 catalog.audio[st.track.name] = st.audio.config
+            elif not st.kind.opaque:
+                continue  # not in the catalog (yet): not described either
+            described[st.track.name] = st.info
+        if self._program is not None:
+            pmt, pmt_pid = self._program
+            program = TsProgramInfo(
+                program_number=pmt.program_number,
+                pmt_pid=pmt_pid,
+                descriptors=descriptors_bytes(pmt.descriptors),
+                tracks=described,
+            )
+            catalog.extra[CATALOG_SECTION] = program.to_dict()
         return catalog
 
     def maybe_publish_catalog(self, *, final: bool = False, batch_end: bool = False) -> None:

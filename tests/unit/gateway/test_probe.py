@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,3 +106,60 @@ def test_progress_goes_to_a_terminal_stderr_only(
     assert run_probe(str(FIXTURES / "h264_aac.ts")) == 0
     assert "probe: " in tty.getvalue()
     assert "probe: " not in capsys.readouterr().out  # progress never pollutes stdout
+
+
+def _ffprobe_packets(path: Path) -> dict[int, int]:
+    """Packets per stream PID, as ffprobe counts them."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-show_entries",
+         "stream=id,nb_read_packets", "-of", "json", str(path)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    streams = json.loads(out.stdout)["streams"]
+    return {int(s["id"], 16): int(s["nb_read_packets"]) for s in streams}
+
+
+def test_every_stream_is_listed_with_its_kind_language_descriptors_and_handling(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = FIXTURES / "feed.ts"
+    assert run_probe(str(path), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["program"]["program_number"] == 0x101
+    assert report["program"]["pmt_pid"] == 0x20
+    assert report["program"]["descriptors"] == [
+        {"tag": 5, "name": "registration", "data": b"CUEI".hex()}
+    ]
+    listed = {
+        s["pid"]: (s["stream_type"], s["kind"], s["language"], s["handling"], s["units"])
+        for s in report["streams"]
+    }
+    assert listed == {
+        0x100: (0x1B, "h264", None, "decoded", "frames"),
+        0x101: (0x0F, "aac", "eng", "decoded", "frames"),
+        0x102: (0x0F, "aac", "fra", "decoded", "frames"),
+        0x1F4: (0x86, "scte35", None, "opaque", "section"),
+        0x300: (0x06, "dvbsub", "eng", "opaque", "pes"),
+        0x301: (0x06, "teletext", "deu", "opaque", "pes"),
+        0x302: (0x06, "klv", None, "opaque", "pes"),
+    }
+    subtitles = next(s for s in report["streams"] if s["pid"] == 0x300)
+    assert subtitles["descriptors"] == [
+        {"tag": 0x59, "name": "subtitling", "data": "656e671000010001"}
+    ]
+    # every unit of every stream is a frame of its track (ffprobe's packet counts)
+    counts = _ffprobe_packets(path)
+    for stream in report["streams"]:
+        assert report["tracks"][stream["track"]]["frames"] == counts[stream["pid"]]
+    assert report["problems"] == []
+
+
+def test_human_report_says_what_is_decoded_and_what_is_carried(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_probe(str(FIXTURES / "mpeg2_mp2.ts")) == 0
+    out = capsys.readouterr().out
+    assert "program 1 (PMT PID 0x1000)" in out
+    assert "PID 0x100  type 0x02  mpeg2video -    opaque   0.mpeg2video" in out
+    assert "PID 0x101  type 0x03  mpa        eng  decoded  1.mp2  [ISO 639 language eng]" in out
+    assert "problems: none" in out

@@ -31,6 +31,28 @@ class Imported:
         """The legacy timestamp of every frame of `name`."""
         return [decode_frame(f)[0] for f in self.frames(name)]
 
+    def section_tracks(self) -> set[str]:
+        """Names of the opaque tracks whose frames are sections (the last catalog's word)."""
+        section = (self.catalogs[-1].extra if self.catalogs else {}).get("mpegts", {})
+        return {n for n, t in section.get("tracks", {}).items() if t["units"] == "section"}
+
+    def opaque_tracks(self) -> set[str]:
+        """Names of the tracks carried undecoded (not in the catalog's renditions)."""
+        return set(self.tracks) - set(self.catalogs[-1].track_names())
+
+    def comparable(self) -> dict[str, list[list[bytes]]]:
+        """`tracks`, but a section's frame without its timestamp: a section carries no time of
+        its own and is stamped with the latest media time the importer had read, which moves
+        with the batch boundaries (the importer reads a batch's PIDs one after the other)."""
+        sections = self.section_tracks()
+        return {
+            name: [
+                [bytes(decode_frame(f)[1]) if name in sections else f for f in group]
+                for group in groups
+            ]
+            for name, groups in self.tracks.items()
+        }
+
     def track_of_pid(self, pid: int) -> str:
         """The name of the media track imported from `pid`."""
         (name,) = [n for n, c in self.importer.tracks.items() if c.pid == pid]

@@ -219,15 +219,25 @@ def test_a_descriptor_loop_running_past_its_end_is_malformed() -> None:
         (Es(0x87, 1), "eac3"),
         (Es(0x06, 1, b"\x7a\x01\x00"), "eac3"),
         (Es(0x06, 1, b"\x05\x04Opus"), "opus"),
-        (Es(0x02, 1), None),
-        (Es(0x11, 1), None),
-        (Es(0x86, 1), None),
-        (Es(0x06, 1), None),
+        (Es(0x02, 1), "opaque mpeg2video pes video"),
+        (Es(0x11, 1), "opaque latm pes"),
+        (Es(0x86, 1), "opaque scte35 section"),
+        (Es(0x05, 1), "opaque sections section"),
+        (Es(0x06, 1), "opaque data pes"),
+        (Es(0x06, 1, b"\x05\x04KLVA"), "opaque klv pes"),
+        (Es(0x15, 1, b"\x26\x00"), "opaque klv pes"),
+        (Es(0x06, 1, b"\x59\x08eng\x10\x00\x01\x00\x01"), "opaque dvbsub pes"),
+        (Es(0x06, 1, b"\x56\x05deu\x11\x88"), "opaque teletext pes"),
     ],
 )
-def test_stream_classification(es: Es, codec: str | None) -> None:
-    table = parse_pmt(pmt([es]))
-    assert classify_stream(table.streams[0]).codec == codec
+def test_stream_classification(es: Es, codec: str) -> None:
+    kind = classify_stream(parse_pmt(pmt([es])).streams[0])
+    if kind.opaque:
+        units = "section" if kind.section else "pes"
+        described = f"opaque {kind.label} {units}" + (" video" if kind.video else "")
+        assert described == codec
+    else:
+        assert kind.codec == codec
 
 
 # -- PES --------------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ from tests.unit.mux.test_export_support import (
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
 PTS_WRAP = 1 << 33
-ALL = sorted(p.name for p in FIXTURES.glob("*.ts"))
+#: Fixtures with several streams of a kind or streams carried opaquely round-trip in
+#: tests/unit/mux/test_opaque.py.
+FIDELITY = {"feed.ts", "mpeg2_mp2.ts"}
+ALL = sorted(p.name for p in FIXTURES.glob("*.ts") if p.name not in FIDELITY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,22 +126,24 @@ def test_an_unbounded_video_pes_is_written_when_the_next_starts_or_at_finish() -
     assert importer.tracks["0.avc3"].frames == 2
 
 
-def test_unsupported_streams_are_reported_once_and_skipped() -> None:
+def test_streams_not_decoded_become_opaque_tracks_beside_the_decoded_ones() -> None:
     mux = Muxer()
     table = pmt([Es(0x02, 0x200), Es(0x1B, VIDEO), Es(0x86, 0x300)])
     packets = []
     for i in range(30):
         packets += mux.psi(table)
-        packets += mux.packets(0x200, pes(0xE1, b"\x00\x00\x01\xb3" + bytes(50), pts=i))
+        # a sequence header and an I picture every 10th PES (a GOP), a P picture otherwise
+        picture = b"\x00\x00\x01\x00\x00" + bytes([0x08 if i % 10 == 0 else 0x10]) + bytes(8)
+        head = b"\x00\x00\x01\xb3" + bytes(8) if i % 10 == 0 else b""
+        packets += mux.packets(0x200, pes(0xE1, head + picture + bytes(40), pts=i))
         packets += mux.packets(VIDEO, video_pes(i))
     result = run_import([b"".join(packets)])
-    assert list(result.tracks) == ["0.avc3"]
-    assert len(result.frames("0.avc3")) == 30
-    unsupported = [p for p in result.importer.problems if isinstance(p, UnsupportedStream)]
-    assert [p.message for p in unsupported] == [
-        "PID 0x200: MPEG-2 video (stream_type 0x02) is not supported; skipping it",
-        "PID 0x300: SCTE-35 cues (stream_type 0x86) is not supported; skipping it",
-    ]
+    assert list(result.tracks) == ["0.mpeg2video", "1.avc3", "2.scte35"]
+    assert len(result.frames("1.avc3")) == 30
+    assert [len(g) for g in result.tracks["0.mpeg2video"]] == [10, 10, 10]
+    assert result.tracks["2.scte35"] == []
+    assert not [p for p in result.importer.problems if isinstance(p, UnsupportedStream)]
+    assert result.catalogs[-1].track_names() == ["1.avc3"]
 
 
 def test_catalog_waits_for_every_stream_of_the_first_pmt() -> None:
