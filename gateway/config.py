@@ -36,11 +36,16 @@ class GatewayConfig:
     long a silent SRT peer (a publisher whose host died) has before its session is ended
     (SRTO_PEERIDLETIMEO: libsrt 1.5.1 takes about 5 s at least whatever it says, so values
     above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
+    `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
+    bound anywhere else it requires `http_token` (a bearer token; not in the repr).
+    `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
     moq: tuple[str, int] | None = None
-    http: tuple[str, int] | None = None
+    http: tuple[str, int] | None = ("127.0.0.1", 8080)
+    http_token: str | None = dataclasses.field(default=None, repr=False)
+    metrics_path_labels: bool = False
     ledger: Path | None = None
     upstream: str | None = None
     prefix: str = ""
@@ -88,6 +93,19 @@ def _coerce(key: str, value: Any) -> Any:
         return parse_address(key, value)
     if key == "ledger":
         return None if value in (None, "", "off") else Path(str(value))
+    if key == "http_token":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value) < 16 or not value.isprintable():
+            # Never echo the value: it is a secret.
+            raise ConfigError(key, "a bearer token has 16 or more printable characters")
+        return value
+    if key == "metrics_path_labels":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):
+            return value.lower() in ("true", "on", "1")
+        raise ConfigError(key, f"expected true or false, got {value!r}")
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
     if key in {"latency_ms", "max_bitrate_bps", "publish_cap_bps", "peer_idle_timeout_ms"}:

@@ -86,6 +86,7 @@ class Publish(SessionRequest):
         if server.config.publisher_policy is PublisherPolicy.TAKEOVER:
             self._take_over(path)
         self._active_path = path
+        self._metering(path, guard.meter)
         _log.info(
             "srt.publish_started",
             session=self.session,

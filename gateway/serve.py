@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.http import GatewaySources, HttpService, TokenRequired
+from gateway.http.app import HTTP_TOKEN_ENV, http_token
 from gateway.logs import configure_logging
 from gateway.server import Server
 from gateway.server import run as run_server
@@ -26,7 +29,7 @@ from model import Origin, PublisherPolicy, StatsHandle
 _log = structlog.get_logger("moqsrt.serve")
 
 # Listeners and sinks that the command line already names but this build does not serve yet.
-_NOT_YET = ("moq", "http", "ledger", "upstream")
+_NOT_YET = ("moq", "ledger", "upstream")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with the settings below")
     parser.add_argument("--srt", help="SRT listen address host:port (default 0.0.0.0:9000)")
     parser.add_argument("--moq", help="MoQ (QUIC) listen address host:port, or off")
-    parser.add_argument("--http", help="HTTP listen address host:port, or off")
+    parser.add_argument(
+        "--http",
+        help="HTTP listen address host:port for /metrics and the API (default 127.0.0.1:8080), "
+        f"or off; a non-loopback address needs http_token in the file or {HTTP_TOKEN_ENV}",
+    )
+    parser.add_argument(
+        "--metrics-path-labels",
+        dest="metrics_path_labels",
+        action="store_const",
+        const=True,
+        help="label metrics per broadcast path (one series per path: for few paths only)",
+    )
     parser.add_argument("--ledger", help="usage ledger file (SQLite)")
     parser.add_argument("--upstream", help="MoQ relay URL to publish every broadcast to")
     parser.add_argument("--prefix", help="path prefix every stream id is placed under")
@@ -111,13 +125,26 @@ async def serve(config: GatewayConfig) -> None:
         return
     origin = Origin(publisher_policy=PublisherPolicy(config.publisher_policy))
     stats = StatsHandle(node=config.node)
+    sources = GatewaySources(origin, stats)
 
     def ready(server: Server) -> None:
+        sources.add_srt(server)
         host = config.srt[0] if config.srt else "0.0.0.0"
         sys.stdout.write(try_it_commands(host, server.port))
         sys.stdout.flush()
 
-    await run_server(origin, server_config(config), stats=stats, ready=ready)
+    srt_config = server_config(config)
+    srt_config = replace(srt_config, sinks=(*srt_config.sinks, sources.record_session))
+    async with contextlib.AsyncExitStack() as stack:
+        if config.http is not None:
+            http = await HttpService.bind(
+                *config.http,
+                sources,
+                token=http_token(config.http_token),
+                path_labels=config.metrics_path_labels,
+            )
+            stack.push_async_callback(http.aclose)
+        await run_server(origin, srt_config, stats=stats, ready=ready)
 
 
 async def _serve_until_signalled(config: GatewayConfig) -> None:
@@ -139,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             "srt",
             "moq",
             "http",
+            "metrics_path_labels",
             "ledger",
             "upstream",
             "prefix",
@@ -155,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
     }
     try:
         config = load_config(args.config, overrides)
-    except ConfigError as exc:
+        if config.http is not None:
+            HttpService.check_token(config.http[0], http_token(config.http_token))
+    except (ConfigError, TokenRequired) as exc:
         sys.stderr.write(f"moqsrt serve: {exc}\n")
         return 2
     configure_logging(config.log_format, config.log_level)

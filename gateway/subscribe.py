@@ -83,6 +83,7 @@ class Subscribe(SessionRequest):
             tier=self.tier,
             peer=format_peer(self.peer),
         )
+        self._metering(path, guard.meter)
         # One export per broadcast, shared by its viewers; each sender bills its own meter for
         # the model reads behind the chunks it takes (gateway.egress, metering rule).
         sender = Sender(
