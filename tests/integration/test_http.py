@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import av
+import moq
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http import GatewaySources, HttpService
@@ -34,6 +35,7 @@ from tests.integration.conftest import (
     poll_until,
     run_gateway,
 )
+from tests.integration.moq_helpers import run_moq
 from tests.media import expected_counts
 
 PUBLISH = "#!::r=live/h1,m=publish"
@@ -269,3 +271,62 @@ async def test_serve_bound_to_0_0_0_0_requires_the_bearer_token(
             server.kill()
             await server.wait()
     assert server.returncode == 0, stderr_path.read_text()[-2000:]
+
+
+async def test_a_moq_rs_viewer_is_listed_counted_and_kicked(procs: Procs) -> None:
+    async with run_gateway() as gw, run_moq(gw.origin, gw.stats) as mq, http_for(gw) as http:
+        http.sources.add_moq(mq.server)
+        publisher = procs.start("publish", ffmpeg_publish_argv(gw.port, PUBLISH))
+        await gw.wait_live("live/h1", 10)
+        received = 0
+
+        async with asyncio.timeout(30), mq.client("quic") as client:
+            announced = client.announced()
+            async for update in announced:
+                if update.active and update.prefix == "live/h1":
+                    break
+            announced.cancel()
+            broadcast = await client.request_broadcast("live/h1")
+            catalog = await broadcast.catalog()
+            (name,) = catalog.video
+            consumer = await broadcast.subscribe_media(
+                name, catalog.video[name], moq.Subscription(max_age_us=60_000_000)
+            )
+
+            async def watch() -> None:
+                nonlocal received
+                with contextlib.suppress(Exception):  # a closed session may end it either way
+                    async for _ in consumer:
+                        received += 1
+
+            watcher = asyncio.create_task(watch())
+
+            async def moq_session() -> dict[str, Any]:
+                while True:
+                    live = (await get_json(http.port, "/api/v1/sessions"))["live"]
+                    for s in live:
+                        if s["protocol"] == "moq" and s["frames"] > 0:
+                            return dict(s)
+                    await asyncio.sleep(0.1)
+
+            session = await moq_session()
+            listed = (await get_json(http.port, "/api/v1/broadcasts"))["broadcasts"]
+            assert listed[0]["viewers"] == {"srt": 0, "moq": 1}
+            assert session["paths"] == ["live/h1"]
+            _, text = await request("GET", http.port, "/metrics")
+            sessions_metric = (
+                "moqsrt_moq_sessions",
+                (("node", "test-node"), ("transport", "quic")),
+            )
+            assert metric_samples(text)[sessions_metric] == 1
+            status, _ = await request("DELETE", http.port, f"/api/v1/sessions/{session['session']}")
+            assert status == 204
+            await watcher  # the client's subscription ends with the session
+            assert publisher.running()  # it was the kick, not the broadcast's end
+        assert received > 0
+        async with asyncio.timeout(10):
+            while not mq.records:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert mq.records[0].session == session["session"]
+        assert mq.records[0].frames >= received
+        publisher.stop()
