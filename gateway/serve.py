@@ -144,6 +144,11 @@ async def serve(config: GatewayConfig) -> None:
                 path_labels=config.metrics_path_labels,
             )
             stack.push_async_callback(http.aclose)
+            shown = "127.0.0.1" if config.http[0] in ("0.0.0.0", "", "::") else config.http[0]
+            sys.stdout.write(
+                f"  # metrics and the API: curl http://{shown}:{http.port}/api/v1/broadcasts\n"
+                f"  #   (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID kicks)\n"
+            )
         await run_server(origin, srt_config, stats=stats, ready=ready)
 
 
