@@ -9,7 +9,7 @@ the server uses.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.streamid import StreamRequest
@@ -58,4 +58,4 @@ class AuthDecision:
     accept: bool = True
     code: int = REJECT_FORBIDDEN
     tier: str = "default"
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)

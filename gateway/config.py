@@ -1,24 +1,41 @@
-"""Operator configuration for `moqsrt serve`: embedded defaults, an optional TOML file, flags.
+"""Operator configuration for `moqsrt serve`: embedded defaults, an optional TOML file, the
+environment (`MOQSRT_PASSPHRASE` only), flags.
 
-Precedence is flag > file > default. `GatewayConfig` is plain data (frozen); `load_config`
-builds it and raises `ConfigError` with the offending key and the reason, so a typo in a file
-is a clear message at start-up, never a silently ignored setting.
+Precedence is flag > environment > file > default. `GatewayConfig` is plain data (frozen; its
+repr leaves the passphrase out); `load_config` builds it and raises `ConfigError` with the
+offending key and the reason in one line, so a typo in a file is a clear message at start-up,
+never a silently ignored setting. No message ever contains a passphrase.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from gateway.errors import GatewayError
+from gateway.streamid import normalize_prefix
+
+PASSPHRASE_ENV: Final = "MOQSRT_PASSPHRASE"
+"""Environment variable that may hold the default SRT passphrase (kept out of `ps`)."""
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("auto", "json", "console")
+MAX_LATENCY_MS: Final = 60_000
+MAX_PEER_IDLE_TIMEOUT_MS: Final = 3_600_000
+MAX_PASSPHRASE_FILE_BYTES: Final = 4096
 
 
 class ConfigError(GatewayError, ValueError):
-    """A configuration value that cannot be used; `key` names the setting."""
+    """A configuration value that cannot be used; `key` names the setting (a TOML key, `config`
+    for the file itself, or `MOQSRT_PASSPHRASE`). The message is one line and never holds a
+    passphrase."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")
@@ -36,6 +53,8 @@ class GatewayConfig:
     long a silent SRT peer (a publisher whose host died) has before its session is ended
     (SRTO_PEERIDLETIMEO: libsrt 1.5.1 takes about 5 s at least whatever it says, so values
     above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
+    `passphrase` is the resolved default SRT passphrase, from whichever source won
+    (`passphrase`, `passphrase_file`, `MOQSRT_PASSPHRASE`); it is not in the repr.
     `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
     bound anywhere else it requires `http_token` (a bearer token; not in the repr).
     `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
@@ -50,7 +69,7 @@ class GatewayConfig:
     upstream: str | None = None
     prefix: str = ""
     latency_ms: int = 120
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
     publisher_policy: str = "reject"
     request_timeout_s: float = 10.0
     max_bitrate_bps: int = 100_000_000
@@ -62,7 +81,29 @@ class GatewayConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
+PASSPHRASE_FILE_KEY: Final = "passphrase_file"
+KEYS: Final = frozenset({*_FIELDS, PASSPHRASE_FILE_KEY})
+"""Every key a TOML file (or a flag's destination) may set."""
+
 _ADDRESS_KEYS = {"srt", "moq", "http"}
+_INT_RANGES: Final[Mapping[str, tuple[int, int | None]]] = {
+    "latency_ms": (1, MAX_LATENCY_MS),
+    "max_bitrate_bps": (1, None),
+    "publish_cap_bps": (1, None),
+    "peer_idle_timeout_ms": (1, MAX_PEER_IDLE_TIMEOUT_MS),
+}
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_NAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?\.?"
+)
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?")
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: repr (one line), at most about 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_address(key: str, value: str) -> tuple[str, int] | None:
@@ -75,24 +116,98 @@ def parse_address(key: str, value: str) -> tuple[str, int] | None:
 
 def parse_host_port(key: str, value: str, *, expected: str = "host:port") -> tuple[str, int]:
     """Parse `host:port` (`[v6]:port`; an empty host means 0.0.0.0) into `(host, port)`;
-    ConfigError (a ValueError) naming `key` otherwise."""
+    ConfigError (a ValueError) naming `key` otherwise. The host must be an IP address or a
+    syntactically valid host name (whether it resolves is found out when binding)."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ConfigError(key, f"expected {expected}, got {value!r}")
+        raise ConfigError(key, f"expected {expected}, got {_show(value)}")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ConfigError(key, f"port {port} is out of range 0..65535")
-    return (host.strip("[]") or "0.0.0.0", port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    host = host[1:-1] if bracketed else host
+    if host and not (
+        _IPV6.fullmatch(host) if bracketed or ":" in host else _HOST_NAME.fullmatch(host)
+    ):
+        raise ConfigError(key, f"not a host name or IP address: {_show(host)}")
+    return (host or "0.0.0.0", port)
+
+
+def _integer(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(key, f"expected an integer, got {_show(value)}")
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ConfigError(key, f"expected an integer, got {_show(value)}") from exc
+    low, high = _INT_RANGES[key]
+    if number < low:
+        raise ConfigError(key, f"must be positive, got {number}")
+    if high is not None and number > high:
+        raise ConfigError(key, f"must be at most {high}, got {number}")
+    return number
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {_show(value)}")
+    if _CONTROL_CHARS.search(value):
+        raise ConfigError(key, "control characters are not allowed")
+    return value
+
+
+def _check_passphrase(key: str, value: Any) -> str | None:
+    # Never echo the value: the message says what is wrong, not what was given.
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(key, "expected a string")
+    if not 10 <= len(value) <= 79:
+        raise ConfigError(key, "an SRT passphrase has 10 to 79 characters")
+    return value
+
+
+def read_passphrase_file(key: str, value: Any, base: Path | None = None) -> str | None:
+    """The passphrase held in the file `value` names (one trailing newline dropped; a relative
+    name is taken from `base`, the TOML file's directory, when given); None for an empty name.
+    ConfigError naming `key` when the file cannot be read or holds no valid passphrase (10..79
+    characters); the message names the file, never its content."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise ConfigError(key, f"expected a file name, got {_show(value)}")
+    path = Path(value)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PASSPHRASE_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_PASSPHRASE_FILE_BYTES:
+        raise ConfigError(key, f"{path} is too large to hold a passphrase")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not 10 <= len(text) <= 79 or _CONTROL_CHARS.search(text):
+        raise ConfigError(
+            key, f"{path} must hold one SRT passphrase of 10 to 79 printable characters"
+        )
+    return text
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Convert one raw setting (from TOML or a flag) to the type `GatewayConfig` holds."""
     if key in _ADDRESS_KEYS:
         if not isinstance(value, str):
-            raise ConfigError(key, f"expected a 'host:port' string, got {value!r}")
+            raise ConfigError(key, f"expected a 'host:port' string, got {_show(value)}")
         return parse_address(key, value)
     if key == "ledger":
-        return None if value in (None, "", "off") else Path(str(value))
+        return None if value in (None, "", "off") else Path(_text(key, value))
+    if key == "upstream":
+        return None if value in (None, "", "off") else _text(key, value)
     if key == "http_token":
         if value is None or value == "":
             return None
@@ -105,53 +220,73 @@ def _coerce(key: str, value: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):
             return value.lower() in ("true", "on", "1")
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {_show(value)}")
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
-    if key in {"latency_ms", "max_bitrate_bps", "publish_cap_bps", "peer_idle_timeout_ms"}:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        try:
-            number = int(value)
-        except ValueError as exc:
-            raise ConfigError(key, f"expected an integer, got {value!r}") from exc
-        if number <= 0:
-            raise ConfigError(key, f"must be positive, got {number}")
-        return number
+    if key in _INT_RANGES:
+        return _integer(key, value)
     if key == "request_timeout_s":
+        if isinstance(value, bool):
+            raise ConfigError(key, f"expected a number of seconds, got {_show(value)}")
         try:
             seconds = float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(key, f"expected a number of seconds, got {value!r}") from exc
-        if seconds < 0:
-            raise ConfigError(key, f"must not be negative, got {seconds}")
+            raise ConfigError(key, f"expected a number of seconds, got {_show(value)}") from exc
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(key, f"must be a finite number >= 0, got {_show(value)}")
         return seconds
     if key == "publisher_policy":
         if value not in ("reject", "takeover"):
-            raise ConfigError(key, f"expected 'reject' or 'takeover', got {value!r}")
+            raise ConfigError(key, f"expected 'reject' or 'takeover', got {_show(value)}")
         return value
     if key == "log_format":
-        if value not in ("auto", "json", "console"):
-            raise ConfigError(key, f"expected 'json', 'console' or 'auto', got {value!r}")
+        if value not in LOG_FORMATS:
+            raise ConfigError(key, f"expected 'json', 'console' or 'auto', got {_show(value)}")
         return value
+    if key == "log_level":
+        if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+            raise ConfigError(key, f"expected one of {', '.join(LOG_LEVELS)}, got {_show(value)}")
+        return value.lower()
     if key == "passphrase":
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str) or not 10 <= len(value) <= 79:
-            raise ConfigError(key, "an SRT passphrase has 10 to 79 characters")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(key, f"expected a string, got {value!r}")
-    return value
+        return _check_passphrase(key, value)
+    if key == "prefix":
+        prefix = _text(key, value)
+        try:
+            normalize_prefix(prefix)
+        except ValueError:
+            raise ConfigError(
+                key, f"'.' and '..' segments are not allowed: {_show(value)}"
+            ) from None
+        return prefix
+    if key == "node":
+        node = _text(key, value)
+        if not node.strip() or len(node) > 255:
+            raise ConfigError(key, "must be 1 to 255 characters")
+        return node
+    return _text(key, value)
+
+
+def _passphrase_source(level: str, values: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The passphrase setting `values` (one level: file or flags) holds, as (key, raw value)."""
+    given = [k for k in ("passphrase", PASSPHRASE_FILE_KEY) if values.get(k) is not None]
+    if len(given) == 2:
+        raise ConfigError(PASSPHRASE_FILE_KEY, f"{level} sets both passphrase and passphrase_file")
+    return (given[0], values[given[0]]) if given else None
 
 
 def load_config(
-    file: Path | None = None, overrides: Mapping[str, Any] | None = None
+    file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> GatewayConfig:
-    """Build the configuration: defaults, then the TOML `file` (if any), then `overrides`.
+    """Build the configuration: defaults, then the TOML `file` (if any), then `environ`
+    (`os.environ` when None; only `MOQSRT_PASSPHRASE` is read), then `overrides`.
 
-    `overrides` maps field names to raw values (strings as typed on the command line); None
-    values are ignored. Raises ConfigError for unknown keys, bad values and unreadable files.
+    `overrides` maps keys to raw values (strings as typed on the command line); None values
+    are ignored. The passphrase comes from the highest level that sets one: flags
+    (`passphrase` or `passphrase_file`, not both), the environment, then the file (likewise);
+    an empty value there means unencrypted. Raises ConfigError for unknown keys, bad values and
+    unreadable files.
     """
     raw: dict[str, Any] = {}
     if file is not None:
@@ -159,15 +294,31 @@ def load_config(
             with file.open("rb") as handle:
                 data = tomllib.load(handle)
         except OSError as exc:
-            raise ConfigError("config", f"cannot read {file}: {exc.strerror}") from exc
+            raise ConfigError("config", f"cannot read {file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("config", f"{file} is not valid TOML: {exc}") from exc
+            raise ConfigError("config", f"{file} is not valid TOML: {exc}") from None
         raw.update(data)
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in _FIELDS:
-            known = ", ".join(sorted(_FIELDS))
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key in (*raw, *flags):
+        if key not in KEYS:
+            known = ", ".join(sorted(KEYS))
             raise ConfigError(key, f"unknown setting (known: {known})")
-        values[key] = _coerce(key, value)
+    source = _passphrase_source("the command line", flags)
+    base: Path | None = None
+    env_value = (os.environ if environ is None else environ).get(PASSPHRASE_ENV, "")
+    if source is None and env_value:
+        source = (PASSPHRASE_ENV, env_value)
+    if source is None:
+        source = _passphrase_source("the file", raw)
+        base = None if file is None else file.parent
+    raw.update(flags)
+    raw.pop("passphrase", None)
+    raw.pop(PASSPHRASE_FILE_KEY, None)
+    values: dict[str, Any] = {key: _coerce(key, value) for key, value in raw.items()}
+    if source is not None:
+        key, value = source
+        if key == PASSPHRASE_FILE_KEY:
+            values["passphrase"] = read_passphrase_file(key, value, base)
+        else:
+            values["passphrase"] = _check_passphrase(key, value)
     return GatewayConfig(**values)

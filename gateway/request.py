@@ -91,8 +91,9 @@ class SessionRequest:
 
     @property
     def stream_id(self) -> str:
-        """The raw stream id the caller sent."""
-        return self._pending.request.raw
+        """The caller's stream id with secret values replaced (`StreamRequest.redacted`), as
+        logged and recorded; the id as sent is `request.raw`."""
+        return self._pending.request.redacted
 
     @property
     def user(self) -> str:

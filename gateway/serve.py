@@ -1,8 +1,11 @@
-"""`moqsrt serve`: run the SRT gateway with embedded defaults, a TOML file and flags.
+"""`moqsrt serve`: run the SRT gateway with embedded defaults, a TOML file, the environment
+and flags.
 
 It builds a `GatewayConfig` (`gateway.config`), sets up logging (`gateway.logs`), creates the
-origin and the process-wide `StatsHandle`, and runs `gateway.server.run` until SIGINT or
+origin and the process-wide `StatsHandle`, binds the SRT server and serves until SIGINT or
 SIGTERM, then closes every session (each one logs its `session.closed` record) and exits 0.
+A configuration it cannot use, the listener included, is one line on stderr naming the key,
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
 import structlog
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import PASSPHRASE_ENV, ConfigError, GatewayConfig, load_config
 from gateway.http import GatewaySources, HttpService, TokenRequired
 from gateway.http.app import HTTP_TOKEN_ENV, http_token
 from gateway.logs import configure_logging
 from gateway.server import Server
-from gateway.server import run as run_server
 from gateway.server_config import ServerConfig
+from gateway.srt import SrtError, SrtOptions, set_libsrt_log_level
 from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")
@@ -43,27 +49,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"or off; a non-loopback address needs http_token in the file or {HTTP_TOKEN_ENV}",
     )
     parser.add_argument(
+        "--http-token",
+        dest="http_token",
+        help=f"bearer token the HTTP listener requires (visible in ps: prefer {HTTP_TOKEN_ENV} "
+        "or http_token in the file)",
+    )
+    parser.add_argument(
         "--metrics-path-labels",
         dest="metrics_path_labels",
-        action="store_const",
-        const=True,
-        help="label metrics per broadcast path (one series per path: for few paths only)",
+        help="on: label metrics per broadcast path (one series per path: for few paths only)",
     )
     parser.add_argument("--ledger", help="usage ledger file (SQLite)")
     parser.add_argument("--upstream", help="MoQ relay URL to publish every broadcast to")
     parser.add_argument("--prefix", help="path prefix every stream id is placed under")
     parser.add_argument("--latency", dest="latency_ms", help="SRT latency in milliseconds")
-    parser.add_argument("--passphrase", help="default SRT passphrase (10..79 characters)")
+    parser.add_argument(
+        "--passphrase",
+        help="default SRT passphrase (10..79 characters; visible in ps: prefer the next two)",
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        dest="passphrase_file",
+        help=f"file holding the default SRT passphrase (or set {PASSPHRASE_ENV})",
+    )
     parser.add_argument(
         "--publisher-policy",
         dest="publisher_policy",
-        choices=("reject", "takeover"),
-        help="a second publisher on a live path: reject (1409, default) or take over",
+        help="a second publisher on a live path: reject (1409, default) or takeover",
     )
     parser.add_argument(
         "--request-timeout",
         dest="request_timeout_s",
         help="seconds an m=request caller waits for its publisher (default 10)",
+    )
+    parser.add_argument(
+        "--max-bitrate",
+        dest="max_bitrate_bps",
+        help="highest publisher bit rate the SRT receive buffers absorb (default 100000000)",
     )
     parser.add_argument(
         "--publish-cap",
@@ -77,15 +99,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "1.5.1 needs about 5 s at least, so this lengthens the wait, e.g. for flaky links)",
     )
     parser.add_argument("--node", help="node id carried by every usage record")
+    parser.add_argument("--log-format", dest="log_format", help="json, console or auto")
     parser.add_argument(
-        "--log-format", dest="log_format", choices=("json", "console", "auto"), help="log format"
+        "--log-level", dest="log_level", help="debug, info, warning, error or critical"
     )
-    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+
+
+INT32_MAX: Final = 2**31 - 1
 
 
 def server_config(config: GatewayConfig) -> ServerConfig:
-    """Translate the operator configuration into the SRT server's settings."""
-    assert config.srt is not None
+    """Translate the operator configuration into the SRT server's settings.
+
+    Raises ConfigError for `srt = "off"` (nothing else is served yet) and for a
+    `max_bitrate_bps` that, with `latency_ms`, needs a receive buffer over libsrt's limit.
+    """
+    if config.srt is None:
+        raise ConfigError("srt", "is off, and this build serves nothing else")
+    buffer_bytes = SrtOptions(
+        latency_ms=config.latency_ms, max_bitrate_bps=config.max_bitrate_bps
+    ).receive_buffer_bytes()
+    if buffer_bytes > INT32_MAX:
+        raise ConfigError(
+            "max_bitrate_bps",
+            f"with latency_ms = {config.latency_ms} the SRT receive buffer would be "
+            f"{buffer_bytes} bytes, over libsrt's limit of {INT32_MAX}",
+        )
     return ServerConfig(
         listen=config.srt,
         latency_ms=config.latency_ms,
@@ -116,40 +155,62 @@ def try_it_commands(host: str, port: int) -> str:
 
 
 async def serve(config: GatewayConfig) -> None:
-    """Run the gateway described by `config` until cancelled."""
+    """Run the gateway described by `config` until cancelled.
+
+    Raises ConfigError (key `srt` or `http`) when a listener cannot be opened, (key
+    `http_token`) when HTTP is bound off loopback without a token, and as `server_config` does.
+    """
+    srt_config = server_config(config)
     for key in _NOT_YET:
         if getattr(config, key) is not None:
             _log.warning("setting.unsupported", setting=key, detail="not served by this build")
-    if config.srt is None:
-        _log.error("config.no_listener", detail="srt is off and nothing else is served")
-        return
     origin = Origin(publisher_policy=PublisherPolicy(config.publisher_policy))
     stats = StatsHandle(node=config.node)
     sources = GatewaySources(origin, stats)
-
-    def ready(server: Server) -> None:
-        sources.add_srt(server)
-        host = config.srt[0] if config.srt else "0.0.0.0"
-        sys.stdout.write(try_it_commands(host, server.port))
-        sys.stdout.flush()
-
-    srt_config = server_config(config)
     srt_config = replace(srt_config, sinks=(*srt_config.sinks, sources.record_session))
-    async with contextlib.AsyncExitStack() as stack:
+    host, port = srt_config.listen if isinstance(srt_config.listen, tuple) else ("", 0)
+    try:
+        server = await Server.bind(config=srt_config, origin=origin)
+    except (SrtError, socket.gaierror) as exc:  # not OSError: a missing libsrt is no srt value
+        raise ConfigError("srt", f"cannot listen on {host}:{port}: {exc}") from None
+    sources.add_srt(server)
+    async with server, contextlib.AsyncExitStack() as stack:
+        # After the bind (libsrt's start-up sets WARNING). Only `debug` opens libsrt's chatty
+        # levels: its notices cost CPU on busy links, and each takes the GIL on its thread.
+        level = logging.getLevelNamesMapping()[config.log_level.upper()]
+        set_libsrt_log_level(level if level == logging.DEBUG else max(level, logging.WARNING))
+        server.with_stats(stats)
         if config.http is not None:
-            http = await HttpService.bind(
-                *config.http,
-                sources,
-                token=http_token(config.http_token),
-                path_labels=config.metrics_path_labels,
-            )
+            http = await _bind_http(config, sources)
             stack.push_async_callback(http.aclose)
+        sys.stdout.write(try_it_commands(host, server.port))
+        if config.http is not None:
             shown = "127.0.0.1" if config.http[0] in ("0.0.0.0", "", "::") else config.http[0]
             sys.stdout.write(
                 f"  # metrics and the API: curl http://{shown}:{http.port}/api/v1/broadcasts\n"
-                f"  #   (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID kicks)\n"
+                "  #   (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID kicks)\n"
             )
-        await run_server(origin, srt_config, stats=stats, ready=ready)
+        sys.stdout.flush()
+        await server.serve(origin)
+
+
+async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpService:
+    """Open the HTTP listener of `config.http` (ConfigError when it cannot be)."""
+    assert config.http is not None
+    host, port = config.http
+    try:
+        http = await HttpService.bind(
+            host,
+            port,
+            sources,
+            token=http_token(config.http_token),
+            path_labels=config.metrics_path_labels,
+        )
+    except TokenRequired as exc:
+        raise ConfigError("http_token", str(exc)) from None
+    except OSError as exc:
+        raise ConfigError("http", f"cannot listen on {host}:{port}: {exc}") from None
+    return http
 
 
 async def _serve_until_signalled(config: GatewayConfig) -> None:
@@ -163,40 +224,43 @@ async def _serve_until_signalled(config: GatewayConfig) -> None:
     _log.info("serve.stopped")
 
 
+def _fail(message: str) -> None:
+    # One line, whatever the message holds (a libsrt or OS message may not be).
+    sys.stderr.write("moqsrt serve: " + " ".join(message.split()) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `moqsrt serve`; returns the exit status (2 for a configuration error)."""
+    """Entry point of `moqsrt serve`; returns the exit status: 2 for a configuration error
+    (one line on stderr naming the key), 1 when serving fails otherwise."""
     overrides = {
-        key: getattr(args, key)
-        for key in (
-            "srt",
-            "moq",
-            "http",
-            "metrics_path_labels",
-            "ledger",
-            "upstream",
-            "prefix",
-            "latency_ms",
-            "passphrase",
-            "publisher_policy",
-            "request_timeout_s",
-            "publish_cap_bps",
-            "peer_idle_timeout_ms",
-            "node",
-            "log_format",
-            "log_level",
-        )
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("config", "command", "_module")
     }
     try:
         config = load_config(args.config, overrides)
-        if config.http is not None:
-            HttpService.check_token(config.http[0], http_token(config.http_token))
-    except (ConfigError, TokenRequired) as exc:
-        sys.stderr.write(f"moqsrt serve: {exc}\n")
+    except ConfigError as exc:
+        _fail(str(exc))
         return 2
     configure_logging(config.log_format, config.log_level)
+    if args.passphrase is not None:
+        _log.warning(
+            "setting.visible",
+            setting="passphrase",
+            detail=f"--passphrase shows in ps; use --passphrase-file or {PASSPHRASE_ENV}",
+        )
+    if args.http_token is not None:
+        _log.warning(
+            "setting.visible",
+            setting="http_token",
+            detail=f"--http-token shows in ps; use {HTTP_TOKEN_ENV} or http_token in the file",
+        )
     try:
         asyncio.run(_serve_until_signalled(config))
+    except ConfigError as exc:
+        _fail(str(exc))
+        return 2
     except OSError as exc:
-        sys.stderr.write(f"moqsrt serve: cannot serve: {exc}\n")
+        _fail(f"cannot serve: {exc}")
         return 1
     return 0

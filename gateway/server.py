@@ -56,6 +56,7 @@ from gateway.streamid import (
     StreamRequest,
     normalize_prefix,
     parse_stream_id,
+    redact_stream_id,
 )
 from gateway.subscribe import Subscribe
 from model import Closed, Origin, PublisherPolicy, StatsHandle
@@ -248,7 +249,7 @@ class Server:
             code=code,
             reason=reason,
             peer=format_peer(info.peer),
-            stream_id=(info.stream_id or "")[:128],
+            stream_id=redact_stream_id(info.stream_id),
             path=request.path if request else None,
         )
         return Reject(code)

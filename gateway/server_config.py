@@ -7,7 +7,7 @@ command line and TOML configuration (`gateway.config`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.auth import AuthHook
 from gateway.session import SessionSink
@@ -52,7 +52,7 @@ class ServerConfig:
 
     listen: tuple[str, int] | str = ("0.0.0.0", 9000)
     latency_ms: int = 120
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
     pbkeylen: int = 16
     prefix: str = ""
     publisher_policy: PublisherPolicy = PublisherPolicy.REJECT

@@ -112,8 +112,9 @@ class SessionRecord:
     what this viewer read out of the model (including data later skipped for a slow link).
     `ts_bytes` are MPEG-TS bytes received (ingress) or sent (egress) by the gateway;
     `skipped_bytes` are TS bytes a slow viewer never got. `srt` holds libsrt's wire figures.
-    `user` and `stream_id` are what the caller sent ('' for none); `error` names the cause
-    when `outcome` is `error` or `timeout`.
+    `user` is the user the caller named ('' for none) and `stream_id` its stream id with secret
+    values replaced (`gateway.streamid.redact_stream_id`); `error` names the cause when
+    `outcome` is `error` or `timeout`.
     """
 
     session: str

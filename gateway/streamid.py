@@ -8,6 +8,9 @@ carrying the SRT rejection code 1400 the caller sees. Three forms are understood
   vendor and unknown keys are kept in `params` and otherwise ignored);
 - MediaMTX's `publish:path[:user:pass][:query]` and `read:path[:user:pass][:query]`;
 - anything else is a raw resource, OBS style (`app/key`), always a publish.
+
+Stream ids can carry secrets, so logs, records and reprs use `redact_stream_id` (keys and the
+resource kept, secret values replaced by `***`); the authorization hook gets the full request.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _MODES: Final[Mapping[str, Mode]] = {"publish": "publish", "request": "request"}
 _MEDIAMTX_ACTIONS: Final[Mapping[str, Mode]] = {"publish": "publish", "read": "request"}
 
+REDACTED: Final = "***"
+"""What `redact_stream_id` puts in place of a secret value."""
+
+# A key names a secret when it is `s` (the access-control spec's session id, which services use
+# as a token) or contains one of these words, in any case. Wrong guesses only hide a value.
+_SECRET_KEY = re.compile(
+    r"^s$|pass|pwd|secret|token|key|auth|sig|cred|sess|otp|jwt|bearer|private",
+    re.IGNORECASE,
+)
+
 
 class RequestError(GatewayError):
     """Base of the SRT server's request errors: `code` is the SRT rejection code (1400-1599)
@@ -54,7 +67,7 @@ class StreamIdError(RequestError, ValueError):
         self.raw = raw if raw is None else raw[: MAX_STREAM_ID_CHARS + 1]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class StreamRequest:
     """One caller's parsed stream id.
 
@@ -63,6 +76,8 @@ class StreamRequest:
     leading, trailing or repeated slashes). `user`, `password`, `session` and `host` are ''
     when the caller sent none. `params` holds every key/value the caller sent (access-control
     keys, vendor keys such as `bmd_uuid`, MediaMTX query items), for authorization hooks.
+    `raw` is the id as sent. The repr shows only `redacted` (no password, session or secret
+    parameter), so a logged request leaks nothing.
     """
 
     mode: Mode
@@ -80,6 +95,17 @@ class StreamRequest:
     def is_publish(self) -> bool:
         """True when the caller wants to publish (send TS into the gateway)."""
         return self.mode == "publish"
+
+    @property
+    def redacted(self) -> str:
+        """The stream id with secret values replaced (`redact_stream_id(raw)`): for logs."""
+        return redact_stream_id(self.raw)
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamRequest(mode={self.mode!r}, path={self.path!r}, user={self.user!r}, "
+            f"form={self.form!r}, stream_id={self.redacted!r})"
+        )
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -159,7 +185,7 @@ def _parse_access(text: str, raw: str, prefix: str, default_mode: Mode) -> Strea
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise StreamIdError(f"stream id entry without key=value: {item!r}", raw=raw)
+                raise StreamIdError("stream id entry without key=value", raw=raw)
             params[key] = value.strip()
     resource_raw = params.get("r", "")
     if not resource_raw:
@@ -168,7 +194,7 @@ def _parse_access(text: str, raw: str, prefix: str, default_mode: Mode) -> Strea
     if mode_raw:
         mode = _MODES.get(mode_raw.lower())
         if mode is None:
-            raise StreamIdError(f"unsupported mode m={mode_raw!r}", raw=raw)
+            raise StreamIdError(f"unsupported mode m={mode_raw[:16]!r}", raw=raw)
     else:
         mode = default_mode
     resource = _normalize_resource(resource_raw, raw)
@@ -233,3 +259,61 @@ def _normalize_resource(resource: str, raw: str) -> str:
         if segment != segment.strip():
             raise StreamIdError("path segment with surrounding whitespace", raw=raw)
     return "/".join(segments)
+
+
+def redact_stream_id(raw: str | None) -> str:
+    """`raw` without its secrets, for logs, records and reprs ('' for None).
+
+    The rule (README, "Stream ids"): keys, the resource and the user are kept; the value of a
+    secret key (`s`, or a key containing pass, pwd, secret, token, key, auth, sig, cred,
+    session, otp, jwt, bearer or private, in any case) becomes `***`, as do MediaMTX's password
+    field and any entry that is not `key=value` (it may be the tail of a secret containing the
+    separator; in a MediaMTX id, all past a query that holds `:`). A percent-encoded id is
+    decoded first. Works on malformed ids too; only the first `MAX_STREAM_ID_CHARS` + 1
+    characters are looked at, so the result is bounded.
+    """
+    if not raw:
+        return ""
+    text = raw[: MAX_STREAM_ID_CHARS + 1]
+    stripped = text.strip()
+    if _looks_percent_encoded(stripped):
+        text = stripped = urllib.parse.unquote(stripped)
+    if stripped.startswith(_ACCESS_PREFIX):
+        body = stripped[len(_ACCESS_PREFIX) :]
+        return _ACCESS_PREFIX + ",".join(_redact_item(item) for item in body.split(","))
+    action, sep, _ = stripped.partition(":")
+    if sep and action in _MEDIAMTX_ACTIONS:
+        return _redact_mediamtx(stripped)
+    return text
+
+
+def _redact_item(item: str) -> str:
+    key, sep, value = item.partition("=")
+    if not sep:
+        return item if not item.strip() else REDACTED
+    if _SECRET_KEY.search(key.strip()):
+        return f"{key}={REDACTED}"
+    return f"{key}={value}"
+
+
+def _redact_mediamtx(text: str) -> str:
+    # action:path, action:path:query, action:path:user:pass, action:path:user:pass:query;
+    # with more fields than that, everything after the user is hidden.
+    parts = text.split(":")
+    head, rest = parts[:2], parts[2:]
+    if rest and "=" in rest[0]:
+        # A query whose values hold ':' (not a user): hide everything past its first part.
+        return ":".join([*head, _redact_query(rest[0]), *([REDACTED] if rest[1:] else [])])
+    if len(rest) == 1:
+        return ":".join([*head, _redact_query(rest[0])])
+    if len(rest) == 2:
+        return ":".join([*head, rest[0], REDACTED])
+    if len(rest) == 3:
+        return ":".join([*head, rest[0], REDACTED, _redact_query(rest[2])])
+    if len(rest) > 3:
+        return ":".join([*head, rest[0], REDACTED])
+    return text
+
+
+def _redact_query(query: str) -> str:
+    return "&".join(_redact_item(item) for item in query.split("&"))

@@ -156,7 +156,7 @@ class HttpService:
         """Raise `TokenRequired` when `host` is not loopback and `token` is empty."""
         if not token and not is_loopback(host):
             raise TokenRequired(
-                f"http_token: the HTTP listener on {host} is not loopback-only: set http_token "
+                f"the HTTP listener on {host} is not loopback-only: set http_token "
                 f"(or {HTTP_TOKEN_ENV}) so that /metrics and the API require it"
             )
 

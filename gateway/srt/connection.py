@@ -100,7 +100,8 @@ class SrtConnection:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "ended" if self.ended else "open"
-        return f"<SrtConnection @{self._sock.handle} {self.peer} {self.stream_id!r} {state}>"
+        # No stream id: it may carry secrets (the gateway logs a redacted one).
+        return f"<SrtConnection @{self._sock.handle} {self.peer} {state}>"
 
     @property
     def handle(self) -> int:

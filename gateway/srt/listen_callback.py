@@ -134,8 +134,7 @@ def _ask_hook(
     except TimeoutError:
         fut.cancel()
         _log.warning(
-            "SRT handshake hook for %r from %s:%d took over %.1f s; rejecting with %d",
-            info.stream_id,
+            "SRT handshake hook for a caller from %s:%d took over %.1f s; rejecting with %d",
             *peer,
             state.hook_timeout_s,
             REJ_UNAVAILABLE,
@@ -145,8 +144,7 @@ def _ask_hook(
         return REJ_UNAVAILABLE
     except Exception:  # noqa: BLE001 - any hook failure is a 1503 for the caller, logged
         _log.warning(
-            "SRT handshake hook for %r from %s:%d raised; rejecting with %d",
-            info.stream_id,
+            "SRT handshake hook for a caller from %s:%d raised; rejecting with %d",
             *peer,
             REJ_UNAVAILABLE,
             exc_info=True,

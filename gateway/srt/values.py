@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.srt import lib
@@ -52,17 +52,19 @@ class SrtOptions:
     - `linger_s`: SRTO_LINGER, seconds close() keeps sending queued data (None = libsrt's
       live default, off; publishers want it so the tail is not lost).
     - `connect_timeout_ms`: SRTO_CONNTIMEO for callers.
+
+    The repr leaves out `passphrase` and `stream_id` (secrets).
     """
 
     latency_ms: int = 120
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
     pbkeylen: int = 16
     payload_size: int = 1316
     maxbw_bytes_s: int | None = None
     peer_idle_timeout_ms: int = 5000
     rcvbuf_bytes: int | None = None
     max_bitrate_bps: int = 100_000_000
-    stream_id: str | None = None
+    stream_id: str | None = field(default=None, repr=False)
     linger_s: int | None = None
     connect_timeout_ms: int = 3000
 
@@ -169,10 +171,10 @@ class HandshakeInfo:
     """What the listener knows about a caller before accepting it.
 
     `stream_id` is the caller's SRTO_STREAMID ("" if none; invalid UTF-8 replaced), `peer`
-    its (host, port).
+    its (host, port). The repr leaves the stream id out: it may carry secrets.
     """
 
-    stream_id: str
+    stream_id: str = field(repr=False)
     peer: tuple[str, int]
 
 
@@ -182,7 +184,7 @@ class Accept:
     the listener's); `context` is handed back as `SrtConnection.context`; `pbkeylen` overrides
     the listener's key length for this connection."""
 
-    passphrase: str | None = None
+    passphrase: str | None = field(default=None, repr=False)
     context: object = None
     pbkeylen: int | None = None
 

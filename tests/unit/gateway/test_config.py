@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, load_config, parse_address
+from gateway.config import (
+    KEYS,
+    PASSPHRASE_ENV,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+    parse_address,
+)
+
+SECRET = "file-secret-0123"
 
 
 def test_defaults_serve_srt_on_port_9000_with_no_file_and_no_flags() -> None:
@@ -64,12 +73,17 @@ def test_off_disables_a_listener() -> None:
         ("passphrase", "short", "10 to 79"),
         ("publisher_policy", "merge", "'reject' or 'takeover'"),
         ("log_format", "xml", "json"),
+        ("log_level", "loud", "debug, info"),
+        ("prefix", "live/../etc", "'..'"),
+        ("request_timeout_s", "nan", "finite"),
+        ("node", "", "1 to 255"),
+        ("srt", "bad host:9000", "not a host name"),
         ("latencyms", "100", "unknown setting"),
     ],
 )
 def test_bad_values_name_the_key_and_the_reason(key: str, value: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(None, {key: value})
+        load_config(None, {key: value}, environ={})
     assert info.value.key == key
     assert fragment in str(info.value)
 
@@ -92,3 +106,146 @@ def test_the_readme_configuration_example_loads_as_the_defaults(tmp_path: Path) 
     example = tmp_path / "example.toml"
     example.write_text(readme[start : readme.index("```", start)])
     assert load_config(example) == GatewayConfig()
+
+
+def test_config_repr_never_shows_the_passphrase() -> None:
+    from gateway.serve import server_config
+
+    config = load_config(None, {"passphrase": SECRET}, environ={})
+    assert config.passphrase == SECRET
+    assert SECRET not in repr(config)
+    assert SECRET not in repr(server_config(config))
+
+
+def test_passphrase_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
+    secret_file = tmp_path / "srt.key"
+    secret_file.write_text(SECRET + "\n")
+    config = load_config(None, {"passphrase_file": str(secret_file)}, environ={})
+    assert config.passphrase == SECRET
+
+
+def test_passphrase_file_in_toml_is_relative_to_the_toml_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "srt.key").write_text(SECRET)
+    toml = tmp_path / "conf" / "moqsrt.toml"
+    toml.write_text('passphrase_file = "srt.key"\n')
+    assert load_config(toml, environ={}).passphrase == SECRET
+
+
+def test_passphrase_precedence_is_flag_then_environment_then_file(tmp_path: Path) -> None:
+    toml = tmp_path / "moqsrt.toml"
+    toml.write_text('passphrase = "from-the-file-1"\n')
+    env = {PASSPHRASE_ENV: "from-the-env-12"}
+    assert load_config(toml, environ={}).passphrase == "from-the-file-1"
+    assert load_config(toml, environ=env).passphrase == "from-the-env-12"
+    flag = {"passphrase": "from-the-flag-1"}
+    assert load_config(toml, flag, environ=env).passphrase == "from-the-flag-1"
+    key_file = tmp_path / "k"
+    key_file.write_text("from-flag-file-1\n")
+    flag_file = {"passphrase_file": str(key_file)}
+    assert load_config(toml, flag_file, environ=env).passphrase == "from-flag-file-1"
+    assert load_config(None, {}, environ={PASSPHRASE_ENV: ""}).passphrase is None
+
+
+def test_both_passphrase_sources_at_one_level_are_an_error(tmp_path: Path) -> None:
+    toml = tmp_path / "moqsrt.toml"
+    toml.write_text(f'passphrase = "{SECRET}"\npassphrase_file = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(toml, environ={})
+    assert info.value.key == "passphrase_file"
+    with pytest.raises(ConfigError):
+        load_config(None, {"passphrase": SECRET, "passphrase_file": "x"}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"short-one\n", "10 to 79"),
+        (b"x" * 80, "10 to 79"),
+        (b"two\nlines-of-secret", "10 to 79"),
+        (b"\xff\xfe-not-utf8-secret", "UTF-8"),
+        (b"y" * 5000, "too large"),
+    ],
+)
+def test_a_bad_passphrase_file_names_the_key_and_the_file_never_its_content(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    key_file = tmp_path / "srt.key"
+    key_file.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"passphrase_file": str(key_file)}, environ={})
+    assert info.value.key == "passphrase_file"
+    assert fragment in str(info.value)
+    assert str(key_file) in str(info.value)
+    shown = content.decode("utf-8", "replace")
+    assert all(part not in str(info.value) for part in shown.split() if len(part) >= 3)
+
+
+def test_a_bad_passphrase_in_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {}, environ={PASSPHRASE_ENV: "tiny-pw"})
+    assert info.value.key == PASSPHRASE_ENV
+    assert "tiny-pw" not in str(info.value)
+
+
+# One valid value per key, as a flag would carry it and as TOML writes it.
+_VALID = {
+    "srt": ("127.0.0.1:9100", '"127.0.0.1:9100"'),
+    "moq": ("127.0.0.1:4443", '"127.0.0.1:4443"'),
+    "http": ("off", '"off"'),
+    "http_token": ("http-token-0123456789", '"http-token-0123456789"'),
+    "metrics_path_labels": ("on", "true"),
+    "ledger": ("usage.db", '"usage.db"'),
+    "upstream": ("https://relay.example/anon", '"https://relay.example/anon"'),
+    "prefix": ("tenants/acme", '"tenants/acme"'),
+    "latency_ms": ("250", "250"),
+    "passphrase": (SECRET, f'"{SECRET}"'),
+    "passphrase_file": ("KEYFILE", '"KEYFILE"'),
+    "publisher_policy": ("takeover", '"takeover"'),
+    "request_timeout_s": ("2.5", "2.5"),
+    "max_bitrate_bps": ("50000000", "50000000"),
+    "publish_cap_bps": ("20000000", "20000000"),
+    "peer_idle_timeout_ms": ("8000", "8000"),
+    "node": ("gw-7", '"gw-7"'),
+    "log_format": ("json", '"json"'),
+    "log_level": ("debug", '"debug"'),
+}
+
+
+def _readme_flag_table() -> list[tuple[str, str]]:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    section = section[: section.index("\n## ", 5)]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`--") and cells[1].startswith("`"):
+            rows.append((cells[0].strip("`"), cells[1].strip("`")))
+    return rows
+
+
+def test_every_flag_in_the_readme_table_sets_the_toml_key_it_names(tmp_path: Path) -> None:
+    import argparse
+
+    from gateway.serve import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dest_of = {opt: a.dest for a in parser._actions for opt in a.option_strings}
+    rows = _readme_flag_table()
+    assert len(rows) >= 15
+    documented_flags = {flag for flag, _ in rows}
+    assert documented_flags == set(dest_of) - {"-h", "--help", "--config"}
+    assert {key for _, key in rows} == KEYS
+    (tmp_path / "KEYFILE").write_text(SECRET)
+    for flag, key in rows:
+        assert dest_of[flag] == key, (flag, key)
+        flag_value, toml_value = _VALID[key]
+        flag_value = flag_value.replace("KEYFILE", str(tmp_path / "KEYFILE"))
+        args = parser.parse_args([flag, flag_value])
+        from_flag = load_config(None, {key: getattr(args, key)}, environ={})
+        toml = tmp_path / f"{key}.toml"
+        toml.write_text(f"{key} = {toml_value}\n")
+        from_file = load_config(toml, environ={})
+        assert from_flag == from_file, key
+        assert from_flag != GatewayConfig() or key == "http", key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,10 +11,12 @@ from hypothesis import strategies as st
 from gateway.errors import GatewayError
 from gateway.srt.lib import MAX_STREAM_ID_CHARS
 from gateway.streamid import (
+    REDACTED,
     StreamIdError,
     StreamRequest,
     normalize_prefix,
     parse_stream_id,
+    redact_stream_id,
 )
 
 
@@ -225,3 +229,112 @@ def test_any_text_parses_or_raises_stream_id_error(raw: str) -> None:
         segments = outcome.path.split("/")
         assert segments[0] == "live"
         assert all(s and s not in (".", "..") for s in segments)
+
+
+@pytest.mark.parametrize(
+    ("raw", "redacted"),
+    [
+        ("#!::r=live/a,m=publish,u=bob", "#!::r=live/a,m=publish,u=bob"),
+        ("#!::r=live/a,u=bob,s=TOKEN123", "#!::r=live/a,u=bob,s=***"),
+        (
+            "#!::r=a,password=P1,Pass=P2,pwd=P3,api_token=P4,streamKey=P5,x_auth=P6,sig=P7",
+            "#!::r=a,password=***,Pass=***,pwd=***,api_token=***,streamKey=***,x_auth=***,sig=***",
+        ),
+        ("#!::r=a,client_secret=P1,creds=P2,session_id=P3,jwt=P4", None),
+        ("#!::r=a,bmd_uuid=1234,bmd_name=Studio,t=stream,h=host", None),
+        ("#!::r=a,s=abc,def", "#!::r=a,s=***,***"),
+        ("#!::r=a, s = abc ", "#!::r=a, s =***"),
+        ("publish:live/a:alice:PW123", "publish:live/a:alice:***"),
+        ("publish:live/a:alice:PW123:token=T1&x=1", "publish:live/a:alice:***:token=***&x=1"),
+        ("read:live/a:token=T1&x=1", "read:live/a:token=***&x=1"),
+        ("read:live/a:T1", "read:live/a:***"),
+        ("read:live/a:s=AB:CD&x=y", "read:live/a:s=***:***"),
+        ("publish:live/a:alice:PW:extra:more", "publish:live/a:alice:***"),
+        ("%23%21%3A%3Ar%3Dlive%2Fa%2Cs%3DTOKEN123", "#!::r=live/a,s=***"),
+        ("live/cam1", "live/cam1"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_redaction_keeps_keys_resource_and_user_and_hides_secret_values(
+    raw: str | None, redacted: str | None
+) -> None:
+    out = redact_stream_id(raw)
+    if redacted is None:  # the expectation: every secret-looking value hidden, others kept
+        expected = ",".join(
+            f"{item.partition('=')[0]}={REDACTED}"
+            if item.partition("=")[0] in {"client_secret", "creds", "session_id", "jwt"}
+            else item
+            for item in (raw or "").split(",")
+        )
+        assert out == expected
+    else:
+        assert out == redacted
+
+
+def test_redaction_of_an_oversized_id_is_bounded_and_still_hides_secrets() -> None:
+    raw = "#!::r=a,s=SECRETVALUE," + "x=" + "y" * 5000
+    out = redact_stream_id(raw)
+    assert "SECRETVALUE" not in out
+    assert len(out) <= MAX_STREAM_ID_CHARS + 1
+
+
+def test_stream_request_repr_shows_the_redacted_id_only() -> None:
+    req = parse_stream_id("publish:live/a:alice:PW-SECRET-1:token=TOKEN-SECRET-2")
+    assert req.password == "PW-SECRET-1"  # the hook still gets everything
+    assert req.params["token"] == "TOKEN-SECRET-2"
+    text = repr(req) + str(req)
+    assert "PW-SECRET-1" not in text
+    assert "TOKEN-SECRET-2" not in text
+    assert "publish:live/a:alice:***:token=***" in text
+    session = parse_stream_id("#!::r=a,s=SESSION-SECRET")
+    assert session.session == "SESSION-SECRET"
+    assert "SESSION-SECRET" not in repr(session)
+    assert session.redacted == "#!::r=a,s=***"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["#!::r=a,s=ab,CD-SECRET", "publish:a:b:c:d:CD-SECRET", "#!::CD-SECRET,r=a"],
+)
+def test_refusal_messages_do_not_echo_secrets(raw: str) -> None:
+    with pytest.raises(StreamIdError) as info:
+        parse_stream_id(raw)
+    assert "CD-SECRET" not in str(info.value)
+    assert "CD-SECRET" not in repr(info.value)
+
+
+_SECRET = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789,:&", min_size=1, max_size=24)
+_NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=8)
+_SECRET_KEYS = st.sampled_from(["s", "password", "pass", "token", "apikey", "secret", "auth"])
+
+
+@given(
+    resource=_NAME,
+    user=_NAME,
+    key=_SECRET_KEYS,
+    secret=_SECRET,
+    encode=st.booleans(),
+    form=st.sampled_from(["access", "mediamtx", "query"]),
+)
+def test_no_character_of_a_secret_survives_redaction(
+    resource: str, user: str, key: str, secret: str, encode: bool, form: str
+) -> None:
+    # Secrets are upper case, everything else lower case: any upper-case letter or digit of
+    # the secret's alphabet left in the output would be part of a secret.
+    if form == "access":
+        raw = f"#!::r={resource},u={user},{key}={secret},m=publish"
+    elif form == "mediamtx":
+        raw = f"publish:{resource}:{user}:{secret}"
+    else:
+        raw = f"read:{resource}:{key}={secret}&x=y"
+    if encode and form == "access":
+        raw = urllib.parse.quote(raw, safe="")
+    out = redact_stream_id(raw)
+    assert not any(c.isupper() for c in out), (raw, out)
+    assert resource in out
+
+
+@given(raw=st.text(max_size=700))
+def test_redaction_takes_any_text_and_stays_bounded(raw: str) -> None:
+    assert len(redact_stream_id(raw)) <= 3 * (MAX_STREAM_ID_CHARS + 1)

@@ -1,0 +1,191 @@
+"""`moqsrt serve`: every bad setting, as a flag, in the TOML file or in the environment, is one
+line on stderr naming the key and exit status 2, never a traceback.
+
+Most cases call the console script's entry (`gateway.cli.main`) in this process, which is what
+`moqsrt` runs; a few run it as a real process to check the exit status and stderr end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from gateway import cli
+
+ROOT = Path(__file__).resolve().parents[3]
+SECRET_SHORT = "tiny-pw"
+Serve = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def run_serve(
+    args: list[str], *, env: dict[str, str] | None = None, timeout_s: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """`moqsrt serve ARGS` (the console script's `gateway.cli:main`) from this worktree."""
+    environ = {k: v for k, v in os.environ.items() if k != "MOQSRT_PASSPHRASE"}
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.fixture
+def main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Serve]:
+    """`main(args, env)`: `moqsrt serve ARGS` in this process, as a CompletedProcess. Logging
+    set-up done by a run that gets that far is undone afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    saved = structlog.get_config()
+    monkeypatch.delenv("MOQSRT_PASSPHRASE", raising=False)
+
+    def call(
+        args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        status = cli.main(["serve", *args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, out, err)
+
+    try:
+        yield call
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**saved)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], key: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"moqsrt serve: {key}: "), lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    return lines[0]
+
+
+# (flag, TOML key, bad value as typed, the same bad value in TOML syntax)
+BAD = [
+    ("--srt", "srt", "9000", '"9000"'),
+    ("--srt", "srt", "127.0.0.1:99999", '"127.0.0.1:99999"'),
+    ("--srt", "srt", "bad host:9000", '"bad host:9000"'),
+    ("--srt", "srt", "off", '"off"'),
+    ("--moq", "moq", "nowhere", "4443"),
+    ("--http", "http", "x:y", '"x:y"'),
+    ("--ledger", "ledger", "a\tb", "5"),
+    ("--upstream", "upstream", "a\nb", "true"),
+    ("--prefix", "prefix", "live/../etc", '"../x"'),
+    ("--latency", "latency_ms", "fast", "true"),
+    ("--latency", "latency_ms", "0", "-5"),
+    ("--latency", "latency_ms", "99999999999", "99999999999"),
+    ("--passphrase", "passphrase", SECRET_SHORT, f'"{SECRET_SHORT}"'),
+    ("--passphrase-file", "passphrase_file", "/nonexistent/srt.key", '"/nonexistent/k"'),
+    ("--publisher-policy", "publisher_policy", "merge", '"merge"'),
+    ("--request-timeout", "request_timeout_s", "soon", '"soon"'),
+    ("--request-timeout", "request_timeout_s", "-1", "-1"),
+    ("--request-timeout", "request_timeout_s", "inf", "inf"),
+    ("--max-bitrate", "max_bitrate_bps", "lots", "0"),
+    ("--max-bitrate", "max_bitrate_bps", "100000000000", "100000000000"),
+    ("--publish-cap", "publish_cap_bps", "-1", '"fast"'),
+    ("--peer-idle-timeout", "peer_idle_timeout_ms", "0", "99999999999"),
+    ("--node", "node", "", '"a\\nb"'),
+    ("--log-format", "log_format", "xml", '"xml"'),
+    ("--log-level", "log_level", "loud", "10"),
+]
+
+
+@pytest.mark.parametrize(("flag", "key", "value", "toml"), BAD)
+def test_a_bad_flag_value_is_one_line_naming_the_key(
+    main: Serve, flag: str, key: str, value: str, toml: str
+) -> None:
+    line = assert_one_line_error(main([flag, value]), key)
+    if key == "passphrase":
+        assert SECRET_SHORT not in line
+
+
+@pytest.mark.parametrize(("flag", "key", "value", "toml"), BAD)
+def test_a_bad_toml_value_is_one_line_naming_the_key(
+    main: Serve, tmp_path: Path, flag: str, key: str, value: str, toml: str
+) -> None:
+    config = tmp_path / "moqsrt.toml"
+    config.write_text(f"{key} = {toml}\n")
+    line = assert_one_line_error(main(["--config", str(config)]), key)
+    if key == "passphrase":
+        assert SECRET_SHORT not in line
+
+
+def test_a_bad_passphrase_in_the_environment_names_the_variable(main: Serve) -> None:
+    result = main([], env={"MOQSRT_PASSPHRASE": SECRET_SHORT})
+    line = assert_one_line_error(result, "MOQSRT_PASSPHRASE")
+    assert SECRET_SHORT not in line
+
+
+def test_a_passphrase_file_with_a_bad_secret_never_shows_it(main: Serve, tmp_path: Path) -> None:
+    key_file = tmp_path / "srt.key"
+    key_file.write_text("too-short\n")
+    line = assert_one_line_error(main(["--passphrase-file", str(key_file)]), "passphrase_file")
+    assert "too-short" not in line
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("latencyms = 100\n", "latencyms"),
+        ("srt = [unclosed\n", "config"),
+        ('passphrase = "aaaaaaaaaaaa"\npassphrase_file = "k"\n', "passphrase_file"),
+    ],
+)
+def test_a_broken_or_unknown_toml_setting_is_one_line(
+    main: Serve, tmp_path: Path, toml: str, key: str
+) -> None:
+    config = tmp_path / "moqsrt.toml"
+    config.write_text(toml)
+    assert_one_line_error(main(["--config", str(config)]), key)
+
+
+def test_a_missing_config_file_is_one_line(main: Serve, tmp_path: Path) -> None:
+    assert_one_line_error(main(["--config", str(tmp_path / "absent.toml")]), "config")
+
+
+@pytest.fixture
+def busy_udp_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_an_srt_address_in_use_is_one_line_naming_srt(busy_udp_port: int) -> None:
+    line = assert_one_line_error(run_serve(["--srt", f"127.0.0.1:{busy_udp_port}"]), "srt")
+    assert f"127.0.0.1:{busy_udp_port}" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "key"),
+    [
+        (["--latency", "fast"], {}, "latency_ms"),
+        (["--log-level", "loud"], {}, "log_level"),
+        (["--srt", "off"], {}, "srt"),
+        ([], {"MOQSRT_PASSPHRASE": SECRET_SHORT}, "MOQSRT_PASSPHRASE"),
+    ],
+)
+def test_the_real_process_exits_2_with_one_line(
+    args: list[str], env: dict[str, str], key: str
+) -> None:
+    line = assert_one_line_error(run_serve(args, env=env), key)
+    assert SECRET_SHORT not in line
