@@ -293,6 +293,10 @@ async def test_broadcasts_list_catalog_tracks_publisher_viewers_and_bitrate(
     assert listed["viewers"] == {"srt": 1, "moq": 1}
     # At most 10 kB per 10 ms were written: 8 Mbit/s (slower under load, never faster).
     assert 0 < listed["bitrate_bps"] <= 8_000_000 * 1.2
+    # With the writer stopped, the listed ingress is the stats entry's.
+    await asyncio.gather(writer, return_exceptions=True)
+    _, text = await get(http.port, "/api/v1/broadcasts")
+    (listed,) = json.loads(text)["broadcasts"]
     (entry,) = [e for e in world.stats.snapshot() if e.role == "ingress"]
     assert listed["ingress"] == {
         "groups": entry.groups,
