@@ -199,7 +199,11 @@ async def _sample_rates(
     """Read each live path's ingress bytes every `interval_s` (one snapshot per interval)."""
     while True:
         now = time.monotonic()
-        current = sources.ingress_bytes()
+        try:
+            current = sources.ingress_bytes()
+        except Exception as exc:  # noqa: BLE001  (a bad reading must not end the sampling)
+            _log.warning("http.rate_sample_failed", error=repr(exc))
+            current = {}
         for path in list(rates):
             if path not in current:
                 del rates[path]

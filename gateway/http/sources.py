@@ -277,9 +277,12 @@ class GatewaySources:
         ingress counters, and `bitrate_bps` from `rates` (path -> model payload bits/s; None
         when not measured yet)."""
         sessions = self.live_sessions()
-        ingress = {
-            e.path: e for e in self.stats.snapshot() if e.role == "ingress"
-        }  # one tier per live path in practice; the latest listed wins
+        ingress: dict[str, Usage] = {}  # per path, summed over tiers
+        for stats_entry in self.stats.snapshot():
+            if stats_entry.role == "ingress":
+                ingress.setdefault(stats_entry.path, Usage()).add(
+                    Usage(stats_entry.groups, stats_entry.frames, stats_entry.bytes)
+                )
         out: list[dict[str, Any]] = []
         now = time.time()
         for path in self.origin.paths():
@@ -289,7 +292,7 @@ class GatewaySources:
             for s in sessions:
                 if s.role == "egress" and path in s.paths:
                     viewers[s.protocol] += 1
-            entry = ingress.get(path)
+            usage = ingress.get(path)
             out.append(
                 {
                     "path": path,
@@ -309,8 +312,8 @@ class GatewaySources:
                     "viewers": viewers,
                     "bitrate_bps": rates.get(path),
                     "ingress": None
-                    if entry is None
-                    else {"groups": entry.groups, "frames": entry.frames, "bytes": entry.bytes},
+                    if usage is None
+                    else {"groups": usage.groups, "frames": usage.frames, "bytes": usage.bytes},
                 }
             )
         return out
