@@ -25,14 +25,14 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.http.metrics import metrics_registry
+from gateway.http.metrics import LiveReading, metrics_registry
 from gateway.http.sources import GatewaySources
 
 __all__ = [
@@ -129,10 +129,9 @@ class HttpService:
         """
         token = token or None
         cls.check_token(host, token)
-        registry = metrics_registry(sources, path_labels=path_labels)
         rates: dict[str, deque[tuple[float, int]]] = {}
         app = web.Application(middlewares=[_auth_middleware(token)] if token else [])
-        routes = _Routes(sources, registry, rates)
+        routes = _Routes(sources, path_labels, rates)
         app.router.add_get("/metrics", routes.metrics)
         app.router.add_get("/api/v1/broadcasts", routes.broadcasts)
         app.router.add_get("/api/v1/sessions", routes.sessions)
@@ -228,15 +227,19 @@ class _Routes:
     def __init__(
         self,
         sources: GatewaySources,
-        registry: Any,
+        path_labels: bool,
         rates: dict[str, deque[tuple[float, int]]],
     ) -> None:
         self._sources = sources
-        self._registry = registry
+        self._path_labels = path_labels
         self._rates = rates
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
+        # Loop-owned state is read here; the stats snapshot and the formatting (about 25 us
+        # per (path, tier, role) entry, 40 us per sample) run on a thread, off the data path.
+        live = LiveReading.read(self._sources)
+        registry = metrics_registry(self._sources, path_labels=self._path_labels, live=live)
+        body = await asyncio.to_thread(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def broadcasts(self, request: web.Request) -> web.Response:

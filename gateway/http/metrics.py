@@ -10,14 +10,15 @@ it on only where paths are few).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gateway.http.sources import GatewaySources
+from gateway.http.sources import GatewaySources, LiveSession
 
-__all__ = ["SRT_LINK_FIELDS", "GatewayCollector", "metrics_registry"]
+__all__ = ["SRT_LINK_FIELDS", "GatewayCollector", "LiveReading", "metrics_registry"]
 
 SRT_LINK_FIELDS = (
     "pkts_sent",
@@ -48,6 +49,19 @@ _COUNTERS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LiveReading:
+    """What a scrape reads from loop-owned state: live sessions and the live broadcast count."""
+
+    sessions: Sequence[LiveSession]
+    broadcasts: int
+
+    @classmethod
+    def read(cls, sources: GatewaySources) -> LiveReading:
+        """Read it now (on the event loop thread)."""
+        return cls(sources.live_sessions(), len(sources.origin.paths()))
+
+
 class GatewayCollector(Collector):
     """Yields the gateway's metrics from `sources` at each scrape.
 
@@ -58,13 +72,23 @@ class GatewayCollector(Collector):
     sessions and backlog, and the ledger's lag when the ledger set its hook.
     """
 
-    def __init__(self, sources: GatewaySources, *, path_labels: bool = False) -> None:
+    def __init__(
+        self,
+        sources: GatewaySources,
+        *,
+        path_labels: bool = False,
+        live: LiveReading | None = None,
+    ) -> None:
+        """`live`: the servers' sessions and the origin's paths, read beforehand on the event
+        loop so that `collect()` may run on another thread (None: read them in `collect()`,
+        which must then run on the loop)."""
         self._sources = sources
         self._path_labels = path_labels
+        self._reading = live
 
     def collect(self) -> Iterator[Metric]:
-        """One scrape's metric families (called by prometheus_client on the scraping thread:
-        the event loop's, in `gateway.http.app`)."""
+        """One scrape's metric families. Reads `StatsHandle.snapshot()` (any thread) and the
+        ledger's `ledger_lag_s` hook (which must be thread-safe when `live` was given)."""
         yield from self._usage()
         yield from self._live()
         lag = self._sources.ledger_lag_s
@@ -99,14 +123,15 @@ class GatewayCollector(Collector):
 
     def _live(self) -> Iterator[Metric]:
         node = self._sources.stats.node
-        sessions = self._sources.live_sessions()
+        live = self._reading or LiveReading.read(self._sources)
+        sessions = live.sessions
         broadcasts = GaugeMetricFamily(
             "moqsrt_live_broadcasts", "Broadcasts live in the origin now", labels=["node"]
         )
-        broadcasts.add_metric([node], len(self._sources.origin.paths()))
+        broadcasts.add_metric([node], live.broadcasts)
         yield broadcasts
 
-        live = GaugeMetricFamily(
+        live_sessions = GaugeMetricFamily(
             "moqsrt_live_sessions",
             "Sessions open now, per listener and role",
             labels=self._labels(["protocol", "role"]),
@@ -123,8 +148,8 @@ class GatewayCollector(Collector):
                 for role in ("ingress", "egress"):
                     counts.setdefault((protocol, role), 0)
         for key, count in sorted(counts.items()):
-            live.add_metric([node, *key], count)
-        yield live
+            live_sessions.add_metric([node, *key], count)
+        yield live_sessions
 
         link = GaugeMetricFamily(
             "moqsrt_srt_link",
@@ -177,9 +202,11 @@ class GatewayCollector(Collector):
         yield moq_backlog
 
 
-def metrics_registry(sources: GatewaySources, *, path_labels: bool = False) -> CollectorRegistry:
+def metrics_registry(
+    sources: GatewaySources, *, path_labels: bool = False, live: LiveReading | None = None
+) -> CollectorRegistry:
     """A registry holding only the gateway's collector (no process or platform metrics), for
-    `prometheus_client.generate_latest`."""
+    `prometheus_client.generate_latest`; `live` as for `GatewayCollector`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(sources, path_labels=path_labels))
+    registry.register(GatewayCollector(sources, path_labels=path_labels, live=live))
     return registry

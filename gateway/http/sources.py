@@ -319,14 +319,16 @@ class GatewaySources:
         return out
 
     def ingress_bytes(self) -> dict[str, int]:
-        """Cumulative ingress payload bytes per live path (all tiers), for the rate sampler."""
-        live = set(self.origin.paths())
+        """Payload bytes each live SRT publisher's meter counted so far, per path: what the
+        bit-rate sampler reads once a second. O(publishers); no stats snapshot (whose cost
+        grows with every path ever seen) and no lock."""
         out: dict[str, int] = {}
-        for entry in self.stats.snapshot():
-            if entry.role == "ingress" and entry.path in live:
-                out[entry.path] = out.get(entry.path, 0) + entry.bytes
+        for server in self.srt:
+            for request in server.requests():
+                path = request.live_path
+                if request.role == "ingress" and path:
+                    out[path] = out.get(path, 0) + request.usage().bytes
         return out
-
 
 def _format_peer(peer: tuple[str, int]) -> str:
     host, port = peer[0], peer[1]
