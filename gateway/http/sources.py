@@ -330,6 +330,7 @@ class GatewaySources:
                     out[path] = out.get(path, 0) + request.usage().bytes
         return out
 
+
 def _format_peer(peer: tuple[str, int]) -> str:
     host, port = peer[0], peer[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
