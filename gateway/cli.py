@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 # subcommand name -> (module, one-line help)
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("gateway.serve", "run the SRT gateway"),
-    "probe": ("gateway.probe", "import an MPEG-TS file and report what it contains"),
+    "serve": ("gateway.serve", "run the gateway (SRT and MoQ)"),
+    "probe": ("gateway.probe", "report what a TS file or a live SRT/MoQ source contains"),
 }
 
 

@@ -58,15 +58,26 @@ class GatewayConfig:
     `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
     bound anywhere else it requires `http_token` (a bearer token; not in the repr).
     `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
+
+    MoQ: `moq` is the UDP address of the MoQ listener (raw QUIC and WebTransport). Its TLS
+    certificate is `moq_cert`/`moq_key` (PEM, EC key) when both are set, else a self-signed
+    ECDSA certificate kept and renewed under `var_dir` (short-lived, so that browsers accept it
+    by hash). `upstream` is a MoQ relay URL (`moqt://` or `https://`) every broadcast is also
+    published to; `upstream_fingerprint` pins its certificate's SHA-256 (hex) instead of
+    trusting the system CAs.
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
-    moq: tuple[str, int] | None = None
+    moq: tuple[str, int] | None = ("0.0.0.0", 4443)
     http: tuple[str, int] | None = ("127.0.0.1", 8080)
     http_token: str | None = dataclasses.field(default=None, repr=False)
     metrics_path_labels: bool = False
     ledger: Path | None = None
     upstream: str | None = None
+    upstream_fingerprint: str | None = None
+    moq_cert: Path | None = None
+    moq_key: Path | None = None
+    var_dir: Path = Path("var")
     prefix: str = ""
     latency_ms: int = 120
     passphrase: str | None = field(default=None, repr=False)
@@ -204,10 +215,18 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a 'host:port' string, got {_show(value)}")
         return parse_address(key, value)
+    if key in ("moq_cert", "moq_key"):
+        return None if value in (None, "", "off") else Path(_text(key, value))
+    if key == "var_dir":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, f"expected a directory, got {_show(value)}")
+        return Path(_text(key, value))
+    if key == "upstream":
+        return _upstream_url(value)
+    if key == "upstream_fingerprint":
+        return _fingerprint(value)
     if key == "ledger":
         return None if value in (None, "", "off") else Path(_text(key, value))
-    if key == "upstream":
-        return None if value in (None, "", "off") else _text(key, value)
     if key == "http_token":
         if value is None or value == "":
             return None
@@ -272,6 +291,27 @@ def _passphrase_source(level: str, values: Mapping[str, Any]) -> tuple[str, Any]
     if len(given) == 2:
         raise ConfigError(PASSPHRASE_FILE_KEY, f"{level} sets both passphrase and passphrase_file")
     return (given[0], values[given[0]]) if given else None
+
+
+def _upstream_url(value: Any) -> str | None:
+    if value in (None, "", "off"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("upstream", f"expected a URL, got {type(value).__name__}")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("moqt", "moql", "https") or not rest.strip("/"):
+        # Never echo the value: a relay URL may carry a token in its query.
+        raise ConfigError("upstream", "expected a moqt://, moql:// or https:// URL with a host")
+    return value
+
+
+def _fingerprint(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).replace(":", "").strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ConfigError("upstream_fingerprint", "expected 64 hex digits (a SHA-256)")
+    return text
 
 
 def load_config(

@@ -10,28 +10,30 @@ ahead to the next keyframe; nothing here waits on the link, so a slow viewer nev
 the publisher or the other viewers. `HubRegistry` finds or starts the hub of a path and stops
 it with its last viewer.
 
-Metering (egress is billed per viewer, for what that viewer got out of the model): the hub's
-model consumer counts into a private `Usage`; every piece carries that meter's running totals
-`(groups, frames, bytes)` after the piece was made. A viewer's sender adds to its own meter
-the difference between the totals of the last piece it was handed and those it had already
-billed, starting from the totals just before its first piece. So a viewer is billed for the
-model reads the hub made up to every piece it was handed (sent, or skipped because its own link
-was slow, as when it had its own consumer), not for pieces before it joined, nor after it left;
-reads after the last piece (the end of the broadcast) go to the viewers still attached. Reads
-count when the hub makes the piece they led to, so frames read ahead of a late viewer's first
-piece go unbilled to it: it is billed at most what it received, never more. Viewers attached
-for the whole broadcast are each billed exactly what one consumer of it reads.
+Metering (DESIGN.md, "Metering": a bill never shows more than was handed to the viewer's
+connection). The hub's model consumer counts into a private `Usage`; the pieces of one export
+turn form a *unit* and carry that meter's running totals `(groups, frames, bytes)` after the
+turn, so a unit's model delta is its totals less the previous unit's. A viewer's sender bills
+a unit's delta only when libsrt accepted every payload of it AND the unit later left libsrt's
+send buffer (acknowledged) while the drop counter stood still (`srt_getsndbuffer` and
+`srt_bstats` pktSndDropTotal, read on the periodic buffer check: no call per piece). A unit
+skipped or cut short (slow link, a refused payload, a join point awaited, a viewer joining
+mid-unit) goes to `skipped`; one lost to libsrt's too-late drop, or still unconfirmed when the
+session ends without a drain that saw the buffer empty, goes to `dropped`. When in doubt it
+bills less, never more; the meter only grows. Billed + skipped + dropped is what the hub read
+while the viewer was attached, from the totals just before its first piece.
 
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
 per broadcast, not once per viewer; a viewer's cost per frame is one stamp, one `send_many`
-call for the frame's payloads (whole payloads go out uncopied) and three integer subtractions
-for billing; libsrt's send buffer is read at most every `BUFFER_CHECK_US` (and `send_many()`
-refusing is noticed at once), not before every payload.
+call for the frame's payloads (whole payloads go out uncopied) and a little unit bookkeeping
+for billing; libsrt's send buffer and drop counter are read at most every `BUFFER_CHECK_US`
+(and `send_many()` refusing is noticed at once), not before every payload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections.abc import Callable, Hashable
 from typing import Final, NamedTuple
@@ -75,7 +77,9 @@ class Piece(NamedTuple):
     order); `media_ts_us`: their media timestamp (µs, `TsChunk.media_ts_us`); `join`: a point
     where a viewer may start or resume (a video keyframe opening with PAT and PMT; in a
     broadcast without video, any piece opening with PAT); `totals`: the hub consumer's running
-    usage after the piece was made (None: not metered); `nbytes`: the payloads' total length.
+    usage after the export turn the piece belongs to (None: not metered); `nbytes`: the
+    payloads' total length; `opens` / `closes`: the piece is the first / last of its turn's
+    unit (the billing unit, see the module's metering rule).
     """
 
     payloads: tuple[bytes, ...]
@@ -83,6 +87,8 @@ class Piece(NamedTuple):
     join: bool
     totals: Totals | None
     nbytes: int
+    opens: bool = True
+    closes: bool = True
 
 
 def pieces(frames: list[TsFrame]) -> list[tuple[tuple[bytes, ...], int]]:
@@ -109,19 +115,29 @@ def pieces(frames: list[TsFrame]) -> list[tuple[tuple[bytes, ...], int]]:
 
 
 class Sender:
-    """Egress adapter of one viewer: stamps each piece with the `Pacer`, sends its payloads.
+    """Egress adapter of one viewer: stamps each piece with the `Pacer`, sends its payloads,
+    and bills the viewer only for what libsrt delivered (the module's metering rule).
 
     One per viewer connection (it does not own `conn`); fed by an `ExportHub` on the loop
     thread (`start`, `offer`, `source_ended`), each piece sent within the call. A slow viewer
     (libsrt's unsent bytes above `send_buffer_limit_bytes`, or `send_many()` refused a payload)
     skips pieces until the next join point. `latency_ms` is the SRT latency: half of it is the
-    pacer's lateness budget. `run()` waits for the end.
+    pacer's lateness budget. `run()` waits for the end; then `drain()` (when the broadcast
+    ended) and `settle()` close the books before `meter`, `skipped` and `dropped` are read.
     """
 
-    #: How often libsrt's send buffer is read (µs). At 100 Mbit/s, 50 ms is 625 kB, under the
-    #: smallest default limit (1 MB; 3 MB at 120 ms and 100 Mbit/s); a full buffer makes
-    #: `send_many()` refuse anyway.
+    #: How often libsrt's send buffer and drop counter are read (µs; `srt_getsndbuffer` and
+    #: `srt_bstats`, ~11 and ~24 µs here), which also settles the units that left the buffer
+    #: (O(log n) for n pending, whatever number left). At 100 Mbit/s, 50 ms is 625 kB,
+    #: under the smallest default limit (1 MB; 3 MB at 120 ms and 100 Mbit/s); a full buffer
+    #: makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 50_000
+
+    #: Cap on units awaiting confirmation, enforced on each check. libsrt's send buffer bounds
+    #: them already (a unit holds at least one payload, and only two check intervals' worth
+    #: may have left the buffer unsettled); past the cap the oldest are counted dropped (bill
+    #: less, never more).
+    MAX_PENDING: Final = 1 << 16
 
     def __init__(
         self,
@@ -135,74 +151,133 @@ class Sender:
         self._latency_s = latency_ms / 1000
         self._pacer = Pacer(budget_us=latency_ms * 1000 // 2)
         self._limit = send_buffer_limit_bytes
-        self.meter = meter
-        """This viewer's egress meter (the stats guard's): billed from the pieces' totals."""
-        self.sent_bytes = 0
-        """TS bytes libsrt accepted for this viewer."""
-        self.skipped_bytes = 0
-        """TS bytes not sent to this viewer (its link was slow)."""
+        self.meter = meter if meter is not None else Usage()
+        """Billed egress (the stats guard's meter): model usage of the units delivered."""
+        self.ts_bytes = 0
+        """TS bytes of the units delivered (the TS side of `meter`)."""
+        self.dropped = Usage()
+        """Model usage of units libsrt accepted but that were not confirmed delivered: dropped
+        as too late, or unconfirmed when the session ended."""
+        self.dropped_ts_bytes = 0
+        """TS bytes of the dropped units."""
+        self._unsent_ts = 0  # TS bytes offered that libsrt never took
         self.skips = 0
+        """Times this viewer started skipping."""
         self.ended_by_source = False
         self._skipping = False
         self._next_check_us = 0
-        self._billed: Totals | None = None
+        self._base: Totals | None = None  # hub totals just before this viewer's first piece
+        self._cursor: Totals | None = None  # hub totals up to the last unit closed
+        self._unit_ok = True  # the unit in progress was wholly handed to libsrt so far
+        self._offered_ts = 0  # TS bytes of every piece offered
+        # Cumulative (groups, frames, bytes, ts_bytes) of the units skipped; replaced, never
+        # mutated, so that pending entries can share it.
+        self._skipped: tuple[int, int, int, int] = (0, 0, 0, 0)
+        # Units libsrt accepted whole, oldest first, each as what was known when it closed:
+        # (end position, hub totals, `_skipped`, `_offered_ts`); what the units up to one of
+        # them are worth is derived from it when it settles, so a piece costs a tuple and an
+        # append here. Positions count the payload bytes libsrt accepted; its send buffer
+        # releases them in that order (acknowledged or dropped, always from the oldest).
+        self._pending: list[tuple[int, Totals | None, tuple[int, int, int, int], int]] = []
+        self._settled: tuple[int, int, int, int] = (0, 0, 0, 0)  # billed + dropped so far
+        self._handed = 0  # payload bytes libsrt accepted
+        self._left = 0  # of which out of its send buffer at the previous check
+        self._drops_seen: int | None = None
+        self._dropped_before = False  # the previous check saw the drop counter grow
+        self._ended = False  # `_done` is set (a plain flag: read for every piece)
         self._done = asyncio.Event()
         self._error: BaseException | None = None
 
-    def start(self, billed: Totals, pieces: list[Piece]) -> None:
+    @property
+    def sent_bytes(self) -> int:
+        """TS bytes libsrt accepted for this viewer (billed or not)."""
+        return self._offered_ts - self._unsent_ts
+
+    @property
+    def skipped(self) -> Usage:
+        """Model usage of units not (wholly) handed to libsrt: slow link, refused payloads, a
+        join point awaited, a viewer joining mid-unit, or model reads that made no TS (the end
+        of the broadcast). A copy."""
+        groups, frames, nbytes, _ = self._skipped
+        return Usage(groups=groups, frames=frames, bytes=nbytes)
+
+    @property
+    def skipped_ts_bytes(self) -> int:
+        """TS bytes of the skipped units (whole units, including any part that was sent)."""
+        return self._skipped[3]
+
+    def start(self, billed: Totals, pieces: list[Piece], *, mid_unit: bool = False) -> None:
         """Begin with `pieces` (a replay from a join point, may be empty, sent at once);
-        `billed`: the hub's totals just before the first piece this viewer gets."""
-        self._billed = billed
+        `billed`: the hub's totals just before the first piece this viewer gets; `mid_unit`:
+        that first piece does not open its unit (then the unit cannot be billed: skipped)."""
+        self._base = self._cursor = billed
+        self._unit_ok = pieces[0].opens if pieces else not mid_unit
         for piece in pieces:
             self.offer(piece)
 
     def offer(self, piece: Piece, now_us: int | None = None) -> None:
-        """Bill and send one piece now (or skip it: slow link, or waiting for a join point).
-        `now_us`: `srt_now_us()`, when the caller has just read it."""
-        if self._done.is_set():
+        """Send one piece now (or skip it: slow link, or waiting for a join point), and settle
+        earlier ones on the periodic buffer check. `now_us`: `srt_now_us()`, when the caller
+        has just read it."""
+        if self._ended:
             return
-        totals = piece.totals
-        if totals is not None and totals is not self._billed:
-            self._bill(totals)
+        if now_us is None:
+            now_us = srt_now_us()
+        over = False
+        if now_us >= self._next_check_us:
+            self._next_check_us = now_us + self.BUFFER_CHECK_US
+            try:
+                over = self._check()
+            except SrtError as exc:
+                self._fail(exc)
+                return
+        self._offered_ts += piece.nbytes
         if self._skipping:
             if not piece.join:
-                self.skipped_bytes += piece.nbytes
+                self._unit_ok = False
+                self._unsent_ts += piece.nbytes
+                if piece.closes:
+                    self._close_skipped(piece.totals)
                 return
             self._skipping = False
             self._pacer.reset()
-        # libsrt's clock: the pacer's instants become SRT source times (srctime): the
-        # receiver's TSBPD plays each payload out at that time plus the latency, which undoes
-        # our pipeline's bunching. Never in the future, at most half a latency in the past.
-        if now_us is None:
-            now_us = srt_now_us()
-        conn = self._conn
-        try:
-            if now_us >= self._next_check_us:
-                self._next_check_us = now_us + self.BUFFER_CHECK_US
-                if conn.send_buffer_bytes() > self._limit:
-                    self._skip(piece.nbytes)
-                    return
+        if over:
+            self._unsent_ts += piece.nbytes
+            self._skip(piece.nbytes)
+        else:
             payloads = piece.payloads
-            # A full send buffer refuses a payload: it and the rest of the piece are skipped.
-            queued = conn.send_many(
-                payloads, srctime_us=self._pacer.stamp(piece.media_ts_us, now_us)
-            )
-        except SrtError as exc:
-            self._fail(exc)
-            return
-        if queued == len(payloads):
-            self.sent_bytes += piece.nbytes
-            return
-        sent = sum(map(len, payloads[:queued]))
-        self.sent_bytes += sent
-        self._skip(piece.nbytes - sent)
+            # libsrt's clock: the pacer's instants become SRT source times (srctime): the
+            # receiver's TSBPD plays each payload out at that time plus the latency, which
+            # undoes our pipeline's bunching. Never in the future, at most half a latency in
+            # the past. A full send buffer refuses a payload: it and the rest are skipped.
+            try:
+                queued = self._conn.send_many(
+                    payloads, srctime_us=self._pacer.stamp(piece.media_ts_us, now_us)
+                )
+            except SrtError as exc:
+                self._unsent_ts += piece.nbytes  # what was queued before the failure is moot
+                self._fail(exc)
+                return
+            if queued == len(payloads):
+                self._handed += piece.nbytes
+            else:
+                sent = sum(map(len, payloads[:queued]))
+                self._handed += sent
+                self._unsent_ts += piece.nbytes - sent
+                self._skip(piece.nbytes - sent)
+        if piece.closes:
+            if self._unit_ok:
+                totals = self._cursor = piece.totals
+                self._pending.append((self._handed, totals, self._skipped, self._offered_ts))
+            else:
+                self._close_skipped(piece.totals)  # and the next unit starts afresh
 
     def source_ended(self, totals: Totals | None, error: BaseException | None) -> None:
-        """The hub's export ended (`error` None: the broadcast finished) with `totals`."""
-        if self._done.is_set():
+        """The hub's export ended (`error` None: the broadcast finished) with `totals`: model
+        reads after the last unit made no TS for this viewer and count as skipped."""
+        if self._ended:
             return
-        if totals is not None:
-            self._bill(totals)
+        self._close_skipped(totals)
         self.ended_by_source = True
         self._fail(error)
 
@@ -215,29 +290,118 @@ class Sender:
 
     def _fail(self, error: BaseException | None) -> None:
         self._error = error
+        self._ended = True
         self._done.set()
-
-    def _bill(self, totals: Totals) -> None:
-        billed = self._billed
-        if billed is None:  # not started yet
-            return
-        meter = self.meter
-        if meter is not None and totals != billed:
-            meter.groups += totals[0] - billed[0]
-            meter.frames += totals[1] - billed[1]
-            meter.bytes += totals[2] - billed[2]
-        self._billed = totals
 
     def _skip(self, nbytes: int) -> None:
         self._skipping = True
+        self._unit_ok = False
         self.skips += 1
-        self.skipped_bytes += nbytes
         _log.info("srt.viewer_skipping", skipped_bytes=nbytes, skips=self.skips)
+
+    def _close_skipped(self, totals: Totals | None) -> None:
+        """Count as skipped what was offered since the last unit closed: the hub's totals
+        since then (`totals`; None: unchanged) and the TS bytes."""
+        cursor = self._cursor
+        g, f, b, t = self._skipped
+        t = self._offered_ts - self._settled[3] - self._pending_ts()
+        if totals is not None and cursor is not None:
+            g += totals[0] - cursor[0]
+            f += totals[1] - cursor[1]
+            b += totals[2] - cursor[2]
+            self._cursor = totals
+        self._skipped = (g, f, b, t)
+        self._unit_ok = True
+
+    def _pending_ts(self) -> int:
+        """TS bytes of the units pending confirmation."""
+        if not self._pending:
+            return 0
+        _, _, skipped, offered = self._pending[-1]
+        return offered - skipped[3] - self._settled[3]
+
+    def _worth(
+        self, entry: tuple[int, Totals | None, tuple[int, int, int, int], int]
+    ) -> tuple[int, int, int, int]:
+        """Cumulative (groups, frames, bytes, ts_bytes) of the units not skipped, up to and
+        including the pending unit `entry`."""
+        _, totals, skipped, offered = entry
+        base = self._base
+        if totals is None or base is None:
+            g = f = b = 0
+        else:
+            g = totals[0] - base[0] - skipped[0]
+            f = totals[1] - base[1] - skipped[1]
+            b = totals[2] - base[2] - skipped[2]
+        return g, f, b, offered - skipped[3]
+
+    def _check(self) -> bool:
+        """Read libsrt's send buffer (`srt_getsndbuffer`) and drop counter (`srt_bstats`),
+        settle the units that had left the buffer by the previous check; True when the
+        buffer is over the limit. Raises SrtError."""
+        conn = self._conn
+        buffered = conn.send_buffer_bytes()
+        drops = conn.stats().pkt_send_drop
+        if self._drops_seen is None:
+            self._drops_seen = drops
+        grew = drops != self._drops_seen
+        # libsrt removes dropped packets from its buffer and then counts them, and the two
+        # reads are not atomic: a drop may show one check after its packets left. So units
+        # are settled one check late, and a unit is delivered only when neither the check
+        # after it left nor the one before that saw the counter grow.
+        pending = self._pending
+        if pending and not conn.ended:  # a broken link's buffer proves nothing
+            self._settle(self._left, dropped=grew or self._dropped_before)
+            if len(pending) > self.MAX_PENDING:
+                self._settle(pending[len(pending) - self.MAX_PENDING - 1][0], dropped=True)
+        self._left = max(self._left, self._handed - buffered)
+        self._dropped_before = grew
+        self._drops_seen = drops
+        return buffered > self._limit
+
+    def _settle(self, left: int, *, dropped: bool) -> None:
+        """Bill (or, `dropped`, count as dropped) the pending units that end at or before
+        position `left`."""
+        pending = self._pending
+        n = bisect.bisect_right(pending, left, key=_end)
+        if not n:
+            return
+        worth = self._worth(pending[n - 1])
+        del pending[:n]
+        g0, f0, b0, t0 = self._settled
+        self._settled = worth
+        g, f, b, t = worth[0] - g0, worth[1] - f0, worth[2] - b0, worth[3] - t0
+        usage = self.dropped if dropped else self.meter
+        usage.groups += g
+        usage.frames += f
+        usage.bytes += b
+        if dropped:
+            self.dropped_ts_bytes += t
+        else:
+            self.ts_bytes += t
+
+    def _confirm_drained(self) -> None:
+        """The drain saw libsrt's send buffer empty: bill every pending unit, unless the drop
+        counter grew since the check before last (then they count as dropped)."""
+        conn = self._conn
+        if not self._pending or conn.send_buffer_bytes():
+            return
+        drops = conn.stats().pkt_send_drop
+        grew = self._drops_seen is not None and drops != self._drops_seen
+        self._settle(self._handed, dropped=grew or self._dropped_before)
+
+    def settle(self) -> None:
+        """Close the books at the end of the session (idempotent): units still unconfirmed
+        (no drain confirmed them) count as dropped. Read `meter`, `skipped` and `dropped`
+        after it."""
+        if self._pending:
+            self._settle(self._pending[-1][0], dropped=True)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded by `timeout_s`) until the viewer has the tail: libsrt's send buffer is
         acknowledged, then one latency more, since the receiver holds packets for their TSBPD
-        play time and drops what it still holds when our close reaches it."""
+        play time and drops what it still holds when our close reaches it. When it gets there,
+        the units still pending are confirmed delivered (billed) or dropped."""
         with contextlib.suppress(TimeoutError, SrtError):
             async with asyncio.timeout(timeout_s):
                 # libsrt offers no event for "send buffer empty": poll it, bounded.
@@ -246,6 +410,12 @@ class Sender:
                 if not self._conn.ended:
                     # A loaded receiver plays out late; a margin past one latency keeps the tail.
                     await asyncio.sleep(self._latency_s + 0.25)
+                    if not self._conn.ended:
+                        self._confirm_drained()
+
+
+def _end(entry: tuple[int, Totals | None, tuple[int, int, int, int], int]) -> int:
+    return entry[0]
 
 
 class ExportHub:
@@ -325,8 +495,10 @@ class ExportHub:
         try:
             async for frames in batches:
                 totals = (usage.groups, usage.frames, usage.bytes)
-                for payloads, media_ts_us in pieces(frames):
-                    self._hand_out(payloads, media_ts_us, totals)
+                cut = pieces(frames)
+                last = len(cut) - 1
+                for i, (payloads, media_ts_us) in enumerate(cut):
+                    self._hand_out(payloads, media_ts_us, totals, i == 0, i == last)
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # noqa: BLE001  (handed to every viewer)
@@ -336,7 +508,14 @@ class ExportHub:
                 await batches.aclose()
             self._finish(error)
 
-    def _hand_out(self, payloads: tuple[bytes, ...], media_ts_us: int, totals: Totals) -> None:
+    def _hand_out(
+        self,
+        payloads: tuple[bytes, ...],
+        media_ts_us: int,
+        totals: Totals,
+        opens: bool,
+        closes: bool,
+    ) -> None:
         head = payloads[0]
         # Every keyframe opens with PAT/PMT (the exporter's rule): only such pieces are looked
         # through for the random-access flag.
@@ -349,14 +528,14 @@ class ExportHub:
             join = self._first
         self._first = False
         nbytes = sum(map(len, payloads))
-        piece = Piece(payloads, media_ts_us, join, totals, nbytes)
+        piece = Piece(payloads, media_ts_us, join, totals, nbytes, opens, closes)
         if join:
             self._replay = [piece]
             self._replay_bytes = nbytes
             self._replay_base = self._last
             if self._waiting:
                 for sender in self._waiting:
-                    sender.start(self._last, [])
+                    sender.start(self._last, [], mid_unit=not opens)
                 self._senders += self._waiting
                 self._waiting.clear()
         elif self._replay is not None:

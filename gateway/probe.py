@@ -3,19 +3,26 @@
 It runs the same importer the SRT ingest uses, into a metered broadcast, and prints the hang
 catalog, per media track the frames, groups and payload bytes written, the problems found in the
 stream (continuity gaps, damaged packets, sync losses, unsupported streams) and the time taken.
-`--json` prints `{"catalog", "tracks", "problems", "seconds", ...}` for machines. Exit status:
-0 when the file was read (whatever its problems), 2 when it cannot be read.
+`--json` prints `{"catalog", "tracks", "problems", "seconds", ...}` for machines. A live source
+is read for `--seconds`: `srt://host:port?streamid=...` (an `m=request` pull, probed like a file)
+or `moqt://` / `https://` (MoQ, `gateway.moq.probe_live`, `--fingerprint` to pin). Exit status:
+0 when the source was read (whatever its problems), 2 when it cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import io
 import json
 import os
 import sys
 import time
 from typing import IO, Any
+from urllib.parse import unquote
 
+from gateway.logs import configure_logging
 from model import BroadcastProducer, CachePool, Usage
 from mux import Problem, TsImporter
 
@@ -26,8 +33,16 @@ _PROGRESS_EVERY_S = 0.25
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register `probe`'s arguments on its subcommand parser."""
-    parser.add_argument("file", help="MPEG-TS file to import, or - to read standard input")
+    parser.add_argument(
+        "file",
+        help="MPEG-TS file to import, - to read standard input, or a live MoQ URL "
+        "(moqt://host:port/path, https://host:port/path)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="how long to read a live source (default 5)"
+    )
+    parser.add_argument("--fingerprint", help="pin a MoQ server's certificate by its SHA-256 (hex)")
 
 
 def _problem_dict(problem: Problem) -> dict[str, Any]:
@@ -159,6 +174,9 @@ def format_report(label: str, report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run `moqsrt probe`; return the exit status."""
     path: str = args.file
+    scheme = path.split("://", 1)[0].lower() if "://" in path else ""
+    if scheme in ("moqt", "moql", "https", "srt"):
+        return _run_live(args)
     try:
         if path == "-":
             report = probe_stream(sys.stdin.buffer)
@@ -169,6 +187,76 @@ def run(args: argparse.Namespace) -> int:
             label = path
     except OSError as exc:
         sys.stderr.write(f"moqsrt probe: cannot read {path}: {exc.strerror or exc}\n")
+        return 2
+    text = json.dumps(report, indent=2) if args.json else format_report(label, report)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+SRT_PULL_CAP_BYTES = 512 * 1024 * 1024
+"""Most TS bytes an `srt://` probe holds (it stops early past this)."""
+
+
+def parse_srt_url(url: str) -> tuple[str, int, dict[str, str]]:
+    """`srt://host:port?streamid=...&passphrase=...&latency=...` -> (host, port, params).
+
+    The query is split by hand: a stream id such as `#!::r=live/x,m=request` holds a `#` that
+    URL parsers take for a fragment. Raises `ValueError` without a host and port."""
+    rest = url.split("://", 1)[1]
+    hostport, _, query = rest.partition("?")
+    host, sep, port = hostport.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("an srt:// URL needs host:port")
+    params: dict[str, str] = {}
+    for item in query.split("&") if query else ():
+        key, _, value = item.partition("=")
+        params[key] = unquote(value)
+    return host.strip("[]"), int(port), params
+
+
+async def pull_srt(url: str, seconds: float) -> bytes:
+    """Pull TS from an SRT listener as a caller for `seconds` (or until it ends)."""
+    from gateway.srt.reactor import SrtReactor
+    from gateway.srt.values import SrtOptions
+
+    host, port, params = parse_srt_url(url)
+    options = SrtOptions(
+        stream_id=params.get("streamid"),
+        passphrase=params.get("passphrase") or None,
+        latency_ms=int(params.get("latency", "120")),
+    )
+    out = bytearray()
+    async with SrtReactor() as reactor:
+        conn = await reactor.connect(host, port, options)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    while len(out) < SRT_PULL_CAP_BYTES and (batch := await conn.recv_batch()):
+                        for message in batch:
+                            out += message
+        finally:
+            conn.close()
+    return bytes(out)
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    """Probe a live MoQ or SRT source for `--seconds`; 2 when it cannot be reached."""
+    configure_logging("auto", "warning")  # logs to stderr: stdout is the report
+    try:
+        if args.file.lower().startswith("srt://"):
+            host, port, _ = parse_srt_url(args.file)
+            label = f"srt://{host}:{port}"
+            data = asyncio.run(pull_srt(args.file, args.seconds))
+            report = probe_stream(io.BytesIO(data), len(data))
+            report["seconds"] = args.seconds
+        else:
+            from gateway.moq.client import parse_moq_url  # aioquic loads only for MoQ
+            from gateway.moq.probe_live import probe_moq
+
+            label = parse_moq_url(args.file).redacted
+            report = asyncio.run(probe_moq(args.file, args.seconds, fingerprint=args.fingerprint))
+    except (ValueError, OSError, TimeoutError) as exc:
+        sys.stderr.write(f"moqsrt probe: cannot read the live source: {exc}\n")
         return 2
     text = json.dumps(report, indent=2) if args.json else format_report(label, report)
     sys.stdout.write(text + "\n")

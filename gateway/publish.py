@@ -3,13 +3,17 @@ ingress, until the caller disconnects.
 
 The caller's SRT batches go straight to a `TsImporter` in the reactor's delivery (no task
 wake-up per batch); a clean end finishes the broadcast, anything else aborts it. A publisher
-over `ServerConfig.publish_cap_bps` (`gateway.ratecap`) is disconnected.
+over `ServerConfig.publish_cap_bps` (`gateway.ratecap`) is disconnected. The ingress guard
+opens only once the origin accepted the broadcast. Problems the importer finds in the stream
+are logged at a bounded rate (`ProblemReporter`) and counted in the session record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from typing import Final
 
 import structlog
 
@@ -28,9 +32,72 @@ from model import (
 )
 from mux import TsImporter
 
-__all__ = ["Publish"]
+__all__ = ["ProblemReporter", "Publish"]
 
 _log = structlog.get_logger("moqsrt.srt.server")
+
+
+class ProblemReporter:
+    """Logs the problems an importer finds in one publisher's stream, at a bounded rate.
+
+    Every `INTERVAL_S` (a loop timer, no work per batch) it takes the importer's new problems
+    (`TsImporter.take_problems`, itself bounded) and logs up to `MAX_LINES` of them as
+    `srt.publish_problem`, and the rest as one `srt.publish_problems_suppressed` line with a
+    count per kind. `start()` arms the timer; `close()` (idempotent) disarms it and logs what
+    is left the same way. The complete counts are the importer's `problem_counts`.
+    """
+
+    INTERVAL_S: Final = 1.0
+    MAX_LINES: Final = 5
+
+    def __init__(self, importer: TsImporter, *, session: str, path: str) -> None:
+        self._importer = importer
+        self._session = session
+        self._path = path
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Report every `INTERVAL_S` from now on (on the running loop)."""
+        if not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(self.INTERVAL_S, self._tick)
+
+    def close(self) -> None:
+        """Stop the timer and report the problems not reported yet."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.report()
+
+    def report(self) -> None:
+        """Log the problems found since the previous report (at most `MAX_LINES` lines, then
+        one summary line)."""
+        problems = self._importer.take_problems()
+        for problem in problems[: self.MAX_LINES]:
+            _log.warning(
+                "srt.publish_problem",
+                session=self._session,
+                path=self._path,
+                kind=problem.kind,
+                message=problem.message,
+            )
+        rest = problems[self.MAX_LINES :]
+        if rest:
+            kinds = Counter(problem.kind for problem in rest)
+            _log.warning(
+                "srt.publish_problems_suppressed",
+                session=self._session,
+                path=self._path,
+                suppressed=len(rest),
+                kinds=dict(sorted(kinds.items())),
+            )
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.report()
+        self.start()
 
 
 class _OverCap(Exception):
@@ -75,14 +142,15 @@ class Publish(SessionRequest):
 
     async def _run(self, origin: Origin, path: str) -> SessionRecord:
         server = self._server
-        guard = server.stats.broadcast(path, self.tier).ingress()
-        broadcast = BroadcastProducer().with_meter(guard.meter)
+        broadcast = BroadcastProducer()
         try:
             origin.publish(path, broadcast)
         except BaseException:
             broadcast.abort(Closed("publish refused"))
-            guard.close()
             raise
+        # Only an accepted publish counts as announced (model.stats, `ingress`).
+        guard = server.stats.broadcast(path, self.tier).ingress()
+        broadcast.with_meter(guard.meter)
         if server.config.publisher_policy is PublisherPolicy.TAKEOVER:
             self._take_over(path)
         self._active_path = path
@@ -95,6 +163,8 @@ class Publish(SessionRequest):
             peer=format_peer(self.peer),
         )
         importer = TsImporter(broadcast)
+        reporter = ProblemReporter(importer, session=self.session, path=path)
+        reporter.start()
         cap_bps = server.config.publish_cap_bps
         cap = None if cap_bps is None else RateCap(cap_bps, PUBLISH_BURST_S, time.monotonic())
         ts_bytes = 0
@@ -137,6 +207,7 @@ class Publish(SessionRequest):
                 importer.abort(Closed(f"publisher ended: {error}"))
         except Exception:  # noqa: BLE001
             _log.exception("srt.importer_end_failed", session=self.session)
+        reporter.close()
         if not broadcast.is_closed:
             if outcome == "eof":
                 broadcast.finish()
@@ -145,7 +216,12 @@ class Publish(SessionRequest):
         usage = guard.meter.copy()
         guard.close()
         record = await self._end(
-            path=path, outcome=outcome, error=error, usage=usage, ts_bytes=ts_bytes
+            path=path,
+            outcome=outcome,
+            error=error,
+            usage=usage,
+            ts_bytes=ts_bytes,
+            problems=importer.problem_counts,
         )
         if cancelled is not None:
             raise cancelled

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -178,16 +179,24 @@ class SessionRequest:
         error: str = "",
         usage: Usage | None = None,
         ts_bytes: int = 0,
-        skipped_bytes: int = 0,
+        skipped: Usage | None = None,
+        skipped_ts_bytes: int = 0,
+        dropped: Usage | None = None,
+        dropped_ts_bytes: int = 0,
+        problems: Mapping[str, int] | None = None,
     ) -> SessionRecord:
         """Close the connection and its claim, then build, log and sink the session's record.
 
-        `usage` is the session's payload meter (None: nothing moved); read the link figures
-        before the close so they include the last exchange.
+        `usage` is the session's billed payload meter (None: nothing moved); `skipped` and
+        `dropped` what a viewer was not billed for (`SessionRecord`); `problems` the
+        importer's counts per kind. Reads the link figures before the close so they include
+        the last exchange.
         """
         link = self._link()
         self._finish_request()
         usage = usage or Usage()
+        skipped = skipped or Usage()
+        dropped = dropped or Usage()
         record = SessionRecord(
             session=self.session,
             node=self._server.node,
@@ -204,7 +213,15 @@ class SessionRequest:
             frames=usage.frames,
             bytes=usage.bytes,
             ts_bytes=ts_bytes,
-            skipped_bytes=skipped_bytes,
+            skipped_groups=skipped.groups,
+            skipped_frames=skipped.frames,
+            skipped_bytes=skipped.bytes,
+            skipped_ts_bytes=skipped_ts_bytes,
+            dropped_groups=dropped.groups,
+            dropped_frames=dropped.frames,
+            dropped_bytes=dropped.bytes,
+            dropped_ts_bytes=dropped_ts_bytes,
+            problems=tuple(sorted((k, v) for k, v in (problems or {}).items() if v)),
             outcome=outcome,
             error=error,
             srt=link,

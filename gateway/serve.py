@@ -1,9 +1,11 @@
-"""`moqsrt serve`: run the SRT gateway with embedded defaults, a TOML file, the environment
-and flags.
+"""`moqsrt serve`: run the gateway with embedded defaults, a TOML file, the environment and
+flags.
 
 It builds a `GatewayConfig` (`gateway.config`), sets up logging (`gateway.logs`), creates the
-origin and the process-wide `StatsHandle`, binds the SRT server and serves until SIGINT or
-SIGTERM, then closes every session (each one logs its `session.closed` record) and exits 0.
+origin and the process-wide `StatsHandle`, binds the SRT server, the MoQ listener
+(`gateway.moq.server`, with a kept self-signed certificate unless one is configured) and the
+upstream publisher when asked, and serves until SIGINT or SIGTERM, then closes every session
+(each one logs its `session.closed` record) and exits 0.
 A configuration it cannot use, the listener included, is one line on stderr naming the key,
 and exit status 2.
 """
@@ -17,9 +19,10 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -27,6 +30,11 @@ from gateway.config import PASSPHRASE_ENV, ConfigError, GatewayConfig, load_conf
 from gateway.http import GatewaySources, HttpService, TokenRequired
 from gateway.http.app import HTTP_TOKEN_ENV, http_token
 from gateway.logs import configure_logging
+from gateway.moq.auth import moq_auth_from_srt
+from gateway.moq.cert import load_certificate
+from gateway.moq.certstore import ensure_self_signed, renew_loop
+from gateway.moq.server import MoqServer
+from gateway.moq.upstream import UPSTREAM_TIER, Upstream
 from gateway.server import Server
 from gateway.server_config import ServerConfig
 from gateway.srt import SrtError, SrtOptions, set_libsrt_log_level
@@ -35,7 +43,7 @@ from model import Origin, PublisherPolicy, StatsHandle
 _log = structlog.get_logger("moqsrt.serve")
 
 # Listeners and sinks that the command line already names but this build does not serve yet.
-_NOT_YET = ("moq", "ledger", "upstream")
+_NOT_YET = ("ledger",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on: label metrics per broadcast path (one series per path: for few paths only)",
     )
     parser.add_argument("--ledger", help="usage ledger file (SQLite)")
-    parser.add_argument("--upstream", help="MoQ relay URL to publish every broadcast to")
+    parser.add_argument(
+        "--upstream", help="MoQ relay URL (moqt:// or https://) to publish every broadcast to"
+    )
+    parser.add_argument(
+        "--upstream-fingerprint",
+        dest="upstream_fingerprint",
+        help="pin the relay's certificate by its SHA-256 (hex) instead of the system CAs",
+    )
+    parser.add_argument(
+        "--moq-cert", dest="moq_cert", help="MoQ TLS certificate chain (PEM); default self-signed"
+    )
+    parser.add_argument("--moq-key", dest="moq_key", help="MoQ TLS private key (PEM, EC)")
+    parser.add_argument(
+        "--var-dir", dest="var_dir", help="state directory (self-signed MoQ certificate)"
+    )
     parser.add_argument("--prefix", help="path prefix every stream id is placed under")
     parser.add_argument("--latency", dest="latency_ms", help="SRT latency in milliseconds")
     parser.add_argument(
@@ -157,16 +179,19 @@ def try_it_commands(host: str, port: int) -> str:
 async def serve(config: GatewayConfig) -> None:
     """Run the gateway described by `config` until cancelled.
 
-    Raises ConfigError (key `srt` or `http`) when a listener cannot be opened, (key
-    `http_token`) when HTTP is bound off loopback without a token, and as `server_config` does.
+    Raises ConfigError (key `srt` / `moq` / `http`) when a listener cannot be opened,
+    (`moq_cert`, `var_dir`) when the MoQ certificate cannot be had, (`http_token`) when HTTP is
+    bound off loopback without a token, and as `server_config` does.
     """
     srt_config = server_config(config)
+    if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
+        raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
     for key in _NOT_YET:
         if getattr(config, key) is not None:
             _log.warning("setting.unsupported", setting=key, detail="not served by this build")
     origin = Origin(publisher_policy=PublisherPolicy(config.publisher_policy))
     stats = StatsHandle(node=config.node)
-    sources = GatewaySources(origin, stats)
+    sources = GatewaySources(origin, stats)  # what the HTTP surface reports on
     srt_config = replace(srt_config, sinks=(*srt_config.sinks, sources.record_session))
     host, port = srt_config.listen if isinstance(srt_config.listen, tuple) else ("", 0)
     try:
@@ -174,28 +199,105 @@ async def serve(config: GatewayConfig) -> None:
     except (SrtError, socket.gaierror) as exc:  # not OSError: a missing libsrt is no srt value
         raise ConfigError("srt", f"cannot listen on {host}:{port}: {exc}") from None
     sources.add_srt(server)
-    async with server, contextlib.AsyncExitStack() as stack:
+    async with server:
         # After the bind (libsrt's start-up sets WARNING). Only `debug` opens libsrt's chatty
         # levels: its notices cost CPU on busy links, and each takes the GIL on its thread.
         level = logging.getLevelNamesMapping()[config.log_level.upper()]
         set_libsrt_log_level(level if level == logging.DEBUG else max(level, logging.WARNING))
         server.with_stats(stats)
-        if config.http is not None:
-            http = await _bind_http(config, sources)
-            stack.push_async_callback(http.aclose)
         sys.stdout.write(try_it_commands(host, server.port))
-        if config.http is not None:
-            shown = "127.0.0.1" if config.http[0] in ("0.0.0.0", "", "::") else config.http[0]
-            sys.stdout.write(
-                f"  # metrics and the API: curl http://{shown}:{http.port}/api/v1/broadcasts\n"
-                "  #   (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID kicks)\n"
-            )
         sys.stdout.flush()
-        await server.serve(origin)
+        async with contextlib.AsyncExitStack() as stack:
+            tasks = await stack.enter_async_context(_TaskSet())
+            if config.moq is not None:
+                await _serve_moq(config, srt_config, origin, stats, stack, tasks, sources)
+            if config.http is not None:
+                http = await _bind_http(config, sources)
+                stack.push_async_callback(http.aclose)
+            if config.upstream is not None:
+                upstream = Upstream(
+                    config.upstream, origin, stats=stats, fingerprint=config.upstream_fingerprint
+                )
+                _log.info("moq.upstream", url=upstream.redacted_url, tier=UPSTREAM_TIER)
+                tasks.start(upstream.run())
+            await server.serve(origin)
+
+
+class _TaskSet(contextlib.AbstractAsyncContextManager["_TaskSet"]):
+    """Background tasks of `serve` (the upstream, certificate renewal): cancelled and awaited
+    on exit (the upstream closes its relay session there)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("serve.task_failed", error=repr(task.exception()))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _serve_moq(
+    config: GatewayConfig,
+    srt_config: ServerConfig,
+    origin: Origin,
+    stats: StatsHandle,
+    stack: contextlib.AsyncExitStack,
+    tasks: _TaskSet,
+    sources: GatewaySources,
+) -> None:
+    """Bind the MoQ listener on `config.moq` (closed by `stack`), list it in `sources`, and
+    print how to reach it."""
+    assert config.moq is not None
+    if config.moq_cert is not None and config.moq_key is not None:
+        try:
+            certificate = load_certificate(config.moq_cert, config.moq_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("moq_cert", f"cannot load {config.moq_cert}: {exc}") from None
+        self_signed = False
+    else:
+        try:
+            certificate, _ = ensure_self_signed(config.var_dir)
+        except OSError as exc:
+            raise ConfigError("var_dir", f"cannot keep the MoQ certificate: {exc}") from None
+        self_signed = True
+    # The SRT authorization hook (when the configuration has one) decides MoQ callers too.
+    srt_auth = srt_config.auth
+    try:
+        moq_server = await MoqServer.bind(
+            config.moq,
+            certificate=certificate,
+            origin=origin,
+            node=config.node,
+            auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
+            sinks=(sources.record_session,),
+        )
+    except OSError as exc:
+        host, port = config.moq
+        raise ConfigError("moq", f"cannot listen on {host}:{port}: {exc}") from None
+    moq_server.with_stats(stats)
+    stack.push_async_callback(moq_server.aclose)
+    sources.add_moq(moq_server)
+    if self_signed:
+        tasks.start(renew_loop(config.var_dir, certificate, moq_server.set_certificate))
+    host = config.moq[0]
+    sys.stdout.write(moq_try_it(host, moq_server.port, certificate.fingerprint, self_signed))
+    sys.stdout.flush()
 
 
 async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpService:
-    """Open the HTTP listener of `config.http` (ConfigError when it cannot be)."""
+    """Open the HTTP listener of `config.http` and print its address (ConfigError when it
+    cannot be opened, or is off loopback without a token)."""
     assert config.http is not None
     host, port = config.http
     try:
@@ -210,7 +312,31 @@ async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpServ
         raise ConfigError("http_token", str(exc)) from None
     except OSError as exc:
         raise ConfigError("http", f"cannot listen on {host}:{port}: {exc}") from None
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    sys.stdout.write(
+        f"moqsrt is serving HTTP: curl http://{shown}:{http.port}/api/v1/broadcasts\n"
+        "  (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID ends a session)\n"
+    )
+    sys.stdout.flush()
     return http
+
+
+def moq_try_it(host: str, port: int, fingerprint: str, self_signed: bool) -> str:
+    """The MoQ listener's banner: its certificate's SHA-256 and a moq-rs client (Python) that
+    reads a broadcast from it, pinning that hash when the certificate is self-signed."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    pin = f", tls_fingerprints=[{fingerprint!r}]" if self_signed else ""
+    return (
+        f"moqsrt is serving MoQ on udp/{port} (moqt:// raw QUIC, https:// WebTransport).\n"
+        f"  certificate sha256: {fingerprint}\n"
+        "  # read the broadcast live/test with moq-rs (pip install moq-rs), in Python:\n"
+        "  import asyncio, moq\n"
+        "  async def main():\n"
+        f'      async with moq.Client("moqt://{shown}:{port}"{pin}) as client:\n'
+        '          broadcast = await client.announced_broadcast("live/test")\n'
+        "          print(await broadcast.catalog())\n"
+        "  asyncio.run(main())\n"
+    )
 
 
 async def _serve_until_signalled(config: GatewayConfig) -> None:
@@ -243,17 +369,17 @@ def run(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     configure_logging(config.log_format, config.log_level)
-    if args.passphrase is not None:
-        _log.warning(
-            "setting.visible",
-            setting="passphrase",
-            detail=f"--passphrase shows in ps; use --passphrase-file or {PASSPHRASE_ENV}",
-        )
     if args.http_token is not None:
         _log.warning(
             "setting.visible",
             setting="http_token",
             detail=f"--http-token shows in ps; use {HTTP_TOKEN_ENV} or http_token in the file",
+        )
+    if args.passphrase is not None:
+        _log.warning(
+            "setting.visible",
+            setting="passphrase",
+            detail=f"--passphrase shows in ps; use --passphrase-file or {PASSPHRASE_ENV}",
         )
     try:
         asyncio.run(_serve_until_signalled(config))

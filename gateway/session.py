@@ -107,14 +107,20 @@ class SessionRecord:
     """The final usage record of one SRT session; idempotent by `session` (a unique id).
 
     Times are Unix epoch seconds (`started_at`, `ended_at`) and `duration_s` is measured on the
-    monotonic clock. `groups`, `frames`, `bytes` are what the model meter counted for this
-    session (model payload: legacy frames and catalog); ingress counts each once, egress counts
-    what this viewer read out of the model (including data later skipped for a slow link).
-    `ts_bytes` are MPEG-TS bytes received (ingress) or sent (egress) by the gateway;
-    `skipped_bytes` are TS bytes a slow viewer never got. `srt` holds libsrt's wire figures.
-    `user` is the user the caller named ('' for none) and `stream_id` its stream id with secret
-    values replaced (`gateway.streamid.redact_stream_id`); `error` names the cause when
-    `outcome` is `error` or `timeout`.
+    monotonic clock. `groups`, `frames`, `bytes` are the billed model usage (model payload:
+    legacy frames and catalog): ingress counts what the publisher wrote, once; egress counts
+    only what was handed to this viewer's connection and left libsrt's send buffer undropped
+    (DESIGN.md, "Metering"; `gateway.egress`). Beside it, never billed: `skipped_*` is model
+    usage not handed over (a slow link skipped to the next keyframe, a payload libsrt refused,
+    reads that made no TS), `dropped_*` what libsrt accepted but dropped as too late, or could
+    not confirm before the session ended. `ts_bytes` are MPEG-TS bytes received (ingress), or
+    of the billed data (egress); `skipped_ts_bytes` / `dropped_ts_bytes` the TS bytes of the
+    skipped / dropped data. `problems` counts what the importer found wrong in a publisher's
+    stream, per kind (`mux.problems`: `continuity_gap`, `bad_pes`, ...); `problem_total` is
+    their sum. `srt` holds libsrt's wire figures. `user` is the user the caller named ('' for
+    none) and `stream_id` its stream id with secret values replaced
+    (`gateway.streamid.redact_stream_id`); `error` names the cause when `outcome` is `error`
+    or `timeout`.
     """
 
     session: str
@@ -132,10 +138,23 @@ class SessionRecord:
     frames: int
     bytes: int
     ts_bytes: int
+    skipped_groups: int = 0
+    skipped_frames: int = 0
     skipped_bytes: int = 0
+    skipped_ts_bytes: int = 0
+    dropped_groups: int = 0
+    dropped_frames: int = 0
+    dropped_bytes: int = 0
+    dropped_ts_bytes: int = 0
+    problems: tuple[tuple[str, int], ...] = ()
     outcome: Outcome = "eof"
     error: str = ""
     srt: LinkFigures = dataclasses.field(default_factory=LinkFigures)
+
+    @property
+    def problem_total(self) -> int:
+        """Problems the importer found in the stream, all kinds together."""
+        return sum(count for _, count in self.problems)
 
     @property
     def wire_bytes(self) -> int:
@@ -144,11 +163,16 @@ class SessionRecord:
         return self.srt.bytes_recv if self.role == "ingress" else self.srt.bytes_sent
 
     def as_dict(self) -> dict[str, str | int | float]:
-        """Flat JSON-ready mapping: the record's fields, then `srt_*` link figures and
-        `wire_bytes`. This is the shape of the `session.closed` log event."""
+        """Flat JSON-ready mapping: the record's fields, `problems` as their total and one
+        `problems_<kind>` per kind found, then `srt_*` link figures and `wire_bytes`. This is
+        the shape of the `session.closed` log event."""
         out: dict[str, str | int | float] = {}
         for f in dataclasses.fields(self):
-            if f.name != "srt":
+            if f.name == "problems":
+                out["problems"] = self.problem_total
+                for kind, count in self.problems:
+                    out[f"problems_{kind}"] = count
+            elif f.name != "srt":
                 out[f.name] = getattr(self, f.name)
         for f in dataclasses.fields(self.srt):
             out[f"srt_{f.name}"] = getattr(self.srt, f.name)

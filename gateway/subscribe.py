@@ -1,8 +1,9 @@
 """`Subscribe`: a caller pulling MPEG-TS, sent from a broadcast of the model, metered as
-egress with the session as the viewer, until the broadcast ends or the caller leaves.
+egress for the caller as a viewer (`viewer_id`), until the broadcast ends or the caller leaves.
 
 Viewers of one broadcast share one export (`gateway.egress.HubRegistry`); each has its own
-`Sender`, which skips a slow viewer ahead to the next keyframe.
+`Sender`, which skips a slow viewer ahead to the next keyframe and bills only what libsrt
+delivered; what was skipped or dropped goes in the session record beside the bill.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from gateway.request import SessionRequest, format_peer
 from gateway.session import Outcome, SessionRecord
 from model import BroadcastConsumer, Origin, Role, normalize_path
 
-__all__ = ["Subscribe"]
+__all__ = ["Subscribe", "viewer_id"]
 
 _log = structlog.get_logger("moqsrt.srt.server")
+
+
+def viewer_id(user: str, peer: tuple[str, int]) -> str:
+    """Who watches, for the distinct-viewer count (`BroadcastStats.egress`): the stream id's
+    user (`user:<name>`), so that a user's several or repeated sessions count once, or, when
+    it names none, the caller's address (`peer:<host:port>`, the record's `peer`): nothing
+    tells an anonymous caller's sessions apart from other callers behind the same host."""
+    return f"user:{user}" if user else f"peer:{format_peer(peer)}"
 
 
 class Subscribe(SessionRequest):
@@ -28,8 +37,9 @@ class Subscribe(SessionRequest):
 
     async def accept(self, origin: Origin, path: str | None = None) -> SessionRecord:
         """Send the broadcast at `path` (default: the requested path) from `origin` to the
-        caller, metered as egress for (path, tier) with this session as the viewer, until the
-        broadcast ends or the caller leaves.
+        caller, metered as egress for (path, tier) with `viewer_id(user, peer)` as the viewer,
+        until the broadcast ends or the caller leaves. The bill counts only what libsrt
+        delivered; the record reports what was skipped or dropped beside it.
 
         Waits up to `request_timeout_s` for the broadcast to appear (a caller hanging up
         meanwhile ends the wait); past it the connection is closed (`outcome="timeout"`: the
@@ -75,7 +85,9 @@ class Subscribe(SessionRequest):
 
     async def _run(self, origin: Origin, consumer: BroadcastConsumer, path: str) -> SessionRecord:
         server = self._server
-        guard = server.stats.broadcast(path, self.tier).egress(viewer=self.session)
+        guard = server.stats.broadcast(path, self.tier).egress(
+            viewer=viewer_id(self.user, self.peer)
+        )
         _log.info(
             "srt.subscribe_started",
             session=self.session,
@@ -85,7 +97,7 @@ class Subscribe(SessionRequest):
         )
         self._metering(path, guard.meter)
         # One export per broadcast, shared by its viewers; each sender bills its own meter for
-        # the model reads behind the chunks it takes (gateway.egress, metering rule).
+        # the model reads behind what libsrt delivered (gateway.egress, metering rule).
         sender = Sender(
             self._conn,
             latency_ms=server.config.latency_ms,
@@ -119,6 +131,7 @@ class Subscribe(SessionRequest):
             await sender.drain(server.config.drain_timeout_s)
         else:
             outcome, error = "eof", "caller left"
+        sender.settle()  # what no drain confirmed counts as dropped, never billed
         usage = guard.meter.copy()
         guard.close()
         record = await self._end(
@@ -126,8 +139,11 @@ class Subscribe(SessionRequest):
             outcome=outcome,
             error=error,
             usage=usage,
-            ts_bytes=sender.sent_bytes,
-            skipped_bytes=sender.skipped_bytes,
+            ts_bytes=sender.ts_bytes,
+            skipped=sender.skipped,
+            skipped_ts_bytes=sender.skipped_ts_bytes,
+            dropped=sender.dropped,
+            dropped_ts_bytes=sender.dropped_ts_bytes,
         )
         if cancelled is not None:
             raise cancelled

@@ -31,6 +31,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from gateway.moq.cert import Certificate
+from gateway.moq.ingest import ingest_into
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S
 from gateway.moq.record import BroadcastUsage, MoqSessionRecord, MoqSessionSink, emit_moq_session
 from gateway.moq.transport import Admission, MoqConnection
@@ -53,12 +54,19 @@ class MoqAuthDecision:
     `accept=False` refuses it: WebTransport clients get HTTP `status` (401/403/404 ...), raw
     QUIC clients a CONNECTION_CLOSE with session code 2 (unauthorized). Accepted, `tier` labels
     its usage and `root` limits what it sees to broadcasts under that path (`""`: all).
+    `publish`: whether the gateway ingests what the client announces (at paths under
+    `publish_root`, metered as ingress for (path, `publish_tier` or else `tier`)). `read=False`
+    shows the client nothing (a publish-only connection).
     """
 
     accept: bool = True
     status: int = 403
     tier: str = "default"
     root: str = ""
+    publish: bool = True
+    publish_root: str = ""
+    publish_tier: str | None = None
+    read: bool = True
 
 
 MoqAuthHook = Callable[[ConnectRequest], Awaitable[MoqAuthDecision] | MoqAuthDecision]
@@ -188,6 +196,13 @@ class MoqServer:
         self._stats = stats
         return self
 
+    def set_certificate(self, certificate: Certificate) -> None:
+        """Serve new connections with `certificate` (a renewal); live ones keep theirs."""
+        config = self._quic_server._configuration
+        config.certificate = certificate.certificate
+        config.certificate_chain = list(certificate.chain)
+        config.private_key = certificate.private_key
+
     @property
     def port(self) -> int:
         """The bound UDP port."""
@@ -276,11 +291,22 @@ class MoqServer:
             return meter
 
         return Admission(
-            origin=self.origin,
+            origin=self.origin if decision.read else Origin(),
             root=normalize_path(decision.root),
             meter_for=meter_for,
             backlog_cap_bytes=self._backlog_cap,
             track_wait_s=self._track_wait_s,
+            ingest=(
+                ingest_into(
+                    self.origin,
+                    self._stats,
+                    tier=decision.publish_tier or decision.tier,
+                    root=normalize_path(decision.publish_root),
+                    session=viewer.session,
+                )
+                if decision.publish
+                else None
+            ),
         )
 
     async def _decide(self, request: ConnectRequest) -> MoqAuthDecision:

@@ -42,6 +42,7 @@ from gateway.moq.session import (
     StreamAllocator,
     StreamData,
 )
+from gateway.moq.subscriber import OpenBroadcast, Subscriber
 from gateway.moq.webtransport import (
     ConnectRequest,
     RawAllocator,
@@ -72,13 +73,16 @@ _log = structlog.get_logger("moqsrt.moq")
 class Admission:
     """The host's yes: serve `origin` (only paths under `root`), counting each broadcast's
     egress into `meter_for(path)`, with at most `backlog_cap_bytes` unacknowledged; a SUBSCRIBE
-    for a track not there yet waits `track_wait_s` for it."""
+    for a track not there yet waits `track_wait_s` for it. With `ingest`, the session also asks
+    the client what it publishes (`Subscriber`) and hands each announced broadcast to
+    `ingest(path)`."""
 
     origin: Origin
     root: str = ""
     meter_for: Callable[[str], Usage | None] = lambda path: None
     backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES
     track_wait_s: float = TRACK_WAIT_S
+    ingest: OpenBroadcast | None = None
 
 
 class ConnectionHost(Protocol):
@@ -148,6 +152,8 @@ class MoqConnection(QuicConnectionProtocol):
         """The moq-lite session, once admitted."""
         self.publisher: Publisher | None = None
         """The publisher half, once admitted."""
+        self.subscriber: Subscriber | None = None
+        """The subscriber half (ingest), once admitted with `Admission.ingest`."""
         self.close_code: int | None = None
         """The session close code once ended (ours or the peer's)."""
         self.close_reason = ""
@@ -331,9 +337,13 @@ class MoqConnection(QuicConnectionProtocol):
             root=decision.root,
             track_wait_s=decision.track_wait_s,
         )
+        if decision.ingest is not None:
+            self.subscriber = Subscriber(session, open_broadcast=decision.ingest, flush=self.flush)
         pending, self._pending = self._pending, []
         for event in pending:
             self._to_session(event)
+        if self.subscriber is not None:
+            self.subscriber.start()
         self.flush()
 
     def _to_session(self, event: QuicEvent | WebTransportStreamDataReceived) -> None:
@@ -367,6 +377,10 @@ class MoqConnection(QuicConnectionProtocol):
         if publisher is not None:
             for event in events:
                 publisher.handle(event)
+        subscriber = self.subscriber
+        if subscriber is not None:
+            for event in events:
+                subscriber.handle(event)
         self.flush()
 
     def flush(self) -> None:

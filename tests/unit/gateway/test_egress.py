@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -14,8 +15,10 @@ from hypothesis import strategies as st
 from gateway.egress import Piece, Sender, Totals, pieces, random_access
 from gateway.srt import SrtConnection, SrtConnectionLost, SrtError, srt_now_us
 from gateway.srt.lib import SrtErrno
+from gateway.srt.values import LinkStats
 from model import Usage
 from mux.export import TsFrame
+from tests.unit.gateway.test_egress_hub import link_stats
 
 
 def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
@@ -28,11 +31,17 @@ def packet(pid: int, *, rai: bool = False, fill: int = 0) -> bytes:
 
 @dataclass
 class CountingConn:
+    """A fake libsrt sender. `unacked`: extra send-buffer bytes it reports; with `hold`, sent
+    payloads stay in its send buffer until `ack()` or `drop()` releases the oldest."""
+
     unacked: int = 0
     sent: list[bytes] = field(default_factory=list)
     srctimes: list[int | None] = field(default_factory=list)
     buffer_reads: int = 0
     ended: bool = False
+    hold: bool = False
+    buffer: deque[int] = field(default_factory=deque)  # lengths of the payloads held
+    drops: int = 0
 
     refuse_after: int | None = None
     error: SrtError | None = None
@@ -44,7 +53,28 @@ class CountingConn:
             return False
         self.sent.append(payload)
         self.srctimes.append(srctime_us)
+        if self.hold:
+            self.buffer.append(len(payload))
         return True
+
+    @property
+    def held(self) -> int:
+        """Packets in the send buffer."""
+        return len(self.buffer)
+
+    def ack(self, packets: int | None = None) -> None:
+        """The peer acknowledged the oldest `packets` (None: all) held."""
+        for _ in range(self.held if packets is None else packets):
+            self.buffer.popleft()
+
+    def drop(self, packets: int) -> None:
+        """libsrt dropped the oldest `packets` held as too late."""
+        for _ in range(packets):
+            self.buffer.popleft()
+        self.drops += packets
+
+    def stats(self) -> LinkStats:
+        return link_stats(drops=self.drops)
 
     def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
         """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
@@ -55,7 +85,7 @@ class CountingConn:
 
     def send_buffer_bytes(self) -> int:
         self.buffer_reads += 1
-        return self.unacked
+        return self.unacked + sum(self.buffer)
 
 
 def make(conn: CountingConn, limit: int = 1_000_000, meter: Usage | None = None) -> Sender:
@@ -64,9 +94,17 @@ def make(conn: CountingConn, limit: int = 1_000_000, meter: Usage | None = None)
     )
 
 
-def piece(data: bytes, ts_us: int, *, join: bool = False, totals: Totals | None = None) -> Piece:
+def piece(
+    data: bytes,
+    ts_us: int,
+    *,
+    join: bool = False,
+    totals: Totals | None = None,
+    opens: bool = True,
+    closes: bool = True,
+) -> Piece:
     payloads = tuple(data[i : i + 1316] for i in range(0, len(data), 1316))
-    return Piece(payloads, ts_us, join, totals, len(data))
+    return Piece(payloads, ts_us, join, totals, len(data), opens, closes)
 
 
 async def test_send_buffer_is_read_at_most_every_check_interval() -> None:
@@ -89,7 +127,7 @@ async def test_send_buffer_is_read_at_most_every_check_interval() -> None:
     assert s.sent_bytes == 300 * 9 * 188
 
 
-async def test_a_full_send_buffer_skips_to_the_next_join_point_and_still_bills() -> None:
+async def test_a_full_send_buffer_skips_to_the_next_join_point_billing_only_what_went() -> None:
     conn = CountingConn()
     meter = Usage()
     s = make(conn, limit=1_000_000, meter=meter)
@@ -103,31 +141,45 @@ async def test_a_full_send_buffer_skips_to_the_next_join_point_and_still_bills()
         s.offer(p)
     assert conn.sent == [keyframe.payloads[0]]  # nothing after the stall
     assert s.skips == 1
-    assert s.sent_bytes + s.skipped_bytes == 50 * 188
+    assert s.sent_bytes + s.skipped_ts_bytes == 50 * 188
     conn.unacked = 0
     resume = piece(packet(0x100, rai=True, fill=1), 60_000, join=True, totals=(2, 51, 70))
     s.offer(piece(packet(0x100, fill=7), 55_000, totals=(1, 50, 60)))  # still skipping
     s.offer(resume)
     assert conn.sent == [keyframe.payloads[0], resume.payloads[0]]
-    # billed for every piece handed to it, sent or skipped (as with its own model consumer)
-    assert (meter.groups, meter.frames, meter.bytes) == (2, 51, 70)
-    s.source_ended((2, 52, 75), None)
+    s.source_ended((2, 52, 75), None)  # one more frame read, exported to nobody
     async with asyncio.timeout(1):
         await s.run()
     assert s.ended_by_source
-    assert (meter.groups, meter.frames, meter.bytes) == (2, 52, 75)
+    await s.drain(1)
+    s.settle()
+    # billed for the two pieces libsrt took and delivered; the rest reported as skipped
+    assert (meter.groups, meter.frames, meter.bytes) == (2, 2, 20)
+    assert s.ts_bytes == 2 * 188
+    skipped = s.skipped
+    assert (skipped.groups, skipped.frames, skipped.bytes) == (0, 50, 55)
+    assert s.skipped_ts_bytes == 50 * 188
+    assert s.dropped.frames == 0
 
 
-async def test_a_refused_payload_skips_the_rest_of_the_piece() -> None:
+async def test_a_piece_libsrt_refused_in_part_is_not_billed_at_all() -> None:
     conn = CountingConn()
     conn.refuse_after = 2
-    s = make(conn)
+    meter = Usage()
+    s = make(conn, meter=meter)
     s.start((0, 0, 0), [])
-    s.offer(piece(packet(0x100, rai=True) + packet(0x100) * 20, 0, join=True))
+    s.offer(piece(packet(0x100, rai=True) + packet(0x100) * 20, 0, join=True, totals=(1, 1, 900)))
     assert len(conn.sent) == 2
     assert s.sent_bytes == 2 * 1316
-    assert s.skipped_bytes == 21 * 188 - 2 * 1316
     assert s.skips == 1
+    s.source_ended((1, 1, 900), None)
+    await s.drain(1)
+    s.settle()
+    # two thirds of the frame went out: none of it is billed, all of it is reported skipped
+    assert (meter.groups, meter.frames, meter.bytes) == (0, 0, 0)
+    assert s.ts_bytes == 0
+    assert (s.skipped.groups, s.skipped.frames, s.skipped.bytes) == (1, 1, 900)
+    assert s.skipped_ts_bytes == 21 * 188
 
 
 async def test_a_send_error_ends_the_sender_with_it() -> None:
@@ -278,7 +330,7 @@ def test_slow_viewer_skips_to_the_next_keyframe() -> None:
     # Nothing of GOP 1 after the refusal; GOP 2 from its keyframe on.
     assert conn.sent[2:] == [gop2[0][0], gop2[1][0]]
     assert s.skips == 1
-    assert s.skipped_bytes == 2 * 188
+    assert s.skipped_ts_bytes == 2 * 188
 
 
 def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
@@ -286,7 +338,7 @@ def test_viewer_with_too_much_unacknowledged_data_is_skipped() -> None:
     s = make(conn, limit=1_000_000)
     drive_pieces(s, [(packet(0x100, fill=1), 0), (packet(0x100, fill=2), 33_000)])
     assert conn.sent == []
-    assert s.skipped_bytes == 2 * 188
+    assert s.skipped_ts_bytes == 2 * 188
 
 
 def test_random_access_indicator_is_found_in_any_packet_of_a_chunk() -> None:

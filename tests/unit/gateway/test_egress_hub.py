@@ -13,6 +13,7 @@ import av
 from gateway.egress import HubRegistry, Sender
 from gateway.srt import SrtConnection, SrtConnectionLost
 from gateway.srt.lib import SrtErrno
+from gateway.srt.values import LinkStats
 from model import BroadcastProducer, Usage
 from mux import TsImporter
 from tests.media import expected_counts
@@ -41,6 +42,29 @@ class RecordingConn:
 
     def send_buffer_bytes(self) -> int:
         return 0
+
+    def stats(self) -> LinkStats:
+        """No drops (and `send_buffer_bytes()` says everything was acknowledged at once)."""
+        return link_stats()
+
+
+def link_stats(*, drops: int = 0) -> LinkStats:
+    """A libsrt sender's figures: packets dropped so far, nothing else."""
+    return LinkStats(
+        rtt_ms=1.0,
+        pkt_sent=0,
+        pkt_recv=0,
+        pkt_sent_loss=0,
+        pkt_recv_loss=0,
+        pkt_retrans=0,
+        pkt_recv_drop=0,
+        pkt_send_drop=drops,
+        bytes_sent=0,
+        bytes_recv=0,
+        bytes_retrans=0,
+        mbps_send=0.0,
+        mbps_recv=0.0,
+    )
 
 
 def viewer(meter: Usage) -> tuple[RecordingConn, Sender]:
@@ -87,18 +111,26 @@ async def test_viewers_sharing_a_hub_are_billed_exactly_for_what_they_got() -> N
     importer.finish()
     async with asyncio.timeout(10):
         await asyncio.gather(*tasks)
+        # the books close as a session's do: the drain confirms what libsrt still held
+        await asyncio.gather(*(s.drain(2) for s in (a, b, c)))
+    for s in (a, b, c):
+        s.settle()
     assert len(hubs) == 0  # the broadcast ended: the hub is gone
 
     whole, early, late = meters
-    # The two viewers attached from the start: each billed exactly one full read of the model
-    # (the hub's consumer read it once): the fixture's media frames, but for a few audio
-    # frames the export subscribes too late for (its catalog comes first).
+    # The two viewers attached from the start: each billed what one read of the model
+    # delivered (the hub's consumer read it once): the fixture's media frames, but for a few
+    # audio frames the export subscribes too late for (its catalog comes first). Reads that
+    # made no TS (the end of the broadcast) are reported skipped, never billed.
     assert (whole.groups, whole.frames, whole.bytes) == (early.groups, early.frames, early.bytes)
-    assert (whole.groups, whole.frames, whole.bytes) == (
-        hub.usage.groups,
-        hub.usage.frames,
-        hub.usage.bytes,
-    )
+    assert (a.dropped.frames, a.skips) == (0, 0)
+    assert (
+        whole.groups + a.skipped.groups,
+        whole.frames + a.skipped.frames,
+        whole.bytes + a.skipped.bytes,
+    ) == (hub.usage.groups, hub.usage.frames, hub.usage.bytes)
+    assert a.skipped.frames <= 2
+    assert a.ts_bytes == len(b"".join(conn_a.sent))
     expected = expected_counts(FIXTURE)
     assert 0.98 * sum(m.frames for m in expected.values()) <= whole.frames
     assert b"".join(conn_a.sent) == b"".join(conn_b.sent)
