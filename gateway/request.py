@@ -70,6 +70,7 @@ class SessionRequest:
         self._claim = pending.claim
         self._used = False
         self._shutting_down = False
+        self._close_reason = "server closed"  # the record's `error` when the gateway ends it
         self.session = secrets.token_hex(8)
         """This session's unique id (also the viewer id in egress stats)."""
         self.started_at = time.time()
@@ -132,7 +133,9 @@ class SessionRequest:
 
     def kick(self) -> None:
         """End this session now, as the server's shutdown does (an operator's kick): the
-        connection is closed and the session's task writes its record (`outcome="closed"`)."""
+        connection is closed and the session's task writes its record (`outcome="closed"`,
+        `error="closed by operator"`)."""
+        self._close_reason = "closed by operator"
         self._shutdown()
 
     def _metering(self, path: str, meter: Usage) -> None:

@@ -122,7 +122,7 @@ class Subscribe(SessionRequest):
         if cancelled is not None:
             outcome, error = "closed", "cancelled"
         elif self._shutting_down:
-            outcome, error = "closed", "server closed"
+            outcome, error = "closed", self._close_reason
         elif pump.done() and not pump.cancelled():
             failure = pump.exception()
             if failure is not None:

@@ -177,7 +177,7 @@ async def test_delete_kicks_a_real_ffmpeg_viewer_which_sees_the_end(
         await viewer.wait(10)  # the ffmpeg process saw its input end
         assert publisher.running()  # it was the kick, not the broadcast's end
         (record,) = await gw.wait_records(1, 10, where=lambda r: r.session == session)
-        assert record.outcome == "closed"
+        assert (record.outcome, record.error) == ("closed", "closed by operator")
         recent = (await get_json(http.port, "/api/v1/sessions"))["recent"]
         assert session in [r["session"] for r in recent]
         live = (await get_json(http.port, "/api/v1/sessions"))["live"]
