@@ -20,6 +20,7 @@ __all__ = [
     "REJECT_FORBIDDEN",
     "REJECT_INTERNAL",
     "REJECT_NOT_FOUND",
+    "REJECT_OVERLOAD",
     "REJECT_UNAUTHORIZED",
     "REJECT_UNAVAILABLE",
     "AuthDecision",
@@ -29,6 +30,8 @@ __all__ = [
 # SRT rejection codes (SRT_REJX_*, 1000 + HTTP status) the server uses.
 REJECT_BAD_REQUEST: Final = 1400
 REJECT_UNAUTHORIZED: Final = 1401
+REJECT_OVERLOAD: Final = 1402
+"""Over an operator limit (sessions, sessions or handshakes per address): SRT_REJX_OVERLOAD."""
 REJECT_FORBIDDEN: Final = 1403
 REJECT_NOT_FOUND: Final = 1404
 REJECT_CONFLICT: Final = 1409

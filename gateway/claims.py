@@ -1,7 +1,8 @@
 """Path claims: which publisher of this server holds which model path (sans-I/O, explicit `now`).
 
 A claim is pending from the publisher's handshake until its connection surfaces (it may
-expire meanwhile), then active until that publisher's session ends and releases it. The
+expire meanwhile, and expired ones are pruned), then active until that publisher's session
+ends and releases it. The
 server (`gateway.server`) refuses a second publisher on a claimed path with 1409 under
 `PublisherPolicy.REJECT`.
 """
@@ -54,6 +55,20 @@ class PathClaims:
     def __init__(self, pending_timeout_s: float) -> None:
         self._pending_timeout_s = pending_timeout_s
         self._claims: dict[str, Claim] = {}
+        self._next_prune = 0.0
+
+    def __len__(self) -> int:
+        """Claims held, expired pending ones not yet pruned included."""
+        return len(self._claims)
+
+    def prune(self, now: float) -> None:
+        """Drop pending claims expired at `now` (handshakes libsrt failed after the callback,
+        e.g. a wrong passphrase): `claim` calls it at most once per pending timeout, so the
+        table holds the active claims plus those made in the last two timeouts."""
+        self._next_prune = now + self._pending_timeout_s
+        expired = [path for path, claim in self._claims.items() if not claim.live(now)]
+        for path in expired:
+            del self._claims[path]
 
     def blocks(self, path: str, host: str, now: float) -> bool:
         """True when a claim on `path` refuses a new publisher from `host` at `now`."""
@@ -62,6 +77,8 @@ class PathClaims:
 
     def claim(self, path: str, *, pending: bool, now: float, host: str = "") -> Claim:
         """Claim `path` (replacing any claim on it): pending ones expire, active ones do not."""
+        if now >= self._next_prune:
+            self.prune(now)
         expires = now + self._pending_timeout_s if pending else None
         claim = Claim(path=path, expires_at=expires, host=host)
         self._claims[path] = claim
@@ -70,6 +87,20 @@ class PathClaims:
     def holds(self, claim: Claim) -> bool:
         """True while `claim` is still the claim on its path (not replaced nor released)."""
         return self._claims.get(claim.path) is claim
+
+    def activate(self, claim: Claim, now: float) -> bool:
+        """Make a pending `claim` active (its publisher's connection surfaced at `now`).
+
+        False when another claim took its path meanwhile (the claim had expired). A claim
+        that expired and was pruned while its path stayed free is put back.
+        """
+        current = self._claims.get(claim.path)
+        if current is not claim:
+            if current is not None and current.live(now):
+                return False
+            self._claims[claim.path] = claim
+        claim.expires_at = None
+        return True
 
     def get(self, path: str) -> Claim | None:
         """The claim on `path`, if any (expired pending ones included)."""

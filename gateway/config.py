@@ -58,6 +58,8 @@ class GatewayConfig:
     `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
     bound anywhere else it requires `http_token` (a bearer token; not in the repr).
     `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
+    `max_sessions`, `max_peer_sessions` and `max_peer_handshakes_per_s` are the operator's
+    limits (`ServerConfig` has their meaning; None = no limit, written 0 or "off").
 
     MoQ: `moq` is the UDP address of the MoQ listener (raw QUIC and WebTransport). Its TLS
     certificate is `moq_cert`/`moq_key` (PEM, EC key) when both are set, else a self-signed
@@ -89,6 +91,9 @@ class GatewayConfig:
     node: str = "gw-1"
     log_format: str = "auto"
     log_level: str = "info"
+    max_sessions: int | None = 1000
+    max_peer_sessions: int | None = 100
+    max_peer_handshakes_per_s: float | None = 20.0
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
@@ -209,8 +214,36 @@ def read_passphrase_file(key: str, value: Any, base: Path | None = None) -> str 
     return text
 
 
+_LIMIT_KEYS = {"max_sessions": int, "max_peer_sessions": int, "max_peer_handshakes_per_s": float}
+
+
+def _limit(key: str, value: Any) -> int | float | None:
+    """An operator limit: a positive number, or 0 / "off" for none (None)."""
+    if value in ("off", "0") or (not isinstance(value, bool) and value == 0):
+        return None
+    whole = _LIMIT_KEYS[key] is int
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(key, f"expected a number (0 or 'off' for no limit), got {_show(value)}")
+    number: int | float
+    try:
+        number = int(value) if whole else float(value)
+    except ValueError as exc:
+        raise ConfigError(
+            key, f"expected a number (0 or 'off' for no limit), got {_show(value)}"
+        ) from exc
+    if whole and isinstance(value, float) and number != value:
+        raise ConfigError(key, f"expected a whole number, got {_show(value)}")
+    if not 0 < number < 1e9:
+        raise ConfigError(
+            key, f"must be positive and below 1e9 (0 or 'off' for none), got {_show(value)}"
+        )
+    return number
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Convert one raw setting (from TOML or a flag) to the type `GatewayConfig` holds."""
+    if key in _LIMIT_KEYS:
+        return _limit(key, value)
     if key in _ADDRESS_KEYS:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a 'host:port' string, got {_show(value)}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from gateway.admission import Slot
 from gateway.auth import REJECT_FORBIDDEN
 from gateway.claims import Claim
 from gateway.session import (
@@ -44,6 +45,7 @@ class Pending:
     tier: str
     peer: tuple[str, int]
     claim: Claim | None = None
+    slot: Slot | None = None
 
 
 def format_peer(peer: tuple[str, int]) -> str:
@@ -157,6 +159,7 @@ class SessionRequest:
     def _finish_request(self) -> None:
         self._conn.close()
         self._server._claims.release(self._claim)
+        self._server._slots.release(self._pending.slot)
         self._server._requests.discard(self)
 
     def _shutdown(self) -> None:

@@ -120,6 +120,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="milliseconds of silence before an SRT peer counts as gone (default 5000; libsrt "
         "1.5.1 needs about 5 s at least, so this lengthens the wait, e.g. for flaky links)",
     )
+    parser.add_argument(
+        "--max-sessions",
+        dest="max_sessions",
+        help="sessions the server holds at most, publishers and viewers (default 1000; 0 = off)",
+    )
+    parser.add_argument(
+        "--max-peer-sessions",
+        dest="max_peer_sessions",
+        help="sessions one peer address may hold (default 100; 0 = off)",
+    )
+    parser.add_argument(
+        "--max-peer-handshakes-per-s",
+        dest="max_peer_handshakes_per_s",
+        help="SRT handshakes one peer address may start per second, bursts of twice that "
+        "(default 20; 0 = off); callers over a limit are refused with 1402",
+    )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument("--log-format", dest="log_format", help="json, console or auto")
     parser.add_argument(
@@ -158,6 +174,9 @@ def server_config(config: GatewayConfig) -> ServerConfig:
         max_bitrate_bps=config.max_bitrate_bps,
         publish_cap_bps=config.publish_cap_bps,
         peer_idle_timeout_ms=config.peer_idle_timeout_ms,
+        max_sessions=config.max_sessions,
+        max_peer_sessions=config.max_peer_sessions,
+        max_peer_handshakes_per_s=config.max_peer_handshakes_per_s,
     )
 
 

@@ -3,9 +3,11 @@
 `Server.bind(addr, ...)` opens an SRT listener. Each caller is decided in libsrt's listen
 callback, before its handshake completes: the stream id is parsed (`gateway.streamid`, bad ->
 1400), the authorization hook runs (reject -> its code, 1403 by default), a second publisher
-on a claimed path is refused (1409 under `PublisherPolicy.REJECT`), and the passphrase for that
-stream id is set. Accepted connections then come out of `async for request in server` as
-`Publish` or `Subscribe`; `await request.accept(origin)` runs the connection until it ends and
+on a claimed path is refused (1409 under `PublisherPolicy.REJECT`), a caller over the operator's
+limits (sessions in all or per address, handshakes per second per address) is refused with 1402,
+and the passphrase for that stream id is set; whatever a viewer sends is dropped unread.
+Accepted connections then come out of `async for request in server` as `Publish` or
+`Subscribe`; `await request.accept(origin)` runs the connection until it ends and
 returns its `SessionRecord`, which is also logged as `session.closed` and given to the sinks.
 `run(origin, config)` is the convenience loop that accepts everything the handshake let in.
 
@@ -26,11 +28,13 @@ from typing import Self
 
 import structlog
 
+from gateway.admission import HANDSHAKE_BURST_S, SessionSlots
 from gateway.auth import (
     REJECT_CONFLICT,
     REJECT_FORBIDDEN,
     REJECT_INTERNAL,
     REJECT_NOT_FOUND,
+    REJECT_OVERLOAD,
     REJECT_UNAVAILABLE,
     AuthHook,
 )
@@ -44,6 +48,8 @@ from gateway.session import SessionRecord, default_node
 from gateway.srt import (
     Accept,
     HandshakeInfo,
+    LogThrottle,
+    PeerRate,
     Reject,
     SrtConnection,
     SrtError,
@@ -64,6 +70,11 @@ from model import Closed, Origin, PublisherPolicy, StatsHandle
 __all__ = ["Server", "run"]
 
 _log = structlog.get_logger("moqsrt.srt.server")
+
+#: Refusal log lines: at most REFUSAL_LOG_BURST per code per REFUSAL_LOG_INTERVAL_S; the next
+#: line says how many were left out (a flood of bad callers cannot flood the log).
+REFUSAL_LOG_INTERVAL_S = 10.0
+REFUSAL_LOG_BURST = 20
 
 
 class Server:
@@ -93,12 +104,18 @@ class Server:
         self._origin = origin
         self._stats: StatsHandle | None = None
         self._claims = PathClaims(config.claim_timeout_s)
+        # A handshake libsrt fails after our callback (a wrong passphrase) keeps its slot for
+        # claim_timeout_s (2 s), longer than libsrt keeps the socket it made for it (measured:
+        # about 1 s, ~0.7 MB each with the default buffers), so max_sessions bounds those too.
+        self._slots = SessionSlots(
+            config.max_sessions, config.max_peer_sessions, config.claim_timeout_s
+        )
+        self._refusal_log = LogThrottle(REFUSAL_LOG_INTERVAL_S, REFUSAL_LOG_BURST)
         self._requests: set[SessionRequest] = set()
         self._tasks: set[asyncio.Task[SessionRecord]] = set()
         self._hubs = HubRegistry(latency_ms=config.latency_ms)
         self._closed = False
-        self.rejected = 0
-        """Callers refused at handshake so far (all codes)."""
+        self._rejected = 0
 
     @classmethod
     async def bind(
@@ -156,7 +173,17 @@ class Server:
             async def on_handshake(info: HandshakeInfo) -> Accept | Reject:
                 return await holder[0]._on_handshake(info)
 
-            listener = await srt.listen(host, port, options, on_handshake)
+            rate = cfg.max_peer_handshakes_per_s
+            listener = await srt.listen(
+                host,
+                port,
+                options,
+                on_handshake,
+                handshake_rate=None
+                if rate is None
+                else PeerRate(rate, max(1.0, rate * HANDSHAKE_BURST_S)),
+                rate_reject_code=REJECT_OVERLOAD,
+            )
         except BaseException:
             if owns:
                 await srt.aclose()
@@ -194,6 +221,28 @@ class Server:
         return self._listener.port
 
     @property
+    def rejected(self) -> int:
+        """Callers refused at handshake so far (all codes, handshake-rate refusals included)."""
+        return self._rejected + self._listener.rate_refused
+
+    def held(self) -> dict[str, int]:
+        """What the server holds about callers now, per table: `sessions` (handed out, not
+        ended), `slots` and `slot_hosts` (sessions counted against the limits, pending ones
+        included, and their hosts), `claims` (publishers' paths), and the listener's
+        `decisions`, `recent_rejects` and `rate_peers` (`SrtListener.remembered`). Each is
+        bounded whatever callers do; for metrics and tests. Expired entries are pruned first."""
+        now = time.monotonic()
+        self._slots.prune(now)
+        self._claims.prune(now)
+        return {
+            "sessions": len(self._requests),
+            "slots": self._slots.total,
+            "slot_hosts": self._slots.hosts(),
+            "claims": len(self._claims),
+            **self._listener.remembered(),
+        }
+
+    @property
     def prefix(self) -> str:
         """The normalized path prefix."""
         return self._prefix
@@ -207,6 +256,10 @@ class Server:
             )
         except StreamIdError as exc:
             return self._refuse(info, exc.code, str(exc))
+        # Before the hook: a caller over the limits costs no authorization round trip.
+        over = self._slots.refusal(info.peer[0], time.monotonic())
+        if over is not None:
+            return self._refuse(info, REJECT_OVERLOAD, over, request)
         tier = "default"
         passphrase = self.config.passphrase
         if self.config.auth is not None:
@@ -238,20 +291,25 @@ class Server:
             and not self._origin.is_live(request.path)
         ):
             return self._refuse(info, REJECT_NOT_FOUND, "no broadcast at path", request)
-        return Accept(passphrase=passphrase, context=pending)
+        pending.slot = self._slots.reserve(info.peer[0], time.monotonic())
+        # A viewer only receives: what it sends is dropped on the I/O thread, never kept.
+        return Accept(passphrase=passphrase, context=pending, discard_input=not request.is_publish)
 
     def _refuse(
         self, info: HandshakeInfo, code: int, reason: str, request: StreamRequest | None = None
     ) -> Reject:
-        self.rejected += 1
-        _log.info(
-            "srt.rejected",
-            code=code,
-            reason=reason,
-            peer=format_peer(info.peer),
-            stream_id=redact_stream_id(info.stream_id),
-            path=request.path if request else None,
-        )
+        self._rejected += 1
+        suppressed = self._refusal_log.allow(code, time.monotonic())
+        if suppressed is not None:
+            _log.info(
+                "srt.rejected",
+                code=code,
+                reason=reason,
+                peer=format_peer(info.peer),
+                stream_id=redact_stream_id(info.stream_id),
+                path=request.path if request else None,
+                suppressed=suppressed,
+            )
         return Reject(code)
 
     def _path_taken(self, path: str, host: str = "") -> bool:
@@ -288,22 +346,24 @@ class Server:
             conn.close()
             return None
         if self._closed:
+            self._slots.release(pending.slot)
             conn.close()
             return None
         claim = pending.claim
-        if claim is not None:
-            if not self._claims.holds(claim):
-                # The claim expired and another publisher took the path meanwhile.
-                _log.info(
-                    "srt.rejected",
-                    code=REJECT_CONFLICT,
-                    reason="claim expired",
-                    peer=format_peer(pending.peer),
-                    path=claim.path,
-                )
-                conn.close()
-                return None
-            claim.expires_at = None
+        if claim is not None and not self._claims.activate(claim, time.monotonic()):
+            # The claim expired and another publisher took the path meanwhile.
+            _log.info(
+                "srt.rejected",
+                code=REJECT_CONFLICT,
+                reason="claim expired",
+                peer=format_peer(pending.peer),
+                path=claim.path,
+            )
+            self._slots.release(pending.slot)
+            conn.close()
+            return None
+        if pending.slot is not None:
+            self._slots.hold(pending.slot)
         cls = Publish if pending.request.is_publish else Subscribe
         request = cls(self, conn, pending)
         if claim is not None and isinstance(request, Publish):

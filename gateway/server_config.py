@@ -48,6 +48,11 @@ class ServerConfig:
     - `claim_timeout_s`: how long a publisher's path stays claimed between its handshake and
       its connection surfacing (a handshake libsrt fails after our callback frees it then).
     - `drain_timeout_s`: bound on handing a viewer the tail of an ended broadcast.
+    - `max_sessions`: sessions (publishers and viewers, accepted and not yet ended) the server
+      holds at most; `max_peer_sessions`: the same per peer address; `max_peer_handshakes_per_s`:
+      handshakes one peer address may start per second (bursts of `HANDSHAKE_BURST_S` worth).
+      A caller over any of them is refused at handshake with 1402 (SRT_REJX_OVERLOAD); None
+      means no limit.
     """
 
     listen: tuple[str, int] | str = ("0.0.0.0", 9000)
@@ -69,6 +74,9 @@ class ServerConfig:
     auth_timeout_s: float = 1.5
     claim_timeout_s: float = 2.0
     drain_timeout_s: float = 2.0
+    max_sessions: int | None = 1000
+    max_peer_sessions: int | None = 100
+    max_peer_handshakes_per_s: float | None = 20.0
 
     def send_buffer_limit(self) -> int:
         """`send_buffer_limit_bytes`, or its default when None (bytes)."""

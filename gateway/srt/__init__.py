@@ -4,7 +4,8 @@ the loop in batches, `SrtConnection` receives batches and sends without blocking
 `lib` holds the C prototypes and structs, `errors` the exceptions, `sockets` the owning
 `SrtSocket`, `iothread` the I/O thread; around them, `values` (options, stats, handshake
 verdicts), `addresses` (packed sockaddrs), `connection` and `listener` (what the loop holds),
-`listen_callback` (libsrt's handshake callback), `runtime` (srt_startup/cleanup), `liblog`
+`listen_callback` (libsrt's handshake callback), `throttle` (per-address handshake rate, log
+line bounds), `runtime` (srt_startup/cleanup), `liblog`
 (libsrt's log routing) and `reactor` (the facade). Needs the Debian package
 libsrt1.5-openssl at run time. The names below load on first use, so importing one submodule
 (`gateway.srt.lib` for a constant) does not import the asyncio machinery.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.srt.listener import SrtListener
     from gateway.srt.reactor import ReactorCounters, SrtReactor
     from gateway.srt.sockets import SrtSocket, open_socket_count, srt_now_us
+    from gateway.srt.throttle import LogThrottle, PeerRate
     from gateway.srt.values import (
         Accept,
         HandshakeHook,
@@ -42,6 +44,8 @@ __all__ = [
     "HandshakeHook",
     "HandshakeInfo",
     "LinkStats",
+    "LogThrottle",
+    "PeerRate",
     "ReactorCounters",
     "Reject",
     "SrtConnection",
@@ -64,6 +68,8 @@ _HOME = {
     "HandshakeHook": "gateway.srt.values",
     "HandshakeInfo": "gateway.srt.values",
     "LinkStats": "gateway.srt.values",
+    "LogThrottle": "gateway.srt.throttle",
+    "PeerRate": "gateway.srt.throttle",
     "ReactorCounters": "gateway.srt.reactor",
     "Reject": "gateway.srt.values",
     "SrtConnection": "gateway.srt.connection",

@@ -56,7 +56,9 @@ DRAIN_POLL_MS: Final = 10
 SWEEP_INTERVAL_S: Final = 0.5
 #: Least interval between srt_bstats snapshots of a connection that is receiving data.
 STATS_SNAPSHOT_S: Final = 0.1
-DECISION_TTL_S: Final = 30.0
+#: How long a handshake decision waits for srt_accept (which normally follows within one
+#: wake-up) before it is dropped as a handshake libsrt failed after the callback.
+DECISION_TTL_S: Final = 10.0
 
 _Event = tuple[Callable[..., None], Any]
 _NOARG: Final = object()
@@ -66,6 +68,7 @@ class _ConnEntry:
     """A connected socket the I/O thread reads (I/O thread only)."""
 
     __slots__ = (
+        "discard",
         "drain_deadline",
         "handle",
         "heard_mark",
@@ -78,8 +81,12 @@ class _ConnEntry:
         "sock",
     )
 
-    def __init__(self, sock: SrtSocket, conn: SrtConnection, options: SrtOptions) -> None:
+    def __init__(
+        self, sock: SrtSocket, conn: SrtConnection, options: SrtOptions, discard: bool = False
+    ) -> None:
         self.sock = sock
+        # Read and drop what the peer sends (Accept.discard_input): nothing reaches the loop.
+        self.discard = discard
         self.handle = sock.handle
         self.ref = weakref.ref(conn)
         self.latency_ms = options.latency_ms
@@ -192,6 +199,7 @@ class IoCore:
         self.loop_calls = 0
         self.messages = 0
         self.bytes = 0
+        self.discarded_bytes = 0
         self._thread = threading.Thread(target=self._run, name=f"srt-io-{self._eid}", daemon=True)
         self._thread.start()
 
@@ -427,10 +435,14 @@ class IoCore:
             if now - entry.perf_at >= STATS_SNAPSHOT_S:
                 entry.snapshot(now)
             self.messages += len(msgs)
-            self.bytes += sum(map(len, msgs))
-            conn = entry.ref()
-            if conn is not None:
-                events.append((conn._feed, msgs))
+            nbytes = sum(map(len, msgs))
+            self.bytes += nbytes
+            if entry.discard:
+                self.discarded_bytes += nbytes
+            else:
+                conn = entry.ref()
+                if conn is not None:
+                    events.append((conn._feed, msgs))
         if code is not None and code != SrtErrno.SRT_EASYNCRCV:
             self._broken(entry, code, events)
 
@@ -482,7 +494,7 @@ class IoCore:
                 entry.last_heard = now
         for state in self._listener_states:
             with state.lock:
-                stale = [ns for ns, (_, t) in state.decisions.items() if now - t > DECISION_TTL_S]
+                stale = [ns for ns, d in state.decisions.items() if now - d[1] > DECISION_TTL_S]
                 for ns in stale:
                     del state.decisions[ns]
                 expired = [k for k, (_, until) in state.recent_rejects.items() if until <= now]
@@ -504,7 +516,7 @@ class IoCore:
         if sock is None:
             return
         with state.lock:
-            context = state.decisions.pop(sock.handle, (None, 0.0))[0]
+            context, _, discard = state.decisions.pop(sock.handle, (None, 0.0, False))
         listener = state.facade() if state.facade is not None else None
         if listener is None or state.closing:
             sock.close()
@@ -525,7 +537,7 @@ class IoCore:
             sock.close()
             return
         self._own(sock, weakref.ref(conn))
-        self._entries[sock.handle] = _ConnEntry(sock, conn, state.options)
+        self._entries[sock.handle] = _ConnEntry(sock, conn, state.options, discard)
         events.append((listener._feed_accepted, conn))
 
     def _connected(self, entry: _ConnectingEntry, events: list[_Event]) -> None:

@@ -2,21 +2,32 @@
 `moqsrt.libsrt` logger (`gateway.srt.runtime` installs the handler at srt_startup).
 
 `set_libsrt_log_level` chooses how much libsrt produces; the handler itself never raises into
-libsrt's threads.
+libsrt's threads. libsrt logs several lines per failed handshake (a wrong passphrase: four), so
+each of its source lines gets at most LOG_BURST records per LOG_INTERVAL_S; the next record
+says how many were left out.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Final
 
 from gateway.srt import lib
 from gateway.srt.lib import LogLevel
+from gateway.srt.throttle import LogThrottle
 
 __all__ = ["LOG_HANDLER_C", "libsrt_log", "set_libsrt_log_level"]
 
 #: libsrt's own log lines (routed by srt_setloghandler).
 libsrt_log = logging.getLogger("moqsrt.libsrt")
+
+#: Records per libsrt source line (file, line) per interval, whatever callers do.
+LOG_BURST: Final = 20
+LOG_INTERVAL_S: Final = 10.0
+_throttle = LogThrottle(LOG_INTERVAL_S, LOG_BURST, max_keys=1024)
+_throttle_lock = threading.Lock()
 
 _PY_LEVELS: Final = {
     LogLevel.LOG_CRIT: logging.CRITICAL,
@@ -41,7 +52,13 @@ def _on_libsrt_log(
         py_level = _PY_LEVELS.get(level, logging.WARNING)
         if not libsrt_log.isEnabledFor(py_level):
             return
+        with _throttle_lock:
+            suppressed = _throttle.allow((file, line), time.monotonic())
+        if suppressed is None:
+            return
         text = message.decode("utf-8", "replace").strip() if message else ""
+        if suppressed:
+            text = f"{text} ({suppressed} more from this line left out)"
         libsrt_log.log(
             py_level,
             "%s",

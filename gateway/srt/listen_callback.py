@@ -3,8 +3,10 @@ handshake completes, by asking the listener's async hook on the event loop (boun
 
 `register(state)` makes a listener known to the callback under a token (the callback's
 opaque argument); `unregister(state)` forgets it, after which its callers get 1503. The
-callback never raises into libsrt: any failure rejects. See `gateway.srt.iothread` for the
-cost of a slow hook to the listener's port.
+callback never raises into libsrt: any failure rejects. A caller is refused without asking
+the hook when it retransmits a handshake already refused (from memory) or when its address
+is over the listener's handshake rate (`ListenerState.handshake_rate`). See
+`gateway.srt.iothread` for the cost of a slow hook to the listener's port.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from gateway.srt import lib
 from gateway.srt.addresses import unpack_sockaddr
 from gateway.srt.errors import SrtError, check
 from gateway.srt.lib import SockOpt
-from gateway.srt.listener import ListenerState
+from gateway.srt.listener import MAX_DECISIONS, MAX_RECENT_REJECTS, ListenerState
 from gateway.srt.values import Accept, HandshakeHook, HandshakeInfo, Reject
 
 __all__ = ["LISTEN_CALLBACK_C", "REJ_UNAVAILABLE", "register", "unregister"]
@@ -93,8 +95,37 @@ def _closing(state: ListenerState) -> bool:
 
 def _remember_reject(state: ListenerState, key: tuple[tuple[str, int], str], code: int) -> int:
     with state.lock:
-        state.recent_rejects[key] = (code, time.monotonic() + REJECT_MEMORY_S)
+        memory = state.recent_rejects
+        memory.pop(key, None)
+        if len(memory) >= MAX_RECENT_REJECTS:
+            del memory[next(iter(memory))]  # the oldest: its caller is asked again, no harm
+        memory[key] = (code, time.monotonic() + REJECT_MEMORY_S)
     return code
+
+
+def _over_rate(state: ListenerState, host: str) -> bool:
+    """True when `host` started more handshakes than `state.handshake_rate` allows (counted,
+    and logged at most once per RATE_LOG_INTERVAL_S with the number left out)."""
+    rate = state.handshake_rate
+    if rate is None:
+        return False
+    now = time.monotonic()
+    with state.lock:
+        if rate.allow(host, now):
+            return False
+        state.rate_refused += 1
+        suppressed = state.rate_log.allow("rate", now)
+    if suppressed is not None:
+        _log.warning(
+            "SRT handshakes from %s over %g/s (bursts of %g): refusing with %d "
+            "(%d more refused for their rate since the last such line)",
+            host,
+            rate.rate_per_s,
+            rate.burst,
+            state.rate_reject_code,
+            suppressed,
+        )
+    return True
 
 
 def _decide(state: ListenerState, ns: int, peeraddr: int | None, streamid: bytes | None) -> int:
@@ -112,6 +143,9 @@ def _decide(state: ListenerState, ns: int, peeraddr: int | None, streamid: bytes
         remembered = state.recent_rejects.get(key)
     if remembered is not None and remembered[1] > time.monotonic():
         return _reject(ns, remembered[0])
+    # Before the hook: a flood from one address costs a token check, never a loop round trip.
+    if _over_rate(state, peer[0]):
+        return _reject(ns, state.rate_reject_code)
     code = _ask_hook(state, ns, info, key)
     return _reject(ns, code) if code else 0
 
@@ -173,7 +207,12 @@ def _ask_hook(
             _log.exception("cannot set the passphrase on @%d; rejecting with 1500", ns)
             return 1500
     with state.lock:
-        state.decisions[ns] = (decision.context, time.monotonic())
+        decisions = state.decisions
+        if len(decisions) >= MAX_DECISIONS:
+            # Only under a flood of handshakes libsrt fails after this callback: the oldest
+            # such caller, if it ever reaches srt_accept, is closed for want of a decision.
+            del decisions[next(iter(decisions))]
+        decisions[ns] = (decision.context, time.monotonic(), decision.discard_input)
     return 0
 
 

@@ -10,22 +10,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from gateway.srt.connection import SocketOwner, SrtConnection
 from gateway.srt.errors import SrtError
 from gateway.srt.lib import SrtErrno
 from gateway.srt.sockets import SrtSocket
+from gateway.srt.throttle import LogThrottle, PeerRate
 from gateway.srt.values import Accept, HandshakeHook, Reject, SrtOptions
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["ListenerState", "SrtListener"]
+__all__ = ["MAX_DECISIONS", "MAX_RECENT_REJECTS", "ListenerState", "SrtListener"]
+
+#: Bounds on what a listener remembers per caller between the callback and srt_accept, and
+#: per refused caller (oldest forgotten first), whatever the rate of handshakes.
+MAX_DECISIONS: Final = 4096
+MAX_RECENT_REJECTS: Final = 4096
+#: At most one log line per this many seconds about handshakes refused for their rate.
+RATE_LOG_INTERVAL_S: Final = 10.0
 
 
 def _finalize_listener(owner: SocketOwner, state: ListenerState) -> None:
@@ -49,13 +58,23 @@ class ListenerState:
     port: int = 0
     #: Hook runs in flight (cancelled when the listener closes, so callbacks return at once).
     pending_hooks: set[concurrent.futures.Future[Accept | Reject]] = field(default_factory=set)
-    #: socket id -> (Accept.context, monotonic time) between the callback and srt_accept.
-    decisions: dict[int, tuple[object, float]] = field(default_factory=dict)
+    #: socket id -> (Accept.context, monotonic time, Accept.discard_input) between the
+    #: callback and srt_accept; at most MAX_DECISIONS (a handshake libsrt fails after the
+    #: callback, e.g. a wrong passphrase, never reaches srt_accept: swept by the I/O thread).
+    decisions: dict[int, tuple[object, float, bool]] = field(default_factory=dict)
     #: (peer, stream id) -> (reject code, monotonic expiry): the answer for handshake
-    #: retransmissions of a caller already refused (see gateway.srt.listen_callback._decide).
+    #: retransmissions of a caller already refused (see gateway.srt.listen_callback._decide);
+    #: at most MAX_RECENT_REJECTS, expired ones swept by the I/O thread.
     recent_rejects: dict[tuple[tuple[str, int], str], tuple[int, float]] = field(
         default_factory=dict
     )
+    #: Handshakes per peer host (None: unlimited); refused with `rate_reject_code`.
+    handshake_rate: PeerRate | None = None
+    rate_reject_code: int = 1402
+    #: Handshakes refused by `handshake_rate` so far.
+    rate_refused: int = 0
+    #: Bounds the log lines of rate refusals (one per interval, with the count left out).
+    rate_log: LogThrottle = field(default_factory=lambda: LogThrottle(RATE_LOG_INTERVAL_S))
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: The facade, weakly: the I/O thread hands it accepted callers while it is alive.
     facade: weakref.ref[SrtListener] | None = None
@@ -103,6 +122,25 @@ class SrtListener:
     def closed(self) -> bool:
         """True once close() or aclose() was called (or the reactor closed)."""
         return self._closed
+
+    @property
+    def rate_refused(self) -> int:
+        """Callers refused so far because their host was over the handshake rate."""
+        return self._state.rate_refused
+
+    def remembered(self) -> dict[str, int]:
+        """Entries the listener holds about callers, per table (each bounded): `decisions`
+        (accepted, awaiting srt_accept), `recent_rejects` (refused, answered from memory) and
+        `rate_peers` (hosts with a handshake-rate bucket). For metrics and tests."""
+        state = self._state
+        with state.lock:
+            if state.handshake_rate is not None:
+                state.handshake_rate.prune(time.monotonic())
+            return {
+                "decisions": len(state.decisions),
+                "recent_rejects": len(state.recent_rejects),
+                "rate_peers": 0 if state.handshake_rate is None else len(state.handshake_rate),
+            }
 
     async def accept(self) -> SrtConnection:
         """The next accepted caller, in arrival order; waits for one.

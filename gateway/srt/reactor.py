@@ -24,6 +24,7 @@ from gateway.srt.errors import SrtError
 from gateway.srt.iothread import IoCore
 from gateway.srt.lib import SrtErrno
 from gateway.srt.listener import ListenerState, SrtListener
+from gateway.srt.throttle import PeerRate
 from gateway.srt.values import HandshakeHook, SrtOptions
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ class ReactorCounters:
 
     `wakeups`: srt_epoll_wait returns with a socket ready; `loop_calls`: call_soon_threadsafe
     calls made (one per wake-up at most, fewer when coalesced); `messages` / `bytes`: payload
-    received from all sockets; `sockets`: sockets the reactor owns now (listeners included).
+    received from all sockets (`discarded_bytes` of them read and dropped, from callers
+    accepted with `Accept(discard_input=True)`); `sockets`: sockets the reactor owns now
+    (listeners included).
     """
 
     wakeups: int
@@ -51,6 +54,7 @@ class ReactorCounters:
     messages: int
     bytes: int
     sockets: int
+    discarded_bytes: int = 0
 
 
 class SrtReactor:
@@ -101,6 +105,7 @@ class SrtReactor:
             messages=core.messages,
             bytes=core.bytes,
             sockets=core.connection_count(),
+            discarded_bytes=core.discarded_bytes,
         )
 
     async def _resolve(self, host: str, port: int) -> tuple[bytes, str]:
@@ -126,6 +131,8 @@ class SrtReactor:
         backlog: int = 64,
         *,
         hook_timeout_s: float | None = None,
+        handshake_rate: PeerRate | None = None,
+        rate_reject_code: int = 1402,
     ) -> SrtListener:
         """Listen on (host, port) (port 0 = any free port, see `SrtListener.port`).
 
@@ -133,7 +140,9 @@ class SrtReactor:
         lets it in (optionally with its own passphrase), Reject(code) refuses it with that
         code. A hook that raises or takes over `hook_timeout_s` (default: the reactor's) is
         refused with 1503. While a hook runs, libsrt processes no other packet arriving on
-        this port (see the module docs), so keep hooks fast. Raises SrtError (e.g.
+        this port (see the module docs), so keep hooks fast. `handshake_rate` (owned by the
+        listener from now on) refuses, with `rate_reject_code` and without running the hook,
+        a caller whose host started more handshakes than it allows. Raises SrtError (e.g.
         SRT_EDUPLISTEN / bind errors) with libsrt's message; the caller closes the listener.
         """
         self._check_open("srt_listen")
@@ -143,6 +152,8 @@ class SrtReactor:
             on_handshake=on_handshake,
             hook_timeout_s=self._hook_timeout_s if hook_timeout_s is None else hook_timeout_s,
             loop=self._loop,
+            handshake_rate=handshake_rate,
+            rate_reject_code=rate_reject_code,
         )
         listener = SrtListener(self._core, state)
         state.facade = weakref.ref(listener)

@@ -182,11 +182,14 @@ class HandshakeInfo:
 class Accept:
     """Let the caller in. `passphrase` (10..79 characters) encrypts this connection (None keeps
     the listener's); `context` is handed back as `SrtConnection.context`; `pbkeylen` overrides
-    the listener's key length for this connection."""
+    the listener's key length for this connection. `discard_input`: whatever the caller sends
+    is read and dropped on the I/O thread from its first message (a viewer, which only
+    receives): nothing is kept or handed to the loop, and `recv_batch()` only reports the end."""
 
     passphrase: str | None = field(default=None, repr=False)
     context: object = None
     pbkeylen: int | None = None
+    discard_input: bool = False
 
     def __post_init__(self) -> None:
         _check_passphrase(self.passphrase)

@@ -114,16 +114,20 @@ async def test_a_hundred_garbage_callers_are_refused_while_a_stream_keeps_flowin
         viewer = procs.start("pull", ffmpeg_pull_argv(gw.port, REQUEST, out))
         await poll_until(lambda: gw.server.sessions == 2, 10)
 
-        async def attempt(stream_id: str) -> int:
+        async def attempt(n: int, stream_id: str) -> int:
+            # From 25 addresses: one address may start 40 handshakes at once (then 1402).
+            local = (f"127.0.9.{n % 25 + 1}", 0)
             try:
                 async with asyncio.timeout(15):
-                    conn = await client.connect(HOST, gw.port, SrtOptions(stream_id=stream_id))
+                    conn = await client.connect(
+                        HOST, gw.port, SrtOptions(stream_id=stream_id), local=local
+                    )
             except SrtRejected as exc:
                 return exc.reject_code
             conn.close()
             return 0
 
-        codes = await asyncio.gather(*(attempt(i) for i in ids))
+        codes = await asyncio.gather(*(attempt(n, i) for n, i in enumerate(ids)))
         assert codes == [1400] * len(ids)
         assert gw.server.rejected == len(ids)
         assert await publisher.wait(20) == 0, publisher.stderr()

@@ -213,6 +213,9 @@ _VALID = {
     "node": ("gw-7", '"gw-7"'),
     "log_format": ("json", '"json"'),
     "log_level": ("debug", '"debug"'),
+    "max_sessions": ("50", "50"),
+    "max_peer_sessions": ("off", '"off"'),
+    "max_peer_handshakes_per_s": ("2.5", "2.5"),
 }
 
 

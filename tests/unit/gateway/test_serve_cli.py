@@ -107,6 +107,9 @@ BAD = [
     ("--node", "node", "", '"a\\nb"'),
     ("--log-format", "log_format", "xml", '"xml"'),
     ("--log-level", "log_level", "loud", "10"),
+    ("--max-sessions", "max_sessions", "many", "-1"),
+    ("--max-peer-sessions", "max_peer_sessions", "2.5", "true"),
+    ("--max-peer-handshakes-per-s", "max_peer_handshakes_per_s", "inf", '"fast"'),
 ]
 
 

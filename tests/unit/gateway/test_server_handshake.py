@@ -24,6 +24,7 @@ PEER = ("127.0.0.1", 40000)
 
 class FakeListener:
     port = 9999
+    rate_refused = 0
 
     async def aclose(self) -> None:
         return None
