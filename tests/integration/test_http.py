@@ -206,6 +206,8 @@ async def test_serve_bound_to_0_0_0_0_requires_the_bearer_token(
         f"{HOST}:{srt_port}",
         "--http",
         f"0.0.0.0:{http_port}",
+        "--moq",
+        "off",  # its default 0.0.0.0:4443 may be taken on a shared machine
         "--log-format",
         "json",
     ]
