@@ -203,6 +203,11 @@ async def serve(config: GatewayConfig) -> None:
     bound off loopback without a token, and as `server_config` does.
     """
     srt_config = server_config(config)
+    if config.http is not None:
+        try:  # before any listener opens: a public HTTP address without a token serves nothing
+            HttpService.check_token(config.http[0], http_token(config.http_token))
+        except TokenRequired as exc:
+            raise ConfigError("http_token", str(exc)) from None
     if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
         raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
     for key in _NOT_YET:
