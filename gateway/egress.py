@@ -182,6 +182,12 @@ class Sender:
         self._settled: tuple[int, int, int, int] = (0, 0, 0, 0)  # billed + dropped so far
         self._handed = 0  # payload bytes libsrt accepted
         self._left = 0  # of which out of its send buffer at the previous check
+        self._settled_pos = 0  # where the last settled unit ends
+        # Every dropped packet lies before the position libsrt had accepted up to when the
+        # drop counter was seen to grow (drops leave from the head of the buffer, but the
+        # buffer reading and the count are not atomic): a unit starting before that position
+        # may hold one, even if it had not wholly left the buffer then, and is never billed.
+        self._taint = 0
         self._drops_seen: int | None = None
         self._dropped_before = False  # the previous check saw the drop counter grow
         self._ended = False  # `_done` is set (a plain flag: read for every piece)
@@ -355,6 +361,8 @@ class Sender:
             if len(pending) > self.MAX_PENDING:
                 self._settle(pending[len(pending) - self.MAX_PENDING - 1][0], dropped=True)
         self._left = max(self._left, self._handed - buffered)
+        if grew or self._dropped_before:
+            self._taint = self._left
         self._dropped_before = grew
         self._drops_seen = drops
         return buffered > self._limit
@@ -366,7 +374,21 @@ class Sender:
         n = bisect.bisect_right(pending, left, key=_end)
         if not n:
             return
+        if self._taint > self._settled_pos:
+            # Units [0, j) end before the taint and unit j straddles it: all may hold a drop.
+            tainted = min(n, bisect.bisect_left(pending, self._taint, key=_end) + 1)
+            if tainted < n and not dropped:
+                self._settle_prefix(tainted, dropped=True)
+                n -= tainted
+            else:
+                dropped = True
+        self._settle_prefix(n, dropped=dropped)
+
+    def _settle_prefix(self, n: int, *, dropped: bool) -> None:
+        """Bill (or count as dropped) the `n` oldest pending units."""
+        pending = self._pending
         worth = self._worth(pending[n - 1])
+        self._settled_pos = pending[n - 1][0]
         del pending[:n]
         g0, f0, b0, t0 = self._settled
         self._settled = worth

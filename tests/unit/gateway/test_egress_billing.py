@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.egress import Piece, Sender, Totals
@@ -176,6 +176,38 @@ _step = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(_step, max_size=60))
+# A drop seen while the unit holding it had not wholly left libsrt's buffer yet.
+@example(
+    steps=[
+        ("unit", 1, 1, False, 0),
+        ("unit", 2, 3, False, 1),
+        *[("ack", 1)] * 5,
+        ("drop", 1),
+        ("tick",),
+        ("unit", 1, 1, False, 0),
+        ("tick",),
+        ("ack", 1),
+        ("unit", 1, 1, False, 0),
+        ("tick",),
+        ("unit", 1, 1, False, 0),
+    ]
+)
+# A drop seen while the buffer reading says nothing has left (a stalled link).
+@example(
+    steps=[
+        ("unit", 2, 3, False, 1),
+        ("tick",),
+        ("stall",),
+        *[("ack", 1)] * 5,
+        ("drop", 1),
+        ("unit", 1, 1, False, 0),
+        ("tick",),
+        ("unstall",),
+        ("unit", 1, 1, False, 0),
+        ("tick",),
+        ("unit", 1, 1, False, 0),
+    ]
+)
 def test_a_viewer_is_never_billed_more_than_libsrt_delivered(
     steps: list[tuple[object, ...]],
 ) -> None:
