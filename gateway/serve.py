@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -26,6 +27,7 @@ from typing import Any, Final
 
 import structlog
 
+from gateway.authconfig import ConfiguredAuth, HttpAuth
 from gateway.config import (
     PASSPHRASE_ENV,
     ConfigError,
@@ -147,6 +149,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SRT handshakes one peer address may start per second, bursts of twice that "
         "(default 20; 0 = off); callers over a limit are refused with 1402",
     )
+    parser.add_argument(
+        "--users",
+        help="TOML file of [[users]] tables: who may publish and read which paths (see README)",
+    )
+    parser.add_argument(
+        "--auth-http-url",
+        dest="auth_http_url",
+        help="HTTP authorization hook: callers the users table does not know are POSTed here",
+    )
+    parser.add_argument(
+        "--auth-http-timeout",
+        dest="auth_http_timeout_ms",
+        help="milliseconds the authorization hook has to answer (default 2000; then refused)",
+    )
+    parser.add_argument(
+        "--auth-cache",
+        dest="auth_cache_ms",
+        help="milliseconds an authorization hook answer is reused (default 5000; 0 = off)",
+    )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument("--log-format", dest="log_format", help="json, console or auto")
     parser.add_argument(
@@ -188,7 +209,53 @@ def server_config(config: GatewayConfig) -> ServerConfig:
         max_sessions=config.max_sessions,
         max_peer_sessions=config.max_peer_sessions,
         max_peer_handshakes_per_s=config.max_peer_handshakes_per_s,
+        auth=auth_hook(config),
+        # The HTTP hook's own timeout must fire first: it refuses with 1403, not 1503.
+        auth_timeout_s=max(ServerConfig().auth_timeout_s, config.auth_http_timeout_ms / 1000 + 0.5),
     )
+
+
+def auth_hook(config: GatewayConfig) -> ConfiguredAuth | None:
+    """The authorization hook the configuration describes (users table, HTTP hook), or None
+    when it describes neither (every caller is accepted). The caller closes it (`aclose`)."""
+    if not config.users and config.auth_http_url is None:
+        return None
+    http = None
+    if config.auth_http_url is not None:
+        http = HttpAuth(
+            config.auth_http_url,
+            timeout_s=config.auth_http_timeout_ms / 1000,
+            cache_s=config.auth_cache_ms / 1000,
+        )
+    return ConfiguredAuth(config.users, http)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(config: GatewayConfig) -> None:
+    """Log `auth.open` (a warning) when a listener is bound beyond loopback and no
+    authorization is configured: anyone who reaches it may then publish and watch."""
+    if config.users or config.auth_http_url is not None:
+        return
+    exposed = [
+        f"{key} {addr[0] or '0.0.0.0'}:{addr[1]}"
+        for key, addr in (("srt", config.srt), ("moq", config.moq))
+        if addr is not None and not _is_loopback(addr[0])
+    ]
+    if exposed:
+        _log.warning(
+            "auth.open",
+            listeners=exposed,
+            detail="no users table or auth_http_url: anyone who reaches these listeners may "
+            "publish and watch any path; configure users or auth_http_url, or bind to 127.0.0.1",
+        )
 
 
 def try_it_commands(host: str, port: int) -> str:
@@ -213,6 +280,14 @@ async def serve(config: GatewayConfig) -> None:
     `var_dir`) when the MoQ certificate cannot be had, and as `server_config` does.
     """
     srt_config = server_config(config)
+    try:
+        await _serve(config, srt_config)
+    finally:
+        if isinstance(srt_config.auth, ConfiguredAuth):
+            await srt_config.auth.aclose()
+
+
+async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
     if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
         raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
     for key in _NOT_YET:
@@ -253,6 +328,7 @@ async def serve(config: GatewayConfig) -> None:
                 )
                 _log.info("moq.upstream", url=upstream.redacted_url, tier=UPSTREAM_TIER)
                 tasks.start(upstream.run())
+            warn_if_open(config)  # after the binds: a bind failure stays the only line
             await server.serve(origin)
 
 
