@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import structlog
 
+from gateway.auth import AuthHook
 from gateway.authconfig import ConfiguredAuth, HttpAuth
 from gateway.config import (
     PASSPHRASE_ENV,
@@ -42,8 +43,9 @@ from gateway.moq.auth import moq_auth_from_srt
 from gateway.moq.cert import load_certificate
 from gateway.moq.certstore import ensure_self_signed, renew_loop
 from gateway.moq.record import MoqSessionSink
-from gateway.moq.server import MoqServer
+from gateway.moq.server import AUTH_TIMEOUT_S, MoqAuthDecision, MoqAuthHook, MoqServer
 from gateway.moq.upstream import UPSTREAM_TIER, Upstream
+from gateway.moq.webtransport import ConnectRequest
 from gateway.server import Server
 from gateway.server_config import ServerConfig
 from gateway.session import SessionSink
@@ -230,6 +232,27 @@ def auth_hook(config: GatewayConfig) -> ConfiguredAuth | None:
     return ConfiguredAuth(config.users, http)
 
 
+MOQ_AUTH_BOUND_S: Final = AUTH_TIMEOUT_S - 0.25
+"""How long `moq_auth` lets the hook think: inside the MoQ listener's own bound (past which
+the client would get 503), so that a slow hook fails closed with 403 as it does over SRT."""
+
+
+def moq_auth(hook: AuthHook, prefix: str) -> MoqAuthHook:
+    """The MoQ listener's hook: `moq_auth_from_srt(hook)`, refusing with 403 (and logging
+    `auth.moq_timeout`) when it has not decided within `MOQ_AUTH_BOUND_S`."""
+    decide = moq_auth_from_srt(hook, prefix=prefix)
+
+    async def bounded(request: ConnectRequest) -> MoqAuthDecision:
+        try:
+            async with asyncio.timeout(MOQ_AUTH_BOUND_S):
+                return await decide(request)
+        except TimeoutError:
+            _log.warning("auth.moq_timeout", peer=request.peer, path=request.path)
+            return MoqAuthDecision(accept=False, status=403)
+
+    return bounded
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -387,7 +410,7 @@ async def _serve_moq(
             certificate=certificate,
             origin=origin,
             node=config.node,
-            auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
+            auth=moq_auth(srt_auth, config.prefix) if srt_auth else None,
             sinks=sinks,
         )
     except OSError as exc:
