@@ -20,7 +20,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
@@ -43,7 +43,7 @@ from gateway.moq.auth import moq_auth_from_srt
 from gateway.moq.cert import load_certificate
 from gateway.moq.certstore import ensure_self_signed, renew_loop
 from gateway.moq.record import MoqSessionSink
-from gateway.moq.server import AUTH_TIMEOUT_S, MoqAuthDecision, MoqAuthHook, MoqServer
+from gateway.moq.server import AUTH_TIMEOUT_S, MoqAuthDecision, MoqServer
 from gateway.moq.upstream import UPSTREAM_TIER, Upstream
 from gateway.moq.webtransport import ConnectRequest
 from gateway.server import Server
@@ -237,7 +237,7 @@ MOQ_AUTH_BOUND_S: Final = AUTH_TIMEOUT_S - 0.25
 the client would get 503), so that a slow hook fails closed with 403 as it does over SRT."""
 
 
-def moq_auth(hook: AuthHook, prefix: str) -> MoqAuthHook:
+def moq_auth(hook: AuthHook, prefix: str) -> Callable[[ConnectRequest], Awaitable[MoqAuthDecision]]:
     """The MoQ listener's hook: `moq_auth_from_srt(hook)`, refusing with 403 (and logging
     `auth.moq_timeout`) when it has not decided within `MOQ_AUTH_BOUND_S`."""
     decide = moq_auth_from_srt(hook, prefix=prefix)
