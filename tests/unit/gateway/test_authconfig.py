@@ -432,3 +432,24 @@ def test_user_entry_repr_hides_secrets() -> None:
         user="u", password="pw-secret-1", token="tk-secret-1", passphrase="pp-secret-12"
     )
     assert "secret" not in repr(entry)
+
+
+@pytest.mark.parametrize(
+    ("argv", "key"),
+    [
+        (["--users", "/nonexistent/users.toml"], "users"),
+        (["--auth-http-url", "not-a-url?token=cli-secret-1"], "auth_http_url"),
+        (["--auth-http-timeout", "0"], "auth_http_timeout_ms"),
+        (["--auth-cache", "soon"], "auth_cache_ms"),
+    ],
+)
+def test_a_bad_auth_flag_is_one_line_naming_the_key_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], key: str
+) -> None:
+    from gateway.cli import main
+
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"moqsrt serve: {key}: ")
+    assert "cli-secret-1" not in err
