@@ -268,8 +268,22 @@ def check_publish(pub: Publishing, records: list[SessionRecord]) -> Totals:
     assert ingress.outcome == "eof", (pub.client, ingress.error, pub.proc.stderr())
     whole = sent_totals(len(remuxed()))
     if pub.client == "GStreamer":  # filesrc ! tsparse sends the file's own packets
-        assert ingress.ts_bytes == FIXTURE.stat().st_size
+        # ...all of them, but for SRT packets (1316 bytes each) that libsrt dropped as too late
+        # on a loaded machine: the gateway's receiver counts those (its `pkts_recv_drop`).
+        missing = FIXTURE.stat().st_size - ingress.ts_bytes
+        assert 0 <= missing <= ingress.srt.pkts_recv_drop * CHUNK, (missing, ingress.srt)
         sent = whole = sent_totals()
+        if missing:
+            # Frames lost with the dropped packets (up to a GOP each, when a keyframe went) are
+            # not in the gateway, nor in what its viewers can record: lower the floors by them.
+            lost = whole.frames - ingress.frames
+            assert lost >= 0, (ingress.frames, whole)
+            return Totals(
+                frames=ingress.frames,
+                groups=ingress.groups,
+                video=whole.video - lost,
+                audio=whole.audio - lost,
+            )
     elif pub.client == "ffmpeg":  # -c copy: what ffmpeg's TS muxer writes for the file
         assert ingress.ts_bytes == len(remuxed())
         sent = whole
@@ -317,9 +331,11 @@ async def test_the_readme_recipes_publish_and_record(
 ) -> None:
     passphrase = PASSPHRASE if encrypted else None
     # The production peer-idle timeout: srt-live-transmit idles after its input ends, until
-    # stopped, and a loaded machine can delay its keep-alives past the fixture's 1.5 s.
+    # stopped, and a loaded machine can delay its keep-alives past the fixture's 1.5 s. Eight
+    # real-time clients share the cores: 400 ms of SRT latency keeps libsrt's too-late drops
+    # rare (each is allowed for, from the gateway's own drop counts).
     async with run_gateway(
-        passphrase=passphrase, request_timeout_s=20, peer_idle_timeout_ms=5000
+        passphrase=passphrase, request_timeout_s=20, peer_idle_timeout_ms=5000, latency_ms=400
     ) as gw:
         publishers, recorders = await run_recipes(gw, procs, tmp_path, vlc_dir, passphrase)
     records = list(gw.records)  # every session's, now that the gateway has closed

@@ -9,15 +9,22 @@ from pathlib import Path
 from tests.integration.conftest import (
     FIXTURE,
     HOST,
+    Gateway,
     Procs,
     assert_arrived,
     decode_video,
     frames_in_last,
+    poll_until,
     remux_size,
     run_gateway,
 )
 
 CHUNK = 1316
+
+
+def ingress_frames(gw: Gateway) -> int:
+    """Frames the gateway has imported so far, over every ingress entry."""
+    return sum(e.frames for e in gw.stats.snapshot() if e.role == "ingress")
 
 
 async def test_srt_live_transmit_publishes_and_pulls(procs: Procs, tmp_path: Path) -> None:
@@ -59,7 +66,9 @@ async def test_srt_live_transmit_publishes_and_pulls(procs: Procs, tmp_path: Pat
         )
         source.proc.stdout.close()  # the pipe now belongs to the two processes
         await gw.wait_live("live/slt", 10)
-        await asyncio.sleep(2.5)  # join mid-stream
+        # Join mid-stream: once 2.5 s of the fixture's media (30 fps video + ~43 fps audio)
+        # is in, whatever pace a loaded machine gives the real-time source.
+        await poll_until(lambda: ingress_frames(gw) >= 180, 20)
         with out_path.open("wb") as out:
             viewer = procs.start(
                 "slt-pull",
