@@ -453,3 +453,21 @@ def test_a_bad_auth_flag_is_one_line_naming_the_key_and_exit_2(
     assert err.count("\n") == 1
     assert err.startswith(f"moqsrt serve: {key}: ")
     assert "cli-secret-1" not in err
+
+
+async def test_entries_sharing_credentials_give_per_path_tiers_and_passphrases() -> None:
+    users = parse_users(
+        [
+            {
+                "user": "cam",
+                "password": "cam-pw",
+                "paths": ["live/a"],
+                "passphrase": "key-for-path-a",
+            },
+            {"user": "cam", "password": "cam-pw", "paths": ["live/b"], "tier": "b-tier"},
+        ]
+    )
+    hook = ConfiguredAuth(users)
+    assert await decide(hook, "publish:live/a:cam:cam-pw") == (True, 0, "default", "key-for-path-a")
+    assert await decide(hook, "publish:live/b:cam:cam-pw") == (True, 0, "b-tier", None)
+    assert (await decide(hook, "publish:live/c:cam:cam-pw"))[:2] == (False, 1403)
