@@ -103,7 +103,8 @@ async def start_serve(procs: Procs, tmp_path: Path, hook_url: str) -> Serve:
     (tmp_path / "users.toml").write_text(USERS)
     config = tmp_path / "moqsrt.toml"
     config.write_text(
-        f'srt = "{HOST}:0"\nmoq = "{HOST}:0"\nledger = "off"\nvar_dir = "{tmp_path / "var"}"\n'
+        f'srt = "{HOST}:0"\nmoq = "{HOST}:0"\nhttp = "off"\nledger = "off"\n'
+        f'var_dir = "{tmp_path / "var"}"\n'
         f'users = "users.toml"\nauth_http_url = "{hook_url}"\n'
         'auth_http_timeout_ms = 500\nauth_cache_ms = 0\nlog_format = "json"\n'
     )
