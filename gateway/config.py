@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.authconfig import UserEntry, load_users
 from gateway.errors import GatewayError
 from gateway.streamid import normalize_prefix
 
@@ -31,6 +32,8 @@ MAX_LATENCY_MS: Final = 60_000
 MAX_PEER_IDLE_TIMEOUT_MS: Final = 3_600_000
 MAX_PASSPHRASE_FILE_BYTES: Final = 4096
 MAX_LEDGER_INTERVAL_MS: Final = 3_600_000
+MAX_AUTH_HTTP_TIMEOUT_MS: Final = 60_000
+MAX_AUTH_CACHE_MS: Final = 3_600_000
 WEBHOOK_SECRET_ENV: Final = "MOQSRT_WEBHOOK_SECRET"
 """The environment variable a webhook secret is read from when no file or value is set."""
 
@@ -76,6 +79,12 @@ class GatewayConfig:
     off) receives every final session record from the ledger, signed with `webhook_secret`
     (read from `webhook_secret_file` when that is set, or from the environment variable
     `MOQSRT_WEBHOOK_SECRET`; never shown in the repr).
+
+    Authorization (`gateway.authconfig`): `users` is the users table (from the TOML array of
+    tables, or the TOML file it names); `auth_http_url` (None: off; not in the repr, a URL may
+    carry a token) is asked about callers the table does not know, each answer bounded by
+    `auth_http_timeout_ms` and cached `auth_cache_ms` (0: not cached). Neither: every caller
+    is accepted.
     """
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
@@ -107,6 +116,10 @@ class GatewayConfig:
     max_sessions: int | None = 1000
     max_peer_sessions: int | None = 100
     max_peer_handshakes_per_s: float | None = 20.0
+    users: tuple[UserEntry, ...] = ()
+    auth_http_url: str | None = field(default=None, repr=False)
+    auth_http_timeout_ms: int = 2000
+    auth_cache_ms: int = 5000
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(GatewayConfig)}
@@ -121,6 +134,8 @@ _INT_RANGES: Final[Mapping[str, tuple[int, int | None]]] = {
     "publish_cap_bps": (1, None),
     "peer_idle_timeout_ms": (1, MAX_PEER_IDLE_TIMEOUT_MS),
     "ledger_interval_ms": (1, MAX_LEDGER_INTERVAL_MS),
+    "auth_http_timeout_ms": (1, MAX_AUTH_HTTP_TIMEOUT_MS),
+    "auth_cache_ms": (0, MAX_AUTH_CACHE_MS),
 }
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _HOST_NAME = re.compile(
@@ -172,7 +187,7 @@ def _integer(key: str, value: Any) -> int:
         raise ConfigError(key, f"expected an integer, got {_show(value)}") from exc
     low, high = _INT_RANGES[key]
     if number < low:
-        raise ConfigError(key, f"must be positive, got {number}")
+        raise ConfigError(key, f"must be {'positive' if low else 'at least 0'}, got {number}")
     if high is not None and number > high:
         raise ConfigError(key, f"must be at most {high}, got {number}")
     return number
@@ -276,6 +291,13 @@ def _coerce(key: str, value: Any) -> Any:
         return None if value in (None, "", "off") else Path(_text(key, value))
     if key in _WEBHOOK_KEYS:
         return _webhook_value(key, value)
+    if key == "users":
+        try:
+            return load_users(value)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
+    if key == "auth_http_url":
+        return _auth_http_url(value)
     if key == "http_token":
         if value is None or value == "":
             return None
@@ -337,6 +359,18 @@ def _coerce(key: str, value: Any) -> Any:
 _WEBHOOK_KEYS = {"webhook_url", "webhook_secret", "webhook_secret_file"}
 
 
+def _auth_http_url(value: Any) -> str | None:
+    # Never echo the value: the URL may carry a token.
+    if value in (None, "", "off"):
+        return None
+    if not isinstance(value, str) or _CONTROL_CHARS.search(value):
+        raise ConfigError("auth_http_url", "expected an http:// or https:// URL")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        raise ConfigError("auth_http_url", "expected an http:// or https:// URL with a host")
+    return value
+
+
 def _webhook_value(key: str, value: Any) -> Any:
     # Never echo a value: a URL may carry a token, and the secret is a secret.
     if value in (None, "", "off"):
@@ -383,13 +417,14 @@ def check_webhook(config: GatewayConfig) -> None:
 
 
 def _anchor_to_file(raw: dict[str, Any], flags: Mapping[str, Any], file: Path | None) -> None:
-    """A relative `webhook_secret_file` in the TOML file is relative to that file's directory
-    (as `passphrase_file` is)."""
-    name = raw.get("webhook_secret_file")
-    if file is None or "webhook_secret_file" in flags or not isinstance(name, str) or not name:
-        return
-    if not Path(name).is_absolute():
-        raw["webhook_secret_file"] = str(file.parent / name)
+    """A relative `webhook_secret_file` (or `users` file name) in the TOML file is relative to
+    that file's directory (as `passphrase_file` is)."""
+    for key in ("webhook_secret_file", "users"):
+        name = raw.get(key)
+        if file is None or key in flags or not isinstance(name, str) or name in ("", "off"):
+            continue
+        if not Path(name).is_absolute():
+            raw[key] = str(file.parent / name)
 
 
 def _passphrase_source(level: str, values: Mapping[str, Any]) -> tuple[str, Any] | None:

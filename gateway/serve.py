@@ -15,18 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
+from gateway.auth import AuthHook
+from gateway.authconfig import ConfiguredAuth, HttpAuth
 from gateway.config import (
     PASSPHRASE_ENV,
     ConfigError,
@@ -43,8 +46,9 @@ from gateway.moq.auth import moq_auth_from_srt
 from gateway.moq.cert import load_certificate
 from gateway.moq.certstore import ensure_self_signed, renew_loop
 from gateway.moq.record import MoqSessionSink
-from gateway.moq.server import MoqServer
+from gateway.moq.server import AUTH_TIMEOUT_S, MoqAuthDecision, MoqServer
 from gateway.moq.upstream import UPSTREAM_TIER, Upstream
+from gateway.moq.webtransport import ConnectRequest
 from gateway.server import Server
 from gateway.server_config import ServerConfig
 from gateway.session import SessionSink
@@ -162,6 +166,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="SRT handshakes one peer address may start per second, bursts of twice that "
         "(default 20; 0 = off); callers over a limit are refused with 1402",
     )
+    parser.add_argument(
+        "--users",
+        help="TOML file of [[users]] tables: who may publish and read which paths (see README)",
+    )
+    parser.add_argument(
+        "--auth-http-url",
+        dest="auth_http_url",
+        help="HTTP authorization hook: callers the users table does not know are POSTed here",
+    )
+    parser.add_argument(
+        "--auth-http-timeout",
+        dest="auth_http_timeout_ms",
+        help="milliseconds the authorization hook has to answer (default 2000; then refused)",
+    )
+    parser.add_argument(
+        "--auth-cache",
+        dest="auth_cache_ms",
+        help="milliseconds an authorization hook answer is reused (default 5000; 0 = off)",
+    )
     parser.add_argument("--node", help="node id carried by every usage record")
     parser.add_argument("--log-format", dest="log_format", help="json, console or auto")
     parser.add_argument(
@@ -203,7 +226,74 @@ def server_config(config: GatewayConfig) -> ServerConfig:
         max_sessions=config.max_sessions,
         max_peer_sessions=config.max_peer_sessions,
         max_peer_handshakes_per_s=config.max_peer_handshakes_per_s,
+        auth=auth_hook(config),
+        # The HTTP hook's own timeout must fire first: it refuses with 1403, not 1503.
+        auth_timeout_s=max(ServerConfig().auth_timeout_s, config.auth_http_timeout_ms / 1000 + 0.5),
     )
+
+
+def auth_hook(config: GatewayConfig) -> ConfiguredAuth | None:
+    """The authorization hook the configuration describes (users table, HTTP hook), or None
+    when it describes neither (every caller is accepted). The caller closes it (`aclose`)."""
+    if not config.users and config.auth_http_url is None:
+        return None
+    http = None
+    if config.auth_http_url is not None:
+        http = HttpAuth(
+            config.auth_http_url,
+            timeout_s=config.auth_http_timeout_ms / 1000,
+            cache_s=config.auth_cache_ms / 1000,
+        )
+    return ConfiguredAuth(config.users, http)
+
+
+MOQ_AUTH_BOUND_S: Final = AUTH_TIMEOUT_S - 0.25
+"""How long `moq_auth` lets the hook think: inside the MoQ listener's own bound (past which
+the client would get 503), so that a slow hook fails closed with 403 as it does over SRT."""
+
+
+def moq_auth(hook: AuthHook, prefix: str) -> Callable[[ConnectRequest], Awaitable[MoqAuthDecision]]:
+    """The MoQ listener's hook: `moq_auth_from_srt(hook)`, refusing with 403 (and logging
+    `auth.moq_timeout`) when it has not decided within `MOQ_AUTH_BOUND_S`."""
+    decide = moq_auth_from_srt(hook, prefix=prefix)
+
+    async def bounded(request: ConnectRequest) -> MoqAuthDecision:
+        try:
+            async with asyncio.timeout(MOQ_AUTH_BOUND_S):
+                return await decide(request)
+        except TimeoutError:
+            _log.warning("auth.moq_timeout", peer=request.peer, path=request.path)
+            return MoqAuthDecision(accept=False, status=403)
+
+    return bounded
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_open(config: GatewayConfig) -> None:
+    """Log `auth.open` (a warning) when a listener is bound beyond loopback and no
+    authorization is configured: anyone who reaches it may then publish and watch."""
+    if config.users or config.auth_http_url is not None:
+        return
+    exposed = [
+        f"{key} {addr[0] or '0.0.0.0'}:{addr[1]}"
+        for key, addr in (("srt", config.srt), ("moq", config.moq))
+        if addr is not None and not _is_loopback(addr[0])
+    ]
+    if exposed:
+        _log.warning(
+            "auth.open",
+            listeners=exposed,
+            detail="no users table or auth_http_url: anyone who reaches these listeners may "
+            "publish and watch any path; configure users or auth_http_url, or bind to 127.0.0.1",
+        )
 
 
 def try_it_commands(host: str, port: int) -> str:
@@ -234,6 +324,14 @@ async def serve(config: GatewayConfig) -> None:
             HttpService.check_token(config.http[0], http_token(config.http_token))
         except TokenRequired as exc:
             raise ConfigError("http_token", str(exc)) from None
+    try:
+        await _serve(config, srt_config)
+    finally:
+        if isinstance(srt_config.auth, ConfiguredAuth):
+            await srt_config.auth.aclose()
+
+
+async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
     if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
         raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
     check_webhook(config)
@@ -282,6 +380,7 @@ async def serve(config: GatewayConfig) -> None:
                 )
                 _log.info("moq.upstream", url=upstream.redacted_url, tier=UPSTREAM_TIER)
                 tasks.start(upstream.run())
+            warn_if_open(config)  # after the binds: a bind failure stays the only line
             await server.serve(origin)
 
 
@@ -342,7 +441,7 @@ async def _serve_moq(
             certificate=certificate,
             origin=origin,
             node=config.node,
-            auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
+            auth=moq_auth(srt_auth, config.prefix) if srt_auth else None,
             sinks=(sources.record_session, *sinks),
         )
     except OSError as exc:

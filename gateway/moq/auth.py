@@ -11,6 +11,7 @@ the request's `password` and the whole query its `params`; neither is ever logge
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from gateway.auth import REJECT_UNAUTHORIZED, AuthDecision, AuthHook
@@ -38,8 +39,11 @@ def moq_auth_from_srt(
         path = join_path(root_prefix, resource) if resource else root_prefix
         host, _, port = request.peer.rpartition(":")
         peer = (host, int(port) if port.isdigit() else 0)
-        read = await hook(_stream_request(request, "request", resource, path), peer)
-        publish = await hook(_stream_request(request, "publish", resource, path), peer)
+        # Both at once: a remote hook's round trips overlap inside the listener's time bound.
+        read, publish = await asyncio.gather(
+            hook(_stream_request(request, "request", resource, path), peer),
+            hook(_stream_request(request, "publish", resource, path), peer),
+        )
         if not read.accept and not publish.accept:
             return MoqAuthDecision(accept=False, status=_status(read))
         return MoqAuthDecision(

@@ -220,6 +220,10 @@ _VALID = {
     "max_sessions": ("50", "50"),
     "max_peer_sessions": ("off", '"off"'),
     "max_peer_handshakes_per_s": ("2.5", "2.5"),
+    "users": ("USERS.toml", '"USERS.toml"'),
+    "auth_http_url": ("http://127.0.0.1:8080/auth", '"http://127.0.0.1:8080/auth"'),
+    "auth_http_timeout_ms": ("500", "500"),
+    "auth_cache_ms": ("0", "0"),
 }
 
 
@@ -249,10 +253,12 @@ def test_every_flag_in_the_readme_table_sets_the_toml_key_it_names(tmp_path: Pat
     assert documented_flags == set(dest_of) - {"-h", "--help", "--config"}
     assert {key for _, key in rows} == KEYS
     (tmp_path / "KEYFILE").write_text(SECRET)
+    (tmp_path / "USERS.toml").write_text('[[users]]\ntoken = "t0123456"\n')
     for flag, key in rows:
         assert dest_of[flag] == key, (flag, key)
         flag_value, toml_value = _VALID[key]
         flag_value = flag_value.replace("KEYFILE", str(tmp_path / "KEYFILE"))
+        flag_value = flag_value.replace("USERS.toml", str(tmp_path / "USERS.toml"))
         args = parser.parse_args([flag, flag_value])
         from_flag = load_config(None, {key: getattr(args, key)}, environ={})
         toml = tmp_path / f"{key}.toml"
