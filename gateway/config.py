@@ -58,6 +58,9 @@ class GatewayConfig:
     above 5000 lengthen the wait, e.g. for encoders on flaky links; lower ones change nothing).
     `passphrase` is the resolved default SRT passphrase, from whichever source won
     (`passphrase`, `passphrase_file`, `MOQSRT_PASSPHRASE`); it is not in the repr.
+    `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
+    bound anywhere else it requires `http_token` (a bearer token; not in the repr).
+    `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
     `max_sessions`, `max_peer_sessions` and `max_peer_handshakes_per_s` are the operator's
     limits (`ServerConfig` has their meaning; None = no limit, written 0 or "off").
 
@@ -77,7 +80,9 @@ class GatewayConfig:
 
     srt: tuple[str, int] | None = ("0.0.0.0", 9000)
     moq: tuple[str, int] | None = ("0.0.0.0", 4443)
-    http: tuple[str, int] | None = None
+    http: tuple[str, int] | None = ("127.0.0.1", 8080)
+    http_token: str | None = field(default=None, repr=False)
+    metrics_path_labels: bool = False
     ledger: Path | None = Path("var") / "ledger.sqlite3"
     ledger_interval_ms: int = 1000
     webhook_url: str | None = None
@@ -271,6 +276,19 @@ def _coerce(key: str, value: Any) -> Any:
         return None if value in (None, "", "off") else Path(_text(key, value))
     if key in _WEBHOOK_KEYS:
         return _webhook_value(key, value)
+    if key == "http_token":
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value) < 16 or not value.isprintable():
+            # Never echo the value: it is a secret.
+            raise ConfigError(key, "a bearer token has 16 or more printable characters")
+        return value
+    if key == "metrics_path_labels":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):
+            return value.lower() in ("true", "on", "1")
+        raise ConfigError(key, f"expected true or false, got {_show(value)}")
     if key == "publish_cap_bps" and value in (None, "", 0, "0", "off"):
         return None
     if key in _INT_RANGES:

@@ -124,6 +124,9 @@ class Ledger:
         self._listeners: list[Callable[[], None]] = []
         self._closed = False
         self.flushes = 0
+        self.committed_at = time.time()
+        """Wall-clock time (s) of the last flush that committed, or had nothing due (at first:
+        creation); `time.time() - committed_at` is the ledger's lag."""
         """Flushes that committed (for tests and metrics)."""
         self.failures = 0
         """Flushes that failed (the data stays pending)."""
@@ -234,6 +237,7 @@ class Ledger:
                 return False
             for _ in sessions:
                 self._sessions.popleft()
+            self.committed_at = time.time()
             if wrote:
                 self.flushes += 1
             if sessions:

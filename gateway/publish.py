@@ -154,6 +154,7 @@ class Publish(SessionRequest):
         if server.config.publisher_policy is PublisherPolicy.TAKEOVER:
             self._take_over(path)
         self._active_path = path
+        self._metering(path, guard.meter)
         _log.info(
             "srt.publish_started",
             session=self.session,
@@ -191,14 +192,14 @@ class Publish(SessionRequest):
             outcome, error = "closed", "cancelled"
         except SrtError as exc:
             outcome, error = (
-                ("closed", "server closed") if self._shutting_down else ("error", str(exc))
+                ("closed", self._close_reason) if self._shutting_down else ("error", str(exc))
             )
         except Exception as exc:  # noqa: BLE001  (never let one publisher take the server down)
             outcome, error = "error", repr(exc)
             _log.exception("srt.publish_failed", session=self.session)
         self._conn.set_receiver(None)  # nothing reaches the importer once it is ended
         if outcome == "eof" and self._shutting_down:
-            outcome, error = "closed", "server closed"
+            outcome, error = "closed", self._close_reason
         try:
             if outcome == "eof":
                 importer.finish()

@@ -62,6 +62,8 @@ class SessionRequest:
     """
 
     role: Role
+    _meter: Usage | None = None  # the session's live meter once metering (gateway.http)
+    _live_path: str | None = None  # the path it publishes or reads once metering
 
     def __init__(self, server: Server, conn: SrtConnection, pending: Pending) -> None:
         self._server = server
@@ -70,6 +72,7 @@ class SessionRequest:
         self._claim = pending.claim
         self._used = False
         self._shutting_down = False
+        self._close_reason = "server closed"  # the record's `error` when the gateway ends it
         self.session = secrets.token_hex(8)
         """This session's unique id (also the viewer id in egress stats)."""
         self.started_at = time.time()
@@ -115,6 +118,30 @@ class SessionRequest:
     def connection(self) -> SrtConnection:
         """The SRT connection (owned by this request; closed when it ends)."""
         return self._conn
+
+    @property
+    def live_path(self) -> str | None:
+        """The model path this session publishes or reads, once it has started doing so
+        (None before, and for a request still waiting for its broadcast)."""
+        return self._live_path
+
+    def usage(self) -> Usage:
+        """What this session's meter counted so far (a copy; zero before it started)."""
+        return Usage() if self._meter is None else self._meter.copy()
+
+    def link_stats(self) -> LinkFigures:
+        """libsrt's cumulative figures for the connection now (srt_bstats; zero once closed)."""
+        return self._link()
+
+    def kick(self) -> None:
+        """End this session now, as the server's shutdown does (an operator's kick): the
+        connection is closed and the session's task writes its record (`outcome="closed"`,
+        `error="closed by operator"`)."""
+        self._close_reason = "closed by operator"
+        self._shutdown()
+
+    def _metering(self, path: str, meter: Usage) -> None:
+        self._live_path, self._meter = path, meter
 
     def reject(self, code: int = REJECT_FORBIDDEN) -> None:
         """Refuse the request after the handshake: the connection is closed (the caller sees

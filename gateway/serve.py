@@ -19,6 +19,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,8 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import GatewayError
+from gateway.http import GatewaySources, HttpService, TokenRequired
+from gateway.http.app import HTTP_TOKEN_ENV, http_token
 from gateway.ledger_service import usage_ledger
 from gateway.logs import configure_logging
 from gateway.moq.auth import moq_auth_from_srt
@@ -50,16 +53,28 @@ from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")
 
-# Listeners and sinks that the command line already names but this build does not serve yet.
-_NOT_YET = ("http",)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the `serve` flags (names as in DESIGN.md's contracts) on `parser`."""
     parser.add_argument("--config", type=Path, help="TOML file with the settings below")
     parser.add_argument("--srt", help="SRT listen address host:port (default 0.0.0.0:9000)")
     parser.add_argument("--moq", help="MoQ (QUIC) listen address host:port, or off")
-    parser.add_argument("--http", help="HTTP listen address host:port, or off")
+    parser.add_argument(
+        "--http",
+        help="HTTP listen address host:port for /metrics and the API (default 127.0.0.1:8080), "
+        f"or off; a non-loopback address needs http_token in the file or {HTTP_TOKEN_ENV}",
+    )
+    parser.add_argument(
+        "--http-token",
+        dest="http_token",
+        help=f"bearer token the HTTP listener requires (visible in ps: prefer {HTTP_TOKEN_ENV} "
+        "or http_token in the file)",
+    )
+    parser.add_argument(
+        "--metrics-path-labels",
+        dest="metrics_path_labels",
+        help="on: label metrics per broadcast path (one series per path: for few paths only)",
+    )
     parser.add_argument(
         "--ledger", help="usage ledger file (SQLite; default var/ledger.sqlite3), or off"
     )
@@ -209,18 +224,23 @@ def try_it_commands(host: str, port: int) -> str:
 async def serve(config: GatewayConfig) -> None:
     """Run the gateway described by `config` until cancelled.
 
-    Raises ConfigError (key `srt` / `moq`) when a listener cannot be opened, (`moq_cert`,
-    `var_dir`) when the MoQ certificate cannot be had, and as `server_config` does.
+    Raises ConfigError (key `srt` / `moq` / `http`) when a listener cannot be opened,
+    (`moq_cert`, `var_dir`) when the MoQ certificate cannot be had, (`http_token`) when HTTP is
+    bound off loopback without a token, and as `server_config` does.
     """
     srt_config = server_config(config)
+    if config.http is not None:
+        try:  # before any listener opens: a public HTTP address without a token serves nothing
+            HttpService.check_token(config.http[0], http_token(config.http_token))
+        except TokenRequired as exc:
+            raise ConfigError("http_token", str(exc)) from None
     if config.moq is not None and (config.moq_cert is None) != (config.moq_key is None):
         raise ConfigError("moq_cert", "moq_cert and moq_key are set together (or neither)")
-    for key in _NOT_YET:
-        if getattr(config, key) is not None:
-            _log.warning("setting.unsupported", setting=key, detail="not served by this build")
     check_webhook(config)
     origin = Origin(publisher_policy=PublisherPolicy(config.publisher_policy))
     stats = StatsHandle(node=config.node)
+    sources = GatewaySources(origin, stats)  # what the HTTP surface reports on
+    srt_config = replace(srt_config, sinks=(*srt_config.sinks, sources.record_session))
     host, port = srt_config.listen if isinstance(srt_config.listen, tuple) else ("", 0)
     # The ledger's sink joins the SRT server's once the ledger is open (after the bind, so that
     # a bind failure is the only line on stderr), and is given to the MoQ server when it binds.
@@ -236,6 +256,10 @@ async def serve(config: GatewayConfig) -> None:
         if ledger is not None:
             srt_sinks.append(ledger.record_session)
             moq_sinks.append(ledger.record_session)
+        sources.add_srt(server)
+        if ledger is not None:
+            sources.usage = ledger
+            sources.ledger_lag_s = lambda: time.time() - ledger.committed_at
         # After the bind (libsrt's start-up sets WARNING). Only `debug` opens libsrt's chatty
         # levels: its notices cost CPU on busy links, and each takes the GIL on its thread.
         level = logging.getLevelNamesMapping()[config.log_level.upper()]
@@ -246,7 +270,12 @@ async def serve(config: GatewayConfig) -> None:
         async with contextlib.AsyncExitStack() as stack:
             tasks = await stack.enter_async_context(_TaskSet())
             if config.moq is not None:
-                await _serve_moq(config, srt_config, origin, stats, stack, tasks, moq_sinks)
+                await _serve_moq(
+                    config, srt_config, origin, stats, stack, tasks, sources, moq_sinks
+                )
+            if config.http is not None:
+                http = await _bind_http(config, sources)
+                stack.push_async_callback(http.aclose)
             if config.upstream is not None:
                 upstream = Upstream(
                     config.upstream, origin, stats=stats, fingerprint=config.upstream_fingerprint
@@ -287,9 +316,11 @@ async def _serve_moq(
     stats: StatsHandle,
     stack: contextlib.AsyncExitStack,
     tasks: _TaskSet,
+    sources: GatewaySources,
     sinks: Sequence[MoqSessionSink] = (),
 ) -> None:
-    """Bind the MoQ listener on `config.moq` (closed by `stack`) and print how to reach it."""
+    """Bind the MoQ listener on `config.moq` (closed by `stack`), list it in `sources`, and
+    print how to reach it."""
     assert config.moq is not None
     if config.moq_cert is not None and config.moq_key is not None:
         try:
@@ -312,18 +343,45 @@ async def _serve_moq(
             origin=origin,
             node=config.node,
             auth=moq_auth_from_srt(srt_auth, prefix=config.prefix) if srt_auth else None,
-            sinks=sinks,
+            sinks=(sources.record_session, *sinks),
         )
     except OSError as exc:
         host, port = config.moq
         raise ConfigError("moq", f"cannot listen on {host}:{port}: {exc}") from None
     moq_server.with_stats(stats)
     stack.push_async_callback(moq_server.aclose)
+    sources.add_moq(moq_server)
     if self_signed:
         tasks.start(renew_loop(config.var_dir, certificate, moq_server.set_certificate))
     host = config.moq[0]
     sys.stdout.write(moq_try_it(host, moq_server.port, certificate.fingerprint, self_signed))
     sys.stdout.flush()
+
+
+async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpService:
+    """Open the HTTP listener of `config.http` and print its address (ConfigError when it
+    cannot be opened, or is off loopback without a token)."""
+    assert config.http is not None
+    host, port = config.http
+    try:
+        http = await HttpService.bind(
+            host,
+            port,
+            sources,
+            token=http_token(config.http_token),
+            path_labels=config.metrics_path_labels,
+        )
+    except TokenRequired as exc:
+        raise ConfigError("http_token", str(exc)) from None
+    except OSError as exc:
+        raise ConfigError("http", f"cannot listen on {host}:{port}: {exc}") from None
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    sys.stdout.write(
+        f"moqsrt is serving HTTP: curl http://{shown}:{http.port}/api/v1/broadcasts\n"
+        "  (also /metrics, /api/v1/sessions; DELETE /api/v1/sessions/ID ends a session)\n"
+    )
+    sys.stdout.flush()
+    return http
 
 
 def moq_try_it(host: str, port: int, fingerprint: str, self_signed: bool) -> str:
@@ -374,6 +432,12 @@ def run(args: argparse.Namespace) -> int:
         _fail(str(exc))
         return 2
     configure_logging(config.log_format, config.log_level)
+    if args.http_token is not None:
+        _log.warning(
+            "setting.visible",
+            setting="http_token",
+            detail=f"--http-token shows in ps; use {HTTP_TOKEN_ENV} or http_token in the file",
+        )
     if args.passphrase is not None:
         _log.warning(
             "setting.visible",

@@ -390,6 +390,19 @@ class Server(AcloseOnExit):
         if not task.cancelled() and task.exception() is not None:
             _log.error("srt.session_crashed", error=repr(task.exception()))
 
+    def requests(self) -> list[SessionRequest]:
+        """The requests handed out and not yet ended (`Publish` and `Subscribe`), now."""
+        return list(self._requests)
+
+    def kick(self, session: str) -> bool:
+        """End the live session whose id is `session` (`SessionRequest.kick`); False when no
+        such session is live."""
+        for request in self._requests:
+            if request.session == session:
+                request.kick()
+                return True
+        return False
+
     @property
     def sessions(self) -> int:
         """Requests handed out and not yet ended."""

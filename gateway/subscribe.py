@@ -95,6 +95,7 @@ class Subscribe(SessionRequest):
             tier=self.tier,
             peer=format_peer(self.peer),
         )
+        self._metering(path, guard.meter)
         # One export per broadcast, shared by its viewers; each sender bills its own meter for
         # the model reads behind what libsrt delivered (gateway.egress, metering rule).
         sender = Sender(
@@ -121,7 +122,7 @@ class Subscribe(SessionRequest):
         if cancelled is not None:
             outcome, error = "closed", "cancelled"
         elif self._shutting_down:
-            outcome, error = "closed", "server closed"
+            outcome, error = "closed", self._close_reason
         elif pump.done() and not pump.cancelled():
             failure = pump.exception()
             if failure is not None:

@@ -99,6 +99,10 @@ class MoqSessionInfo:
     backlog_bytes: int
     peak_backlog_bytes: int
     usage: Usage
+    broadcasts: tuple[str, ...] = ()
+    """The broadcast paths it has read from (metered), sorted."""
+    started_at: float = 0.0
+    """Unix epoch seconds."""
 
 
 class MoqServer:
@@ -227,9 +231,20 @@ class MoqServer:
                     backlog_bytes=conn.backlog(),
                     peak_backlog_bytes=conn.budget.peak_bytes if conn.budget else 0,
                     usage=usage,
+                    broadcasts=tuple(sorted(viewer.meters)),
+                    started_at=viewer.started_wall,
                 )
             )
         return out
+
+    def kick(self, session: str) -> bool:
+        """End the admitted live session `session` (session code 0, reason "closed by
+        operator"); its record follows as for any close. False when no such session is live."""
+        for conn, viewer in self._viewers.items():
+            if viewer.session == session and viewer.meters is not None:
+                conn.close_session(SessionCode.NO_ERROR, "closed by operator")
+                return True
+        return False
 
     # -- ConnectionHost --
 

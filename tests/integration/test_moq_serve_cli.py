@@ -45,6 +45,8 @@ def start_serve(procs: Procs, tmp_path: Path, name: str) -> tuple[Proc, Path]:
                 f"{HOST}:0",
                 "--var-dir",
                 str(tmp_path / "var"),
+                "--http",
+                f"{HOST}:0",
                 "--log-format",
                 "json",
             ],

@@ -227,7 +227,7 @@ async def test_moqsrt_serve_keeps_its_passphrase_out_of_ps_and_logs(
     key_file = tmp_path / "srt.key"
     key_file.write_text(secret + "\n")
     key_file.chmod(0o600)
-    args = ["--srt", f"{HOST}:0", "--log-format", "json", "--log-level", "debug"]
+    args = ["--srt", f"{HOST}:0", "--http", "off", "--log-format", "json", "--log-level", "debug"]
     env = {k: v for k, v in os.environ.items() if k != "MOQSRT_PASSPHRASE"}
     if source == "flag-file":
         args += ["--passphrase-file", str(key_file)]

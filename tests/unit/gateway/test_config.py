@@ -193,6 +193,8 @@ _VALID = {
     "srt": ("127.0.0.1:9100", '"127.0.0.1:9100"'),
     "moq": ("127.0.0.1:4443", '"127.0.0.1:4443"'),
     "http": ("off", '"off"'),
+    "http_token": ("http-token-0123456789", '"http-token-0123456789"'),
+    "metrics_path_labels": ("on", "true"),
     "ledger": ("usage.db", '"usage.db"'),
     "ledger_interval_ms": ("250", "250"),
     "webhook_url": ("https://billing.example/hook", '"https://billing.example/hook"'),
