@@ -23,7 +23,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from types import TracebackType
 from typing import Self
 
 import structlog
@@ -57,6 +56,7 @@ from gateway.srt import (
     SrtOptions,
     SrtReactor,
 )
+from gateway.srt.closing import AcloseOnExit
 from gateway.streamid import (
     StreamIdError,
     StreamRequest,
@@ -77,7 +77,7 @@ REFUSAL_LOG_INTERVAL_S = 10.0
 REFUSAL_LOG_BURST = 20
 
 
-class Server:
+class Server(AcloseOnExit):
     """An SRT listener that turns callers into `Publish` / `Subscribe` requests.
 
     Make one with `await Server.bind(...)`; use it as an async context manager (or call
@@ -432,17 +432,6 @@ class Server:
         self._claims.clear()
         if self._owns_reactor:
             await self._reactor.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 async def run(

@@ -16,7 +16,7 @@ import inspect
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import structlog
 
@@ -33,6 +33,23 @@ logged as `session.sink_failed` and do not reach other sinks or the connection),
 sink is awaited for at most `SINK_TIMEOUT_S`."""
 
 SINK_TIMEOUT_S = 5.0
+
+
+class ClosedRecord(Protocol):
+    """What `emit_session` needs of a final record (`SessionRecord`, the MoQ record): its
+    session id and its flat `session.closed` mapping."""
+
+    @property
+    def session(self) -> str:
+        """The session id (the sinks' idempotency key)."""
+        ...
+
+    def as_dict(self) -> dict[str, str | int | float]:
+        """The flat mapping logged as `session.closed`."""
+        ...
+
+
+_R = TypeVar("_R", bound=ClosedRecord)
 
 _log = structlog.get_logger("moqsrt.session")
 
@@ -185,8 +202,9 @@ def default_node() -> str:
     return socket.gethostname() or "moqsrt"
 
 
-async def emit_session(record: SessionRecord, sinks: Iterable[SessionSink]) -> None:
-    """Log `record` as `session.closed`, then give it to each sink in order.
+async def emit_session(record: _R, sinks: Iterable[Callable[[_R], Awaitable[None] | None]]) -> None:
+    """Log `record` (a `SessionRecord`, or another `ClosedRecord` such as the MoQ one) as
+    `session.closed`, then give it to each sink in order.
 
     Never raises for a sink's failure (logged as `session.sink_failed`); a cancelled caller
     still propagates cancellation.

@@ -27,44 +27,29 @@ from urllib.parse import urlsplit
 
 import structlog
 from aioquic.asyncio.client import connect as quic_connect
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3Connection
-from aioquic.h3.events import DataReceived, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
-    ConnectionTerminated,
     HandshakeCompleted,
-    ProtocolNegotiated,
-    QuicEvent,
-    StopSendingReceived,
-    StreamDataReceived,
-    StreamReset,
 )
 from cryptography.hazmat.primitives import hashes
 
+from gateway.moq.connection_base import MoqConnectionBase
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, Publisher, SendBudget
 from gateway.moq.session import (
-    CloseSession,
-    MoqEvent,
     MoqSession,
-    ResetStream,
-    StopSending,
     StreamAllocator,
-    StreamData,
 )
 from gateway.moq.subscriber import OpenBroadcast, Subscriber
 from gateway.moq.webtransport import (
     RawAllocator,
     WebTransportAllocator,
-    close_capsule,
     parse_sf_string_list,
 )
 from gateway.moq.wire import (
     SessionCode,
     Version,
-    stream_code_from_wire,
-    stream_code_to_wire,
     version_for_alpn,
 )
 from model import Origin, Usage
@@ -146,7 +131,7 @@ def client_configuration(
     return config
 
 
-class MoqClientConnection(QuicConnectionProtocol):
+class MoqClientConnection(MoqConnectionBase):
     """The client end of one QUIC connection carrying one moq-lite session (made by
     `connect`). `ready()` waits for the session; `wait_closed()` for its end; `close_session`
     ends it. `session`, `publisher`, `subscriber` are set once it is up."""
@@ -174,71 +159,18 @@ class MoqClientConnection(QuicConnectionProtocol):
         self._ingest = ingest
         self._prefix = prefix
         self._backlog_cap = backlog_cap_bytes
-        self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         # A failure nobody waits for any more (a cancelled connect) is not an error to report.
         self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._ended = asyncio.Event()
-        self.session: MoqSession | None = None
-        """The moq-lite session once up."""
-        self.publisher: Publisher | None = None
-        """Serves `origin` to the server, once up (None without an origin)."""
-        self.subscriber: Subscriber | None = None
-        """Ingests from the server, once up (None without `ingest`)."""
-        self.budget: SendBudget | None = None
-        self.close_code: int | None = None
-        """The session's close code once ended."""
-        self.close_reason = ""
-        self._h3: H3Connection | None = None
-        self._connect_stream: int | None = None
-        self._local_bidi: set[int] = set()
-        self._wt_streams: set[int] = set()
-        self._flush_handle: asyncio.Handle | None = None
-        self._timer_handle: asyncio.TimerHandle | None = None
-
-    # -- waiting --
 
     async def ready(self) -> None:
         """Wait until the session is up. Raises `ConnectionError` (refused, pin mismatch,
         closed first)."""
         await asyncio.shield(self._ready)
 
-    async def wait_closed(self) -> None:
-        """Wait until the session (and connection) ended."""
-        await self._ended.wait()
+    # -- the handshake and the CONNECT --
 
-    @property
-    def is_closed(self) -> bool:
-        """True once the connection ended."""
-        return self._ended.is_set()
-
-    # -- aioquic --
-
-    def transmit(self) -> None:
-        """:meta private: send, then let waiting subscriptions use freed room."""
-        super().transmit()
-        if self.budget is not None:
-            self.budget.poke()
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        """:meta private: route one aioquic event."""
-        if isinstance(event, ProtocolNegotiated):
-            if event.alpn_protocol == "h3":
-                self._h3 = H3Connection(self._quic, enable_webtransport=True)
-            return
-        if isinstance(event, HandshakeCompleted):
-            self._handshake_done(event)
-            return
-        if isinstance(event, ConnectionTerminated):
-            self._terminated(event.error_code, event.reason_phrase)
-            return
-        if self._h3 is None:
-            if isinstance(event, StreamDataReceived | StreamReset | StopSendingReceived):
-                self._to_session(event)
-            return
-        self._h3_event(event)
-
-    def _handshake_done(self, event: HandshakeCompleted) -> None:
+    def _on_handshake(self, event: HandshakeCompleted) -> None:
         if self._fingerprint is not None:
             cert = getattr(self._quic.tls, "_peer_certificate", None)  # aioquic keeps it there
             got = "" if cert is None else cert.fingerprint(hashes.SHA256()).hex()
@@ -259,7 +191,7 @@ class MoqClientConnection(QuicConnectionProtocol):
     def _send_connect(self) -> None:
         assert self._h3 is not None
         stream_id = self._quic.get_next_available_stream_id()
-        self._connect_stream = stream_id
+        self._wt_session = stream_id
         offered = ", ".join(f'"{v.alpn}"' for v in self._versions)
         headers = [
             (b":method", b"CONNECT"),
@@ -272,32 +204,18 @@ class MoqClientConnection(QuicConnectionProtocol):
         self._h3.send_headers(stream_id, headers)
         self.transmit()
 
-    def _h3_event(self, event: QuicEvent) -> None:
-        assert self._h3 is not None
-        if isinstance(event, StreamDataReceived) and event.stream_id in self._local_bidi:
-            self._to_session(event)  # aioquic would parse our own WT bidi streams as HTTP
-            return
-        for h3_event in self._h3.handle_event(event):
-            if isinstance(h3_event, HeadersReceived) and h3_event.stream_id == self._connect_stream:
-                self._connect_answer(h3_event.headers)
-            elif isinstance(h3_event, WebTransportStreamDataReceived):
-                if h3_event.session_id == self._connect_stream and self.session is not None:
-                    self._wt_streams.add(h3_event.stream_id)
-                    self._to_session(h3_event)
-                else:
-                    self._quic.stop_stream(h3_event.stream_id, stream_code_to_wire(1))
-            elif (
-                isinstance(h3_event, DataReceived)
-                and h3_event.stream_id == self._connect_stream
-                and h3_event.stream_ended
-            ):
-                self._terminated(SessionCode.NO_ERROR, "server closed the WebTransport session")
-                self._quic.close()
-                self.transmit()
-        if isinstance(event, StreamReset | StopSendingReceived) and (
-            event.stream_id in self._wt_streams or event.stream_id in self._local_bidi
-        ):
-            self._to_session(event)
+    def _on_headers(self, event: HeadersReceived) -> None:
+        if event.stream_id == self._wt_session:
+            self._connect_answer(event.headers)
+
+    def _accepts_wt_stream(self, session_id: int) -> bool:
+        return session_id == self._wt_session and self.session is not None
+
+    def _on_connect_data(self, event: DataReceived) -> None:
+        if event.stream_ended:
+            self._terminated(SessionCode.NO_ERROR, "server closed the WebTransport session")
+            self._quic.close()
+            self.transmit()
 
     def _connect_answer(self, headers: list[tuple[bytes, bytes]]) -> None:
         values = dict(headers)
@@ -313,8 +231,8 @@ class MoqClientConnection(QuicConnectionProtocol):
             self._close_transport(SessionCode.VERSION_NEGOTIATION_FAILED, "no common version")
             return
         assert self._h3 is not None
-        assert self._connect_stream is not None
-        allocator = WebTransportAllocator(self._h3, self._connect_stream)
+        assert self._wt_session is not None
+        allocator = WebTransportAllocator(self._h3, self._wt_session)
         self._local_bidi = allocator.local_bidi
         self._start(version, allocator)
 
@@ -323,7 +241,7 @@ class MoqClientConnection(QuicConnectionProtocol):
     def _start(self, version: Version, allocator: StreamAllocator) -> None:
         session = MoqSession(version, is_client=True, allocator=allocator)
         self.session = session
-        self.budget = SendBudget(self._backlog, self._stream_backlog, self._backlog_cap)
+        self.budget = SendBudget(self._backlog, self.stream_backlog, self._backlog_cap)
         if self._origin is not None:
             self.publisher = Publisher(
                 session,
@@ -345,84 +263,11 @@ class MoqClientConnection(QuicConnectionProtocol):
         # aioquic keeps unacknowledged bytes in each stream sender's `_buffer`.
         return sum(len(s.sender._buffer) for s in self._quic._streams.values())
 
-    def _stream_backlog(self, stream_id: int) -> int:
-        stream = self._quic._streams.get(stream_id)
-        return 0 if stream is None else len(stream.sender._buffer)
-
-    def _to_session(self, event: QuicEvent | WebTransportStreamDataReceived) -> None:
-        session = self.session
-        if session is None:
-            return
-        now = self._loop.time()
-        events: list[MoqEvent]
-        if isinstance(event, StreamDataReceived):
-            events = session.feed(event.stream_id, event.data, event.end_stream, now)
-        elif isinstance(event, WebTransportStreamDataReceived):
-            events = session.feed(event.stream_id, event.data, event.stream_ended, now)
-        elif isinstance(event, StreamReset):
-            code = stream_code_from_wire(event.error_code)
-            events = session.stream_reset(event.stream_id, code, now)
-        elif isinstance(event, StopSendingReceived):
-            code = stream_code_from_wire(event.error_code)
-            events = session.stop_sending(event.stream_id, code, now)
-        else:
-            return
-        self._dispatch(events)
-
-    def _dispatch(self, events: list[MoqEvent]) -> None:
-        for event in events:
-            if self.publisher is not None:
-                self.publisher.handle(event)
-            if self.subscriber is not None:
-                self.subscriber.handle(event)
-        self.flush()
-
-    def flush(self) -> None:
-        """Send the session's queued output at the end of this loop turn (coalesced)."""
-        if self._flush_handle is None and not self._ended.is_set():
-            self._flush_handle = self._loop.call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_handle = None
-        session = self.session
-        if session is None or self._ended.is_set():
-            return
-        quic = self._quic
-        for command in session.data_to_send():
-            with contextlib.suppress(ValueError, AssertionError):  # the stream is already gone
-                if isinstance(command, StreamData):
-                    quic.send_stream_data(command.stream_id, command.data, command.end_stream)
-                elif isinstance(command, ResetStream):
-                    quic.reset_stream(command.stream_id, stream_code_to_wire(command.code))
-                elif isinstance(command, StopSending):
-                    quic.stop_stream(command.stream_id, stream_code_to_wire(command.code))
-                elif isinstance(command, CloseSession):
-                    self._close_transport(command.code, command.reason)
-        self._arm_timer()
-        self.transmit()
-
-    def _arm_timer(self) -> None:
-        session = self.session
-        deadline = session.next_deadline() if session is not None else None
-        if self._timer_handle is not None:
-            self._timer_handle.cancel()
-            self._timer_handle = None
-        if deadline is not None:
-            self._timer_handle = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer_handle = None
-        if self.session is not None:
-            self._dispatch(self.session.on_timer(self._loop.time()))
-
     # -- the end --
 
-    def close_session(self, code: int = SessionCode.NO_ERROR, reason: str = "") -> None:
-        """End the session with `code` and close the connection (idempotent)."""
-        if self.session is not None and self.session.ended is None:
-            self._dispatch(self.session.close(code, reason))
-            return
-        self._close_transport(code, reason)
+    def _capsule_stream(self) -> int | None:
+        # Before the session is up (a refused CONNECT) there is nothing to close with a capsule.
+        return self._wt_session if self.session is not None else None
 
     async def aclose(self) -> None:
         """Close the session and drain the publisher's tasks (idempotent)."""
@@ -432,33 +277,12 @@ class MoqClientConnection(QuicConnectionProtocol):
         if self.publisher is not None:
             await self.publisher.aclose()
 
-    def _close_transport(self, code: int, reason: str) -> None:
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        if self._h3 is not None and self._connect_stream is not None and self.session is not None:
-            with contextlib.suppress(Exception):  # the CONNECT stream may be gone already
-                self._h3.send_data(self._connect_stream, close_capsule(code, reason), True)
-            self._quic.close(error_code=0, reason_phrase=reason)
-        else:
-            self._quic.close(error_code=code, reason_phrase=reason)
-        self.transmit()
-
     def _fail(self, exc: ConnectionError) -> None:
         if not self._ready.done():
             self._ready.set_exception(exc)
 
-    def _terminated(self, code: int, reason: str) -> None:
-        if self._ended.is_set():
-            return
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        if self.session is not None:
-            self._dispatch(self.session.connection_lost(code, reason))
+    def _on_ended(self, code: int, reason: str) -> None:
         self._fail(ConnectionResetError(f"connection closed ({code}: {reason})"))
-        self._ended.set()
-        for handle in (self._flush_handle, self._timer_handle):
-            if handle is not None:
-                handle.cancel()
 
 
 @contextlib.asynccontextmanager

@@ -8,18 +8,21 @@ also counted, per (path, tier), by the session's egress stats guards).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal
-
-import structlog
+from typing import Literal
 
 from gateway.moq.transport import QuicFigures
+from gateway.session import SINK_TIMEOUT_S, emit_session
 
-__all__ = ["BroadcastUsage", "MoqSessionRecord", "MoqSessionSink", "emit_moq_session"]
+__all__ = [
+    "SINK_TIMEOUT_S",
+    "BroadcastUsage",
+    "MoqSessionRecord",
+    "MoqSessionSink",
+    "emit_moq_session",
+]
 
 Outcome = Literal["closed", "error"]
 """`closed` the session ended with code 0 (either side); `error` with another code or a
@@ -29,10 +32,6 @@ record (they are logged as `moq.refused`): nothing was served."""
 MoqSessionSink = Callable[["MoqSessionRecord"], Awaitable[None] | None]
 """Receives every final MoQ record: sync or async, must not raise (failures are logged as
 `session.sink_failed`); an async sink gets `SINK_TIMEOUT_S`."""
-
-SINK_TIMEOUT_S: Final = 5.0
-
-_log = structlog.get_logger("moqsrt.session")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,19 +100,6 @@ class MoqSessionRecord:
         return out
 
 
-async def emit_moq_session(record: MoqSessionRecord, sinks: Iterable[MoqSessionSink]) -> None:
-    """Log `record` as `session.closed`, then give it to each sink in order. Never raises for
-    a sink's failure; cancellation propagates."""
-    _log.info("session.closed", **record.as_dict())
-    for sink in sinks:
-        try:
-            result = sink(record)
-            if inspect.isawaitable(result):
-                async with asyncio.timeout(SINK_TIMEOUT_S):
-                    await result
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (a billing sink must never break the server)
-            _log.warning(
-                "session.sink_failed", session=record.session, sink=repr(sink), error=repr(exc)
-            )
+emit_moq_session = emit_session
+"""`gateway.session.emit_session` for MoQ records: log `session.closed`, then each sink in
+order (at most `SINK_TIMEOUT_S` each); never raises for a sink's failure."""

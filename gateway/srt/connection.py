@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, Self
 
+from gateway.srt.closing import AcloseOnExit
 from gateway.srt.errors import SrtError
 from gateway.srt.lib import SockOpt, SrtErrno
 from gateway.srt.sockets import SrtSocket
@@ -62,7 +63,7 @@ def _finalize_connection(owner: SocketOwner, sock: SrtSocket) -> None:
     owner.close_socket(sock, None)
 
 
-class SrtConnection:
+class SrtConnection(AcloseOnExit):
     """One connected SRT socket: a publisher or viewer the listener accepted, or a caller.
 
     Received messages arrive in batches from the reactor's I/O thread (`recv_batch`, or a
@@ -270,15 +271,8 @@ class SrtConnection:
     ) -> None:
         self.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """close(), then `wait_closed()` (what leaving `async with` does)."""
         self.close()
         await self.wait_closed()
 

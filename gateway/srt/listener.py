@@ -15,17 +15,15 @@ import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final, Self
 
+from gateway.srt.closing import AcloseOnExit
 from gateway.srt.connection import SocketOwner, SrtConnection
 from gateway.srt.errors import SrtError
 from gateway.srt.lib import SrtErrno
 from gateway.srt.sockets import SrtSocket
 from gateway.srt.throttle import LogThrottle, PeerRate
 from gateway.srt.values import Accept, HandshakeHook, Reject, SrtOptions
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["MAX_DECISIONS", "MAX_RECENT_REJECTS", "ListenerState", "SrtListener"]
 
@@ -80,7 +78,7 @@ class ListenerState:
     facade: weakref.ref[SrtListener] | None = None
 
 
-class SrtListener:
+class SrtListener(AcloseOnExit):
     """A listening SRT socket; `accept()` / `async for` yield the callers the hook accepted.
 
     Created by `SrtReactor.listen`. `aclose()` (or `async with`) stops it: new callers are
@@ -195,17 +193,6 @@ class SrtListener:
         if self._done is None:
             self._done = self._owner.loop.create_future()
         await asyncio.shield(self._done)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- fed by the reactor on the loop thread
 

@@ -16,9 +16,9 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Self
 
 from gateway.srt.addresses import pack_sockaddr
+from gateway.srt.closing import AcloseOnExit
 from gateway.srt.connection import SrtConnection
 from gateway.srt.errors import SrtError
 from gateway.srt.iothread import IoCore
@@ -26,9 +26,6 @@ from gateway.srt.lib import SrtErrno
 from gateway.srt.listener import ListenerState, SrtListener
 from gateway.srt.throttle import PeerRate
 from gateway.srt.values import HandshakeHook, SrtOptions
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["ReactorCounters", "SrtReactor"]
 
@@ -57,7 +54,7 @@ class ReactorCounters:
     discarded_bytes: int = 0
 
 
-class SrtReactor:
+class SrtReactor(AcloseOnExit):
     """Runs libsrt for one asyncio loop: listeners, callers and one I/O thread.
 
     Create it inside a running loop (`async with SrtReactor() as reactor:`); the first one
@@ -208,14 +205,3 @@ class SrtReactor:
             self._finalizer.detach()
             self._core.begin_shutdown()
         await self._core.wait_stopped()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -107,6 +107,14 @@ def setup(
     return session, publisher, wire, meters
 
 
+def published(path: str) -> tuple[Origin, BroadcastProducer]:
+    """An origin with one (empty) broadcast at `path`."""
+    origin = Origin()
+    broadcast = BroadcastProducer()
+    origin.publish(path, broadcast)
+    return origin, broadcast
+
+
 def feed(session: MoqSession, publisher: Publisher, sid: int, data: bytes) -> None:
     for event in session.feed(sid, data, False, 0.0):
         publisher.handle(event)
@@ -141,9 +149,7 @@ async def test_announce_sends_the_live_set_then_changes_and_never_fins() -> None
 
 
 async def test_a_subscription_gets_subscribe_ok_then_the_latest_group_and_newer_ones() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     old = track.append_group()
     old.write_frame(b"old")
@@ -190,9 +196,7 @@ async def _until(predicate, wire: Wire) -> None:  # type: ignore[no-untyped-def]
 async def test_unknown_broadcasts_and_tracks_are_reset_with_moq_rs_codes(
     path: str, track: str, code: int
 ) -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     broadcast.create_track("video")
     session, publisher, wire, meters = setup(origin)
     feed(session, publisher, 4, subscribe(4, 0, path, track))
@@ -203,9 +207,7 @@ async def test_unknown_broadcasts_and_tracks_are_reset_with_moq_rs_codes(
 
 
 async def test_a_subscription_waits_briefly_for_a_track_that_appears() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     session, publisher, wire, _ = setup(origin)
     publisher._track_wait_s = 2.0
     feed(session, publisher, 4, subscribe(4, 0, "live/a", "catalog.json"))
@@ -221,9 +223,7 @@ async def test_a_subscription_waits_briefly_for_a_track_that_appears() -> None:
 
 
 async def test_a_cancelled_subscription_resets_its_group_and_stops_reading() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     group = track.append_group()
     group.write_frame(b"k")
@@ -243,9 +243,7 @@ async def test_a_cancelled_subscription_resets_its_group_and_stops_reading() -> 
 
 
 async def test_a_group_the_peer_stops_bills_no_frame_written_after_the_stop() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     group = track.append_group()
     group.write_frame(b"k0")
@@ -267,9 +265,7 @@ async def test_a_group_the_peer_stops_bills_no_frame_written_after_the_stop() ->
 
 
 async def test_a_congested_link_skips_to_the_newest_group_and_bills_only_what_went_out() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     first = track.append_group()
     first.write_frame(b"k0")
@@ -302,9 +298,7 @@ async def test_a_congested_link_skips_to_the_newest_group_and_bills_only_what_we
 
 
 async def test_when_congested_the_higher_priority_subscription_is_served_first() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     low_track = broadcast.create_track("low")
     high_track = broadcast.create_track("high")
     backlog = Backlog()
@@ -340,9 +334,7 @@ async def test_when_congested_the_higher_priority_subscription_is_served_first()
 
 
 async def test_subscribe_update_changes_the_priority() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     session, publisher, wire, _ = setup(origin)
     feed(session, publisher, 4, subscribe(4, 0, "live/a", "video", priority=1))
@@ -355,9 +347,7 @@ async def test_subscribe_update_changes_the_priority() -> None:
 
 
 async def test_the_session_end_stops_every_task() -> None:
-    origin = Origin()
-    broadcast = BroadcastProducer()
-    origin.publish("live/a", broadcast)
+    origin, broadcast = published("live/a")
     track = broadcast.create_track("video")
     session, publisher, wire, _ = setup(origin)
     feed(session, publisher, 0, b"\x01" + AnnounceRequest(prefix="").encode(L3))
