@@ -327,7 +327,7 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
             port = free_udp_port()
             if kind == "moqsrt":
                 argv = [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"]
-                argv += ["--moq", "off"]  # SRT only
+                argv += ["--moq", "off", "--http", "off"]  # SRT only
             else:
                 argv = [PYTHON, "-m", "tests.bench._byte_relay", "--listen", f"{HOST}:{port}"]
             relays.append(procs.start(kind, argv))
@@ -449,7 +449,7 @@ async def _latency_path(
     try:
         if kind == "moqsrt":
             argv = [MOQSRT, "serve", "--srt", f"{HOST}:{in_port}", "--latency", str(lat)]
-            argv += ["--moq", "off"]  # SRT only
+            argv += ["--moq", "off", "--http", "off"]  # SRT only
             procs.start("moqsrt", [*argv, "--log-format", "json"])
             pub_sid, view_sid = "#!::r=lat/a,m=publish", "#!::r=lat/a,m=request"
         elif kind == "srt-live-transmit":

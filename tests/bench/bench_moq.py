@@ -85,6 +85,8 @@ def _serve(procs: Procs, tmp: Path, *extra: str) -> tuple[Proc, int]:
         f"{HOST}:{port}",
         "--var-dir",
         str(tmp / "var"),
+        "--http",
+        "off",
         *extra,
     ]
     gateway = procs.start("moqsrt", [*argv, "--log-format", "json", "--log-level", "warning"])

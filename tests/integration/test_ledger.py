@@ -167,6 +167,8 @@ def serve_argv(db: Path, interval_ms: int, extra: Sequence[str] = ()) -> list[st
         "1500",
         "--moq",
         f"{HOST}:0",
+        "--http",
+        "off",
         "--var-dir",
         str(db.parent / "var"),
         *extra,
