@@ -4,12 +4,19 @@ The MoQ counterpart of `gateway.session.SessionRecord`: the same who/what/usage 
 QUIC figures where an SRT record has libsrt's link figures. A MoQ session may read several
 broadcasts; `groups`/`frames`/`bytes` are its totals and `broadcasts` the split per path (each
 also counted, per (path, tier), by the session's egress stats guards).
+
+A connection that publishes into the gateway also yields one `role="ingress"` record per
+broadcast it published (`PublishUsage`, from the ingress meter), after its egress record. One
+per broadcast rather than one per connection, because a ledger row carries one path and a
+client may publish several paths; each gets the session id `<connection>-in<n>` (n counts
+from 1 in publish order) so that its ledger key (node, session) never collides with the
+connection's egress record, and `connection` names the connection.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,8 +28,13 @@ __all__ = [
     "BroadcastUsage",
     "MoqSessionRecord",
     "MoqSessionSink",
+    "PublishUsage",
     "emit_moq_session",
 ]
+
+Role = Literal["egress", "ingress"]
+"""`egress`: what a session read (the connection's record); `ingress`: what one broadcast a
+connection published wrote into the gateway."""
 
 Outcome = Literal["closed", "error"]
 """`closed` the session ended with code 0 (either side); `error` with another code or a
@@ -45,8 +57,28 @@ class BroadcastUsage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PublishUsage:
+    """What one broadcast a MoQ peer published wrote into the gateway (its ingress meter).
+
+    `path`: where it was published in the origin; `tier`: the tier its ingress was metered
+    under. `started_at`/`ended_at`: Unix epoch seconds of the publish and its end;
+    `duration_s`: monotonic seconds between them.
+    """
+
+    path: str
+    tier: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    groups: int
+    frames: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MoqSessionRecord:
-    """The final record of one MoQ session (a viewer's egress); idempotent by `session`.
+    """The final record of one MoQ session: a connection's egress, or one broadcast it
+    published (`role="ingress"`); idempotent by `session`.
 
     `path`: the URL path the client connected to (`""` on raw QUIC). `transport`: `quic` or
     `webtransport`; `version`: the moq-lite ALPN token. Times are Unix epoch seconds and
@@ -55,11 +87,18 @@ class MoqSessionRecord:
     `subscriptions`: SUBSCRIBEs accepted. `skipped_groups`: groups a congested link dropped
     or never started. `quic`: transport
     figures (`wire_bytes` = UDP bytes sent). The URL query (tokens) is never recorded.
+
+    An ingress record (see `ingress_records`): `path`/`tier` are the published broadcast's,
+    `groups`/`frames`/`bytes` what its ingress meter counted, times and `duration_s` the
+    publish's own, `connection` the egress record's `session`, `subscriptions` 0 and
+    `broadcasts` empty; `quic` is the whole connection's figures (shared by every record of
+    that connection) and `wire_bytes` the UDP bytes received.
     """
 
     session: str
     node: str
-    role: Literal["egress"] = "egress"
+    role: Role = "egress"
+    connection: str = ""
     path: str
     tier: str
     peer: str
@@ -80,8 +119,34 @@ class MoqSessionRecord:
 
     @property
     def wire_bytes(self) -> int:
-        """UDP payload bytes sent to the client (QUIC headers and retransmissions included)."""
-        return self.quic.bytes_sent
+        """UDP payload bytes sent to the client (QUIC headers and retransmissions included);
+        for an ingress record, received from it."""
+        return self.quic.bytes_recv if self.role == "ingress" else self.quic.bytes_sent
+
+    def ingress_records(self, publishes: Sequence[PublishUsage]) -> list[MoqSessionRecord]:
+        """One `role="ingress"` record per entry of `publishes` (in order), for the connection
+        this egress record closes: its node, peer, transport, version, outcome and QUIC
+        figures, the publish's path, tier, times and counters, and session `<session>-in<n>`."""
+        return [
+            dataclasses.replace(
+                self,
+                session=f"{self.session}-in{n}",
+                role="ingress",
+                connection=self.session,
+                path=p.path,
+                tier=p.tier,
+                started_at=p.started_at,
+                ended_at=p.ended_at,
+                duration_s=p.duration_s,
+                groups=p.groups,
+                frames=p.frames,
+                bytes=p.bytes,
+                subscriptions=0,
+                skipped_groups=0,
+                broadcasts=(),
+            )
+            for n, p in enumerate(publishes, 1)
+        ]
 
     def as_dict(self) -> dict[str, str | int | float]:
         """Flat JSON-ready mapping, the shape of the `session.closed` log event: the fields,

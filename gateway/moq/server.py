@@ -11,8 +11,9 @@ async with await MoqServer.bind("0.0.0.0:4443", certificate=cert, origin=origin,
 Each connection asks the authorization hook (path, token from the URL query) whether to serve
 it and in which tier; an accepted session's reads are metered through one egress `StatsGuard`
 per broadcast path (opened on its first subscription there, closed when the session ends), and
-the session ends with one `MoqSessionRecord` (`session.closed`). `aclose()` closes every
-connection and drains their tasks.
+the session ends with one `MoqSessionRecord` (`session.closed`), followed by one ingress
+record per broadcast it published, if any (`MoqSessionRecord.ingress_records`). `aclose()`
+closes every connection and drains their tasks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Self
 
 import structlog
@@ -33,7 +34,13 @@ from aioquic.quic.connection import QuicConnection
 from gateway.moq.cert import Certificate
 from gateway.moq.ingest import ingest_into
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S
-from gateway.moq.record import BroadcastUsage, MoqSessionRecord, MoqSessionSink, emit_moq_session
+from gateway.moq.record import (
+    BroadcastUsage,
+    MoqSessionRecord,
+    MoqSessionSink,
+    PublishUsage,
+    emit_moq_session,
+)
 from gateway.moq.transport import Admission, MoqConnection
 from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.wire import SessionCode, Version
@@ -83,6 +90,7 @@ class _Viewer:
     started_mono: float = 0.0
     meters: dict[str, Usage] | None = None
     guards: dict[str, StatsGuard] | None = None
+    publishes: list[PublishUsage] = field(default_factory=list)
     refused: bool = False
 
 
@@ -303,6 +311,7 @@ class MoqServer:
                     tier=decision.publish_tier or decision.tier,
                     root=normalize_path(decision.publish_root),
                     session=viewer.session,
+                    on_ended=viewer.publishes.append,
                 )
                 if decision.publish
                 else None
@@ -374,6 +383,9 @@ class MoqServer:
             quic=conn.figures(),
         )
         await emit_moq_session(record, self._sinks)
+        # The subscriber released every broadcast when the session ended, before `ended()`.
+        for ingress in record.ingress_records(viewer.publishes):
+            await emit_moq_session(ingress, self._sinks)
 
     # -- lifetime --
 
