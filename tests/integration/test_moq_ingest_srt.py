@@ -3,7 +3,8 @@
 The gateway's MoQ listener asks the client what it announces, subscribes its catalog and
 tracks and writes them into the origin, where the SRT side serves them to an `m=request`
 caller. Usage is checked against what moq-rs itself holds for the broadcast (a local moq-rs
-consumer of the publishing broadcast), never against the gateway's own counts.
+consumer of the publishing broadcast), never against the gateway's own counts: in the stats,
+in the connection's ingress `session.closed` record and in the ledger row a sink made of it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import av
 import moq
 import pytest
 
+from gateway.ledger import Ledger
 from gateway.moq.cert import generate_certificate
+from gateway.moq.record import MoqSessionRecord
 from gateway.moq.server import MoqAuthDecision, MoqServer
 from gateway.moq.webtransport import ConnectRequest
 from tests.integration.conftest import (
@@ -84,10 +87,16 @@ async def test_moq_ingest_moq_rs_publisher_is_pulled_over_srt_and_metered(
         seen.append(request)
         return MoqAuthDecision(tier="pro", publish=True)
 
+    records: list[MoqSessionRecord] = []
     async with (
+        await Ledger.open(tmp_path / "ledger.sqlite3", node="gw-t") as ledger,
         run_gateway() as gw,
         await MoqServer.bind(
-            (HOST, 0), certificate=cert, origin=gw.origin, auth=auth
+            (HOST, 0),
+            certificate=cert,
+            origin=gw.origin,
+            auth=auth,
+            sinks=[records.append, ledger.record_session],
         ) as moq_server,
     ):
         moq_server.with_stats(gw.stats)
@@ -133,6 +142,9 @@ async def test_moq_ingest_moq_rs_publisher_is_pulled_over_srt_and_metered(
             for task in (catalog_task, video_task):
                 task.cancel()
             await asyncio.gather(catalog_task, video_task, return_exceptions=True)
+        await moq_server.aclose()  # drains the records
+        await ledger.flush()
+        rows = {r.session: r for r in await ledger.read_since(0)}
 
     assert seen
     assert seen[0].transport == ("quic" if scheme == "moqt" else "webtransport")
@@ -147,6 +159,23 @@ async def test_moq_ingest_moq_rs_publisher_is_pulled_over_srt_and_metered(
     )
     assert (ingress[0].groups, ingress[0].frames, ingress[0].bytes) == expected
     assert ingress[0].announced == ingress[0].announced_closed == 1
+    # The connection's records: its egress one (it read nothing), then its publish's ingress.
+    egress_rec, ingress_rec = records
+    assert (egress_rec.role, egress_rec.bytes) == ("egress", 0)
+    assert ingress_rec.role == "ingress"
+    assert (ingress_rec.path, ingress_rec.tier) == (PATH, "pro")
+    assert (ingress_rec.groups, ingress_rec.frames, ingress_rec.bytes) == expected
+    assert ingress_rec.connection == egress_rec.session != ingress_rec.session
+    assert ingress_rec.transport == egress_rec.transport
+    assert ingress_rec.outcome == "closed"
+    assert 5.0 < ingress_rec.duration_s <= egress_rec.duration_s  # 150 frames at 30/s
+    assert ingress_rec.quic == egress_rec.quic
+    assert ingress_rec.wire_bytes > ingress_rec.bytes  # QUIC framing on top of the payload
+    # The ledger sink stored both, under distinct keys.
+    assert rows[egress_rec.session].role == "egress"
+    row = rows[ingress_rec.session]
+    assert (row.role, row.path, row.tier) == ("ingress", PATH, "pro")
+    assert (row.counts["groups"], row.counts["frames"], row.counts["bytes"]) == expected
     # The SRT viewer got every frame moq-rs published, and they decode.
     decoded = decode_video(out)
     assert decoded.errors == 0
