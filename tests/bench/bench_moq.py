@@ -13,16 +13,22 @@ the relay process's user + system CPU, from the publisher's start to the end of 
 
 First the largest fan-out: moqsrt-moq alone with N = 1, 2, 3, ... viewers (MOQSRT_BENCH_MOQ_MAX_V,
 default 8, caps N; MOQSRT_BENCH_MOQ_SEARCH_SECONDS, default 10, media seconds per try) until a
-run skips a group; the largest N before it is printed. "Skipped" is what the viewers saw, not
-the server's records (tests/bench/_moq_view.py): holes in the group sequence a viewer read on a
-track, groups reset while being read, and groups at a track's end that another viewer got and
-this one did not; a run whose viewers report errors also ends the search. Then the three
+run skips a group; the largest N before it is printed. A run is clean when (1) the viewers saw
+no skipped video group (tests/bench/_moq_view.py: holes in the group sequences a viewer read
+whole, a reset group counting as a hole, and groups at a track's end that another viewer got and
+this one did not), (2) moqsrt's own records (`session.closed`, field `skipped_groups`: groups
+dropped under congestion or never started) skipped none, and (3) no viewer reported an error.
+Audio is left out of (1): one AAC frame per group, ~47 groups/s arriving in bursts, and the
+moq-rs client delivers only some of them (its consumer skips forward) even to one viewer, while
+moqsrt's records say it sent every group, and the same holes show behind the moq-rs relay;
+the table prints that all-track viewer count too ("skipped"). Then the three
 contenders run at that N (at least 1) and, if it differs, at the fixed N (MOQSRT_BENCH_MOQ_V,
 default 4), each for MOQSRT_BENCH_SECONDS (media seconds, default 20).
 
 Delivered bytes are what the viewers counted: model payload bytes for MoQ (the hang frames),
-TS bytes for SRT. "skipped" in the table is the same viewer-side count for the MoQ contenders;
-for SRT it is 0 (the SRT viewers count bytes only).
+TS bytes for SRT. Table columns "skipped" (every track) and "video" are the viewer-side counts
+for the MoQ contenders (0 for SRT: its viewers count bytes only), "records" moqsrt's own
+(moqsrt-moq only).
 """
 
 import contextlib
@@ -73,6 +79,8 @@ class Result:
     gateway_cpu_s: float = 0.0
     wall_s: float = 0.0
     skipped_groups: int = 0
+    video_skipped: int = 0
+    server_skipped: int | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -84,6 +92,26 @@ class Result:
 def _banner_fingerprint(proc: Proc) -> str | None:
     match = re.search(r"certificate sha256: ([0-9a-f]{64})", proc.out.read_text())
     return match.group(1) if match else None
+
+
+def _server_skipped(gateway: Proc, viewers: int) -> int | None:
+    """Sum of `skipped_groups` over moqsrt's MoQ egress `session.closed` records, once every
+    viewer's record is logged (None if they are not within 10 s)."""
+    records: list[dict[str, Any]] = []
+
+    def logged() -> bool:
+        records.clear()
+        for line in gateway.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == "session.closed" and "subscriptions" in event:
+                    records.append(event)
+        return len(records) >= viewers
+
+    with contextlib.suppress(RuntimeError):
+        wait_for(logged, 10, "the MoQ session records")
+        return sum(int(e.get("skipped_groups", 0)) for e in records)
+    return None
 
 
 def _serve(procs: Procs, tmp: Path, *extra: str) -> tuple[Proc, int]:
@@ -101,7 +129,8 @@ def _serve(procs: Procs, tmp: Path, *extra: str) -> tuple[Proc, int]:
         "off",
         *extra,
     ]
-    gateway = procs.start("moqsrt", [*argv, "--log-format", "json", "--log-level", "warning"])
+    level = "info" if "--moq" in extra and extra[extra.index("--moq") + 1] != "off" else "warning"
+    gateway = procs.start("moqsrt", [*argv, "--log-format", "json", "--log-level", level])
     wait_for(lambda: udp_bound(port), 20, "moqsrt serve to listen")
     return gateway, port
 
@@ -161,6 +190,9 @@ def run(kind: str, src: Path, tmp: Path, viewers: int, seconds: float) -> Result
         result.delivered = sum(result.per_viewer)
         result.errors = list(report.get("errors", []))
         result.skipped_groups = int(report.get("skipped_groups", 0))
+        result.video_skipped = int(report.get("video_skipped_groups", 0))
+        if kind == "moqsrt-moq":
+            result.server_skipped = _server_skipped(gateway, viewers)
         if len(result.per_viewer) < viewers:
             result.errors.append(f"{viewers - len(result.per_viewer)} viewers reported nothing")
         if publisher.status not in (0, None):
@@ -178,7 +210,12 @@ def _moq_viewers(port: int, fingerprint: str, deadline: float, viewers: int) -> 
 
 def clean(result: Result) -> bool:
     """True when every viewer got something and none skipped a group or reported an error."""
-    return result.delivered > 0 and result.skipped_groups == 0 and not result.errors
+    return (
+        result.delivered > 0
+        and result.video_skipped == 0
+        and result.server_skipped == 0
+        and not result.errors
+    )
 
 
 def largest_fanout(src: Path, tmp: Path) -> tuple[int, list[Result]]:
@@ -192,7 +229,8 @@ def largest_fanout(src: Path, tmp: Path) -> tuple[int, list[Result]]:
         result = run("moqsrt-moq", src, tmp, n, SEARCH_SECONDS)
         tries.append(result)
         errors = f", errors: {result.errors[:2]}" if result.errors else ""
-        print(f"  N={n}: skipped {result.skipped_groups} groups, "
+        print(f"  N={n}: skipped video groups {result.video_skipped} (viewers), "
+              f"{result.server_skipped} (moqsrt's records); all tracks {result.skipped_groups}; "
               f"{result.delivered / 1e6:.1f} MB delivered{errors}", flush=True)  # fmt: skip
         if not clean(result):
             break
@@ -203,14 +241,17 @@ def largest_fanout(src: Path, tmp: Path) -> tuple[int, list[Result]]:
 def _table(results: list[Result], seconds: float, viewers: int) -> None:
     print(f"one ~8 Mbit/s publisher, {seconds:g} s, {viewers} viewers each")
     print(f"{'contender':<14} {'delivered MB':>12} {'relay CPU s':>11} {'CPU s/GB':>9} "
-          f"{'moqsrt CPU s':>12} {'skipped':>7}  per-viewer MB (min..max)")  # fmt: skip
+          f"{'moqsrt CPU s':>12} {'skipped':>7} {'video':>5} {'records':>7}  "
+          "per-viewer MB (min..max)")  # fmt: skip
     for r in results:
         spread = (
             f"{r.per_viewer[0] / 1e6:.1f}..{r.per_viewer[-1] / 1e6:.1f}" if r.per_viewer else "-"
         )
         print(
             f"{r.name:<14} {r.delivered / 1e6:>12.1f} {r.relay_cpu_s:>11.2f} "
-            f"{r.cpu_per_gb:>9.1f} {r.gateway_cpu_s:>12.2f} {r.skipped_groups:>7}  {spread}"
+            f"{r.cpu_per_gb:>9.1f} {r.gateway_cpu_s:>12.2f} {r.skipped_groups:>7} "
+            f"{r.video_skipped:>5} {'-' if r.server_skipped is None else r.server_skipped:>7}  "
+            f"{spread}"
         )
         for err in r.errors[:5]:
             print(f"  ! {err}")
@@ -228,7 +269,8 @@ def main() -> None:
     kinds = os.environ.get("MOQSRT_BENCH_MOQ_KINDS", "moqsrt-moq,moqsrt-srt,moq-rs-relay")
     with tempfile.TemporaryDirectory(prefix="bench_moq_") as tmp:
         print(f"largest MoQ fan-out with no skipped groups ({SEARCH_SECONDS:g} s per try, "
-              f"N <= {MAX_VIEWERS}, skipped = seen by the viewers):", flush=True)  # fmt: skip
+              f"N <= {MAX_VIEWERS}; skipped: video groups the viewers missed, "
+              "and moqsrt's records):", flush=True)  # fmt: skip
         best, _ = largest_fanout(src, Path(tmp))
         capped = " (the cap: raise MOQSRT_BENCH_MOQ_MAX_V)" if best == MAX_VIEWERS else ""
         print(f"largest N with no skipped groups (moqsrt MoQ egress): {best}{capped}", flush=True)
