@@ -148,8 +148,18 @@ async def test_moq_upstream_srt_broadcast_reaches_a_relay_and_survives_its_resta
             await poll_until(lambda: not upstream.connected.is_set(), 10)
             server.start()
             after = Reading()
+            # A reader that joins the restarted moq-rs relay early has once (in CI, 1 run in
+            # many) had its subscription fail with MoqError.Protocol while the relay settled:
+            # it connects again (bounded), and what it read before the failure still counts.
+            failures: list[str] = []
             async with asyncio.timeout(20):
-                await read_from_relay(server.port, fingerprint, after, until=45)
+                while after.frames < 45:
+                    try:
+                        await read_from_relay(server.port, fingerprint, after, until=45)
+                    except moq.Error as exc:
+                        failures.append(repr(exc))
+                        assert len(failures) <= 3, failures
+                        await asyncio.sleep(0.2)
             assert upstream.sessions >= 2
             assert publisher.running()  # still the same SRT broadcast
         finally:
