@@ -308,8 +308,15 @@ class ImportTracks:
             self.catalog_dirty = True
         if self.catalog_dirty:
             self.maybe_publish_catalog()
+        self._write_in_gop(st, unit.frame, keyframe=unit.keyframe)
+
+    def _write_in_gop(self, st: _Stream, frame: bytes, *, keyframe: bool) -> None:
+        """Write one video frame into its stream's current group (a keyframe opens a new
+        one); frames before the first keyframe, or after their group outgrew the cache, are
+        counted and dropped until the next keyframe."""
         counts = st.counts
-        if unit.keyframe:
+        stats = self._stats
+        if keyframe:
             if st.group is not None:
                 st.group.finish()
             st.group = st.track.append_group()
@@ -319,7 +326,7 @@ class ImportTracks:
             stats.frames_before_keyframe += 1
             return
         try:
-            st.group.write_frame(unit.frame)
+            st.group.write_frame(frame)
         except Closed:
             if st.track.is_closed:
                 raise
@@ -327,7 +334,7 @@ class ImportTracks:
             st.group = None
             return
         counts.frames += 1
-        counts.bytes += len(unit.frame)
+        counts.bytes += len(frame)
         stats.frames += 1
 
     def _opaque_pes(
@@ -348,29 +355,14 @@ class ImportTracks:
         if self.catalog_dirty:
             self.maybe_publish_catalog()
         frame = encode_varint(ts_us) + data
+        if st.kind.video:
+            keyframe = mpeg_video_keyframe(memoryview(data)[header.payload_offset :])
+            self._write_in_gop(st, frame, keyframe=keyframe)
+            return
+        st.track.write_frame(frame)
         counts = st.counts
-        if not st.kind.video:
-            st.track.write_frame(frame)
-            counts.groups += 1
-            stats.groups += 1
-        else:
-            if mpeg_video_keyframe(memoryview(data)[header.payload_offset :]):
-                if st.group is not None:
-                    st.group.finish()
-                st.group = st.track.append_group()
-                counts.groups += 1
-                stats.groups += 1
-            elif st.group is None:
-                stats.frames_before_keyframe += 1
-                return
-            try:
-                st.group.write_frame(frame)
-            except Closed:
-                if st.track.is_closed:
-                    raise
-                self._log.add(GroupTooLarge(track=st.track.name))
-                st.group = None
-                return
+        counts.groups += 1
+        stats.groups += 1
         counts.frames += 1
         counts.bytes += len(frame)
         stats.frames += 1
