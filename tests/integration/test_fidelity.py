@@ -37,6 +37,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.moq_helpers import run_moq
 from tests.unit.mux.test_export_support import Packet, parse_packets
+from tests.unit.mux.test_opaque import units
 
 FIXTURES = ROOT / "fixtures"
 PTS_WRAP = 1 << 33
@@ -134,33 +135,6 @@ def _fixture_script() -> Any:
     from tests.unit.mux.test_fixture_script import load_script
 
     return load_script()
-
-
-def units(packets: list[Packet], pid: int, *, sections: bool) -> list[bytes]:
-    """The PES packets (whole, header included) or sections of `pid`, in order."""
-    out: list[bytes] = []
-    buf = b""
-    for p in packets:
-        if p.pid != pid or not p.afc & 1:
-            continue
-        if p.pusi:
-            if buf and not sections:
-                out.append(buf)
-            buf = p.payload[1 + p.payload[0] :] if sections else p.payload
-        elif buf:
-            buf += p.payload
-        if sections:
-            while len(buf) >= 3 and buf[0] != 0xFF:
-                size = 3 + (((buf[1] & 0x0F) << 8) | buf[2])
-                if len(buf) < size:
-                    break
-                out.append(buf[:size])
-                buf = buf[size:]
-            if buf[:1] == b"\xff":
-                buf = b""
-    if buf and not sections:
-        out.append(buf)
-    return out
 
 
 def pes_pts(pes: bytes) -> int:

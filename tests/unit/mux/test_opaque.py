@@ -31,7 +31,8 @@ OPAQUE = {0x1F4: (True, "scte35"), 0x300: (False, "dvbsub"), 0x301: (False, "tel
 
 
 def units(packets: list[Packet], pid: int, *, sections: bool) -> list[bytes]:
-    """Whole PES packets or sections of `pid` (a reader independent of `mux`)."""
+    """Whole PES packets (header included) or sections of `pid`, in order (a reader
+    independent of `mux`; stuffing after the last section of a packet is skipped)."""
     out: list[bytes] = []
     buf = b""
     for p in packets:
@@ -43,12 +44,15 @@ def units(packets: list[Packet], pid: int, *, sections: bool) -> list[bytes]:
             buf = p.payload[1 + p.payload[0] :] if sections else p.payload
         elif buf:
             buf += p.payload
-        while sections and len(buf) >= 3 and buf[0] != 0xFF:
-            size = 3 + (((buf[1] & 0x0F) << 8) | buf[2])
-            if len(buf) < size:
-                break
-            out.append(buf[:size])
-            buf = buf[size:]
+        if sections:
+            while len(buf) >= 3 and buf[0] != 0xFF:
+                size = 3 + (((buf[1] & 0x0F) << 8) | buf[2])
+                if len(buf) < size:
+                    break
+                out.append(buf[:size])
+                buf = buf[size:]
+            if buf[:1] == b"\xff":
+                buf = b""
     if buf and not sections:
         out.append(buf)
     return out
