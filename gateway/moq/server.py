@@ -14,6 +14,11 @@ per broadcast path (opened on its first subscription there, closed when the sess
 the session ends with one `MoqSessionRecord` (`session.closed`), followed by one ingress
 record per broadcast it published, if any (`MoqSessionRecord.ingress_records`). `aclose()`
 closes every connection and drains their tasks.
+
+With a self-signed certificate (by default; `fingerprint_http` decides), the listener also
+answers `GET /certificate.sha256` over plain HTTP on TCP at the same port number
+(`gateway.moq.fingerprint`), so browsers (`@moq/watch` given `http://host:port/`) and moq-rs
+clients can pin the certificate without being told its hash.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from gateway.moq.cert import Certificate
+from gateway.moq.fingerprint import FingerprintEndpoint
 from gateway.moq.ingest import ingest_into
 from gateway.moq.publisher import DEFAULT_BACKLOG_BYTES, TRACK_WAIT_S
 from gateway.moq.record import (
@@ -141,6 +147,8 @@ class MoqServer:
         self._viewers: dict[MoqConnection, _Viewer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
+        self._certificate: Certificate | None = None
+        self._fingerprint_endpoint: FingerprintEndpoint | None = None
 
     @classmethod
     async def bind(
@@ -156,6 +164,7 @@ class MoqServer:
         backlog_cap_bytes: int = DEFAULT_BACKLOG_BYTES,
         idle_timeout_s: float = 30.0,
         track_wait_s: float = TRACK_WAIT_S,
+        fingerprint_http: bool | None = None,
     ) -> MoqServer:
         """Listen on UDP `addr` (`"host:port"` or a tuple; port 0 picks one: `port`).
 
@@ -164,8 +173,10 @@ class MoqServer:
         one connection may hold unacknowledged before its subscriptions skip ahead.
         `idle_timeout_s`: a silent client is dropped after this long. `track_wait_s`: how long
         a SUBSCRIBE for a track a live broadcast does not have yet waits (then NOT_FOUND).
-        Raises `OSError` when the address cannot be bound, `ValueError` for a bad address or
-        no version.
+        `fingerprint_http`: whether to answer `GET /certificate.sha256` on TCP at the bound
+        port (`None`: when `certificate` is self-signed); a TCP port already taken is logged
+        (`moq.fingerprint_unavailable`) and MoQ is served anyway. Raises `OSError` when the
+        address cannot be bound, `ValueError` for a bad address or no version.
         """
         if not versions:
             raise ValueError("offer at least one moq-lite version")
@@ -196,7 +207,30 @@ class MoqServer:
             track_wait_s=track_wait_s,
         )
         holder.append(server)
+        server._certificate = certificate
+        if fingerprint_http if fingerprint_http is not None else is_self_signed(certificate):
+            await server._start_fingerprint(host)
         return server
+
+    async def _start_fingerprint(self, host: str) -> None:
+        try:
+            self._fingerprint_endpoint = await FingerprintEndpoint.start(
+                host, self.port, lambda: self.fingerprint
+            )
+        except OSError as exc:
+            _log.warning("moq.fingerprint_unavailable", host=host, port=self.port, error=str(exc))
+
+    @property
+    def fingerprint(self) -> str:
+        """Hex SHA-256 of the certificate new connections get (what clients pin)."""
+        assert self._certificate is not None
+        return self._certificate.fingerprint
+
+    @property
+    def fingerprint_port(self) -> int | None:
+        """The TCP port answering `GET /certificate.sha256` (the MoQ port), or None when off."""
+        endpoint = self._fingerprint_endpoint
+        return endpoint.port if endpoint is not None else None
 
     def with_stats(self, stats: StatsHandle) -> Self:
         """Meter sessions admitted from now on into `stats` (egress per path and tier).
@@ -210,6 +244,7 @@ class MoqServer:
         config.certificate = certificate.certificate
         config.certificate_chain = list(certificate.chain)
         config.private_key = certificate.private_key
+        self._certificate = certificate
 
     @property
     def port(self) -> int:
@@ -401,6 +436,8 @@ class MoqServer:
         for conn in list(self._viewers):
             conn._terminated(SessionCode.NO_ERROR, "server closing")
         self._quic_server.close()
+        if self._fingerprint_endpoint is not None:
+            await self._fingerprint_endpoint.aclose()
         self._closed.set()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -414,6 +451,13 @@ class MoqServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def is_self_signed(certificate: Certificate) -> bool:
+    """Whether `certificate` has no chain and names itself as issuer (what clients can only
+    trust by pinning its hash)."""
+    leaf = certificate.certificate
+    return not certificate.chain and leaf.issuer == leaf.subject
 
 
 def _split_addr(addr: str | tuple[str, int]) -> tuple[str, int]:
