@@ -10,19 +10,26 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The in-browser player: @moq/watch and esbuild as pinned by web/package-lock.json, installed into
+# web/node_modules and bundled into web/dist/player.js (both git-ignored), redone only when the
+# lock file, package.json or web/src change.
+NPM ?= npm
+WEB_STAMP ?= web/.built
+WEB_SOURCES := web/package.json web/package-lock.json $(wildcard web/src/*)
 # The gateway's libsrt and the clients the integration tests run (README recipes): ffmpeg,
 # srt-live-transmit, VLC (TS demux/mux and the dummy interface are in plugin-base, its SRT input
-# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad).
+# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad). nodejs and npm
+# build the in-browser player (web/); chromium plays it in the player's end-to-end test.
 DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-base vlc-plugin-access-extra \
-  gstreamer1.0-tools gstreamer1.0-plugins-bad
+  gstreamer1.0-tools gstreamer1.0-plugins-bad nodejs npm chromium
 # Root (a container image, usually without sudo) runs apt-get itself; anyone else goes through sudo.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 # Steps must run in order (packages before the venv, lint before tests), even under -j.
 .NOTPARALLEL:
-.PHONY: deps system-deps run test lint typecheck unit integration bench fixtures clean
+.PHONY: deps system-deps web run test lint typecheck unit integration bench fixtures clean
 
-deps: system-deps $(STAMP)
+deps: system-deps $(STAMP) web
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -47,6 +54,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+web: $(WEB_STAMP)
+
+# --ignore-scripts: no package runs code at install (esbuild finds its binary without its
+# postinstall); npm ci never prompts, so this runs with no stdin.
+$(WEB_STAMP): $(WEB_SOURCES)
+	cd web && $(NPM) ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	cd web && $(NPM) run --silent build
+	touch $(WEB_STAMP)
 
 run: deps
 	$(VENV)/bin/moqsrt serve
@@ -73,4 +89,4 @@ fixtures: deps
 	$(PY) fixtures/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache web/node_modules web/dist $(WEB_STAMP)

@@ -2,12 +2,14 @@
 
 Each test runs the real Makefile with GNU make under a PATH holding only stand-ins: `id` (prints
 the uid the test chooses), `sudo` (present or not; runs its command as uid 0), `apt-get` and
-`dpkg-query` (a log and a list of installed packages instead of Debian's), and `python3*`
-wrappers around this interpreter that report the version the test chooses.
+`dpkg-query` (a log and a list of installed packages instead of Debian's), `npm` (logs what it
+was asked and from which directory), and `python3*` wrappers around this interpreter that report
+the version the test chooses.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -53,8 +55,8 @@ class Machine:
         return match.group(1)
 
     def apt_calls(self) -> list[str]:
-        """One line per apt-get run, `uid=<effective uid> <arguments>`, and `venv` when the
-        venv rule made one."""
+        """One line per apt-get run, `uid=<effective uid> <arguments>`, `venv` when the
+        venv rule made one, and `npm <arguments> (in <dir name>)` per npm run."""
         if not self.apt_log.exists():
             return []
         return self.apt_log.read_text().splitlines()
@@ -101,7 +103,7 @@ def machine(
     log = tmp_path / "apt.log"
     installed_list = tmp_path / "installed"
     installed_list.write_text("".join(f"{p}\n" for p in installed))
-    for tool in ("grep", "env", "mkdir", "touch", "sleep"):
+    for tool in ("grep", "env", "mkdir", "touch", "sleep", "basename"):
         real = shutil.which(tool)
         assert real is not None, tool
         (bin_dir / tool).symlink_to(real)
@@ -112,6 +114,7 @@ def machine(
     # A slow install shows a venv made before the install ended (see -j below).
     slow = "sleep 0.3\n" if slow_install else ""
     _script(bin_dir / "apt-get", f'{slow}echo "uid=$(id -u) $*" >> "{log}"\n')
+    _script(bin_dir / "npm", f'echo "npm $* (in $(basename "$PWD"))" >> "{log}"\n')
     _script(
         bin_dir / "dpkg-query",
         f'pkg=""; for a in "$@"; do pkg="$a"; done\n'
@@ -253,7 +256,38 @@ def test_packages_are_installed_before_the_venv_is_made_even_under_j(tmp_path: P
         tmp_path, uid=0, sudo=False, pythons={"python3": NEW}, venv=False, slow_install=True
     )
     venv = tmp_path / "venv"
-    done = box.make("-j4", f"VENV={venv}", "PY=true", "deps")
+    stamp = tmp_path / "web.built"
+    done = box.make("-j4", f"VENV={venv}", "PY=true", f"WEB_STAMP={stamp}", "deps")
     assert done.returncode == 0, done.stderr
-    steps = [line.split()[1] if line.startswith("uid=") else line for line in box.apt_calls()]
-    assert steps == ["update", "install", "venv"]
+    steps = [line.split()[1] if " " in line else line for line in box.apt_calls()]
+    assert steps == ["update", "install", "venv", "ci", "run"]
+
+
+NPM_CI = "npm ci --no-audit --no-fund --ignore-scripts --loglevel=error (in web)"
+NPM_BUILD = "npm run --silent build (in web)"
+
+
+def test_the_player_is_installed_from_the_lock_file_and_bundled_only_when_it_changed(
+    tmp_path: Path,
+) -> None:
+    box = machine(
+        tmp_path, uid=0, sudo=False, pythons={"python3": NEW}, installed=tuple(deb_packages())
+    )
+    venv, stamp, lock = tmp_path / "venv", tmp_path / "web.built", tmp_path / "package-lock.json"
+    lock.write_text("{}")
+    args = (f"VENV={venv}", "PY=true", f"WEB_STAMP={stamp}", f"WEB_SOURCES={lock}", "deps")
+    done = box.make(*args)
+    assert done.returncode == 0, done.stderr
+    # No stdin, no prompt: `npm ci` installs exactly the lock file, then esbuild bundles.
+    assert box.apt_calls() == ["venv", NPM_CI, NPM_BUILD]
+    assert stamp.exists()
+    assert box.make(*args).returncode == 0
+    assert box.apt_calls() == ["venv", NPM_CI, NPM_BUILD]  # nothing changed: nothing redone
+    later = stamp.stat().st_mtime + 5
+    os.utime(lock, (later, later))
+    assert box.make(*args).returncode == 0
+    assert box.apt_calls() == ["venv", NPM_CI, NPM_BUILD, NPM_CI, NPM_BUILD]
+
+
+def test_web_and_player_dependencies_are_debian_packages() -> None:
+    assert {"nodejs", "npm", "chromium"} <= set(deb_packages())
