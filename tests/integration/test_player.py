@@ -44,7 +44,8 @@ CHROMIUM_ARGS = [
 # variance of the pixels' luma, sampled on a grid.
 STATE_JS = """() => window.moqPlayers.map((p) => ({
     connection: p.connection, broadcast: p.broadcast, decoded: p.decoded,
-    rendered: p.rendered, bytes: p.bytes, width: p.width, height: p.height,
+    rendered: p.rendered, bytes: p.bytes, audioBytes: p.audioBytes,
+    width: p.width, height: p.height,
 }))[0]"""
 CANVAS_JS = """() => {
     const source = window.moqPlayers[0].canvas;
@@ -168,6 +169,7 @@ async def test_chromium_plays_an_srt_published_broadcast_with_moq_watch(procs: P
     assert (second["width"], second["height"]) == (video.width, video.height)
     assert second["rendered"] > first["rendered"] >= 10
     assert second["decoded"] > first["decoded"] >= first["rendered"] > 0
+    assert second["audioBytes"] == 0  # muted: no audio fetched (nor billed)
     # The canvas holds the picture: its size, and pixels that are not one flat colour.
     for canvas in (first_canvas, second_canvas):
         assert (canvas["width"], canvas["height"]) == (video.width, video.height)

@@ -4,13 +4,14 @@
 // `data-url` is the gateway's MoQ address as `http://host:port/` (the player fetches
 // `/certificate.sha256` over TCP on that port to pin the gateway's self-signed certificate, then
 // dials `https://host:port/` by WebTransport); `data-name` is the broadcast path (`live/cam1`).
+// An optional `data-latency` (milliseconds) is passed on as the element's `latency` target.
 //
 // `window.moqPlayers` lists one state object per mounted player, read from the element's own
 // signals, for the page and for tests:
 //   { name, url, element, connection: "connecting"|"connected"|"disconnected",
 //     broadcast: "offline"|"loading"|"live", decoded (frames the decoder reported),
-//     rendered (frames handed to the canvas), bytes (video bytes received),
-//     width, height (decoded picture size) }
+//     rendered (frames handed to the canvas), bytes (video bytes received), audioBytes (audio
+//     bytes received: 0 while muted, when no audio is fetched), width, height (picture size) }
 import "@moq/watch/element";
 
 /** Mounts one <moq-watch> into `host` and returns its live state object. */
@@ -20,6 +21,7 @@ function mount(host) {
 	watch.setAttribute("name", host.dataset.name);
 	// Browsers refuse to autoplay sound: start muted so video plays without a click.
 	watch.setAttribute("muted", "");
+	if (host.dataset.latency) watch.setAttribute("latency", host.dataset.latency);
 	const canvas = document.createElement("canvas");
 	canvas.style.maxWidth = "100%";
 	watch.appendChild(canvas);
@@ -35,6 +37,7 @@ function mount(host) {
 		decoded: 0,
 		rendered: 0,
 		bytes: 0,
+		audioBytes: 0,
 		width: 0,
 		height: 0,
 	};
@@ -51,6 +54,9 @@ function mount(host) {
 			state.decoded = stats.frameCount;
 			state.bytes = stats.bytesReceived;
 		}
+	});
+	watch.audio.out.stats.subscribe((stats) => {
+		if (stats) state.audioBytes = stats.bytesReceived;
 	});
 	watch.video.out.display.subscribe((size) => {
 		if (size) {
