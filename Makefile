@@ -18,10 +18,13 @@ WEB_STAMP ?= web/.built
 WEB_SOURCES := web/package.json web/package-lock.json $(wildcard web/src/*)
 # The gateway's libsrt and the clients the integration tests run (README recipes): ffmpeg,
 # srt-live-transmit, VLC (TS demux/mux and the dummy interface are in plugin-base, its SRT input
-# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad). nodejs and npm
-# build the in-browser player (web/); chromium plays it in the player's end-to-end test.
+# in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad). nodejs (and npm,
+# below) build the in-browser player (web/); chromium plays it in the player's end-to-end test.
 DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-base vlc-plugin-access-extra \
-  gstreamer1.0-tools gstreamer1.0-plugins-bad nodejs npm chromium
+  gstreamer1.0-tools gstreamer1.0-plugins-bad nodejs chromium
+# Debian packages installed only when the command of the same name is missing: NodeSource's nodejs
+# package ships npm itself (and conflicts with Debian's npm package), so the command is checked.
+DEB_COMMANDS := npm
 # Root (a container image, usually without sudo) runs apt-get itself; anyone else goes through sudo.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
@@ -35,6 +38,7 @@ system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 	  missing="$$missing python3 python3-venv"; \
 	fi; \

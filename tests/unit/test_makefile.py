@@ -96,6 +96,7 @@ def machine(
     venv: bool = True,
     installed: tuple[str, ...] = (),
     slow_install: bool = False,
+    npm: bool = True,
 ) -> Machine:
     """A bin directory with the stand-ins, and nothing else on PATH (so no real sudo)."""
     bin_dir = tmp_path / "bin"
@@ -114,7 +115,8 @@ def machine(
     # A slow install shows a venv made before the install ended (see -j below).
     slow = "sleep 0.3\n" if slow_install else ""
     _script(bin_dir / "apt-get", f'{slow}echo "uid=$(id -u) $*" >> "{log}"\n')
-    _script(bin_dir / "npm", f'echo "npm $* (in $(basename "$PWD"))" >> "{log}"\n')
+    if npm:
+        _script(bin_dir / "npm", f'echo "npm $* (in $(basename "$PWD"))" >> "{log}"\n')
     _script(
         bin_dir / "dpkg-query",
         f'pkg=""; for a in "$@"; do pkg="$a"; done\n'
@@ -290,4 +292,24 @@ def test_the_player_is_installed_from_the_lock_file_and_bundled_only_when_it_cha
 
 
 def test_web_and_player_dependencies_are_debian_packages() -> None:
-    assert {"nodejs", "npm", "chromium"} <= set(deb_packages())
+    assert {"nodejs", "chromium"} <= set(deb_packages())
+
+
+@pytest.mark.parametrize("npm", [True, False])
+def test_npm_is_installed_only_when_the_command_is_missing(tmp_path: Path, npm: bool) -> None:
+    """NodeSource's nodejs brings npm (and conflicts with Debian's npm package): what counts
+    is the `npm` command, not the package."""
+    box = machine(
+        tmp_path,
+        uid=0,
+        sudo=False,
+        pythons={"python3": NEW},
+        installed=tuple(deb_packages()),
+        npm=npm,
+    )
+    done = box.make("system-deps")
+    assert done.returncode == 0, done.stderr
+    expected = (
+        [] if npm else ["uid=0 update -qq", "uid=0 install -y -qq --no-install-recommends npm"]
+    )
+    assert box.apt_calls() == expected
