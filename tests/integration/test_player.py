@@ -5,10 +5,10 @@ served by `gateway.http.webassets`) plays the broadcast over WebTransport from t
 MoQ listener, pinning its self-signed certificate through `/certificate.sha256`.
 
 What is checked comes from the browser, not from the gateway: the player's own state (its
-connection and broadcast status, frames its decoder reported, frames handed to the canvas,
-the decoded picture size against PyAV's view of the fixture) and the canvas read back as
-pixels. The gateway's egress record for that viewer must then cover at least what the player
-counted, and at most what the fixture holds.
+connection and broadcast status, video frames fed to its WebCodecs decoder, decoded frames
+painted on the canvas, the decoded picture size against PyAV's view of the fixture) and the
+canvas read back as pixels. The gateway's egress record for that viewer must then cover at
+least what the player counted, and at most what the fixture holds.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
 # canvas (so it does not matter which context the player renders with), then the mean and
 # variance of the pixels' luma, sampled on a grid.
 STATE_JS = """() => window.moqPlayers.map((p) => ({
-    connection: p.connection, broadcast: p.broadcast, decoded: p.decoded,
+    connection: p.connection, broadcast: p.broadcast, received: p.received,
     rendered: p.rendered, bytes: p.bytes, audioBytes: p.audioBytes,
     width: p.width, height: p.height,
 }))[0]"""
@@ -168,7 +168,7 @@ async def test_chromium_plays_an_srt_published_broadcast_with_moq_watch(procs: P
     assert second["broadcast"] == "live"
     assert (second["width"], second["height"]) == (video.width, video.height)
     assert second["rendered"] > first["rendered"] >= 10
-    assert second["decoded"] > first["decoded"] >= first["rendered"] > 0
+    assert second["received"] > first["received"] >= first["rendered"] > 0
     assert second["audioBytes"] == 0  # muted: no audio fetched (nor billed)
     # The canvas holds the picture: its size, and pixels that are not one flat colour.
     for canvas in (first_canvas, second_canvas):
@@ -176,13 +176,13 @@ async def test_chromium_plays_an_srt_published_broadcast_with_moq_watch(procs: P
         assert canvas["variance"] > 100.0, canvas
     assert first_canvas != second_canvas  # and the picture moves
 
-    # The gateway metered one MoQ egress viewer for it: at least what the player decoded
+    # The gateway metered one MoQ egress viewer for it: at least what the player received
     # (plus the catalog frame), never more than the fixture holds.
     assert isinstance(record, MoqSessionRecord)
     assert record.role == "egress"
     assert record.version in ("moq-lite-03", "moq-lite-04")
     assert record.subscriptions >= 2  # the catalog and the video track
-    assert second["decoded"] + 1 <= record.frames <= published_frames + 1
+    assert second["received"] + 1 <= record.frames <= published_frames + 1
     assert second["bytes"] < record.bytes
     assert [b.path for b in record.broadcasts] == [PATH]
     assert sum(e.frames for e in egress) == record.frames  # the stats saw the same viewer

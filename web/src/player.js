@@ -9,8 +9,8 @@
 // `window.moqPlayers` lists one state object per mounted player, read from the element's own
 // signals, for the page and for tests:
 //   { name, url, element, connection: "connecting"|"connected"|"disconnected",
-//     broadcast: "offline"|"loading"|"live", decoded (frames the decoder reported),
-//     rendered (frames handed to the canvas), bytes (video bytes received), audioBytes (audio
+//     broadcast: "offline"|"loading"|"live", received (video frames fed to the WebCodecs decoder),
+//     rendered (decoded frames painted on the canvas), bytes (video bytes received), audioBytes (audio
 //     bytes received: 0 while muted, when no audio is fetched), width, height (picture size) }
 import "@moq/watch/element";
 
@@ -34,7 +34,7 @@ function mount(host) {
 		canvas,
 		connection: "connecting",
 		broadcast: "offline",
-		decoded: 0,
+		received: 0,
 		rendered: 0,
 		bytes: 0,
 		audioBytes: 0,
@@ -51,7 +51,7 @@ function mount(host) {
 	});
 	watch.video.out.stats.subscribe((stats) => {
 		if (stats) {
-			state.decoded = stats.frameCount;
+			state.received = stats.frameCount;
 			state.bytes = stats.bytesReceived;
 		}
 	});
