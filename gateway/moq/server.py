@@ -52,7 +52,7 @@ from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.wire import SessionCode, Version
 from model import Origin, StatsGuard, StatsHandle, Usage, normalize_path
 
-__all__ = ["MoqAuthDecision", "MoqAuthHook", "MoqServer", "MoqSessionInfo"]
+__all__ = ["MoqAuthDecision", "MoqAuthHook", "MoqServer", "MoqSessionInfo", "is_self_signed"]
 
 AUTH_TIMEOUT_S: Final = 1.5
 """How long the hook may think before the client is refused (503)."""
