@@ -27,8 +27,15 @@ from typing import Final, Literal
 import av
 import structlog
 
-from gateway.http.sources import read_catalog
-from model import BroadcastConsumer, ModelError, Origin, StatsGuard, StatsHandle
+from gateway.http.sources import INTERNAL_TIER, read_catalog
+from model import (
+    BroadcastConsumer,
+    ModelError,
+    Origin,
+    StatsGuard,
+    StatsHandle,
+    normalize_path,
+)
 from mux.catalog import VideoConfig
 from mux.container import decode_frame
 from mux.errors import Malformed
@@ -44,7 +51,7 @@ __all__ = [
     "keyframe_jpeg",
 ]
 
-THUMBNAIL_TIER: Final = "internal"
+THUMBNAIL_TIER: Final = INTERNAL_TIER
 """The tier thumbnails are metered under (the gateway's own consumers)."""
 THUMBNAIL_VIEWER: Final = "thumbnails"
 """The viewer id of the thumbnail reader (one distinct viewer per path in the internal tier)."""
@@ -175,9 +182,14 @@ class Thumbnails:
         """Keyframes decoded so far (for tests and curiosity)."""
 
     async def jpeg(self, path: str) -> bytes | None:
-        """The JPEG thumbnail of the broadcast live at `path`, or None when it is not live, has
+        """The JPEG thumbnail of the broadcast live at `path`, or None when it is not live (or
+        no valid path), has
         no decodable video yet, or its keyframe does not decode (logged once per keyframe)."""
         if self._closed:
+            return None
+        try:
+            path = normalize_path(path)
+        except ValueError:
             return None
         self._prune()
         async with self._lock:  # one keyframe at a time; concurrent askers share the answer
