@@ -42,7 +42,7 @@ def live(origin: Origin, path: str, fixture: str) -> BroadcastProducer:
 
 def picture(jpeg: bytes) -> np.ndarray:
     """The luma plane of a JPEG, decoded by PyAV."""
-    with av.open(io.BytesIO(jpeg)) as container:
+    with av.open(io.BytesIO(jpeg), mode="r") as container:
         frame = next(container.decode(video=0))
     return frame.to_ndarray(format="gray")
 
