@@ -120,7 +120,8 @@ function render() {
 		const srt = b.viewers.srt || 0;
 		const moq = b.viewers.moq || 0;
 		f.viewers.textContent = `${srt + moq} (SRT ${srt}, MoQ ${moq})`;
-		f.viewers.dataset.count = String(srt + moq);
+		f.viewers.dataset.srt = String(srt);
+		f.viewers.dataset.moq = String(moq);
 		f.ingress.textContent = usage(b.ingress);
 		f.egress.textContent = usage(b.egress);
 		f.duration.textContent = `${duration(b.duration_s)}${b.protocol ? ` over ${b.protocol.toUpperCase()}` : ""}`;
