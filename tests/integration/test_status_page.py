@@ -27,6 +27,9 @@ import numpy as np
 from playwright.async_api import async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.http import GatewaySources, HttpService
+from model import BroadcastProducer, Origin, StatsHandle
+from mux import TsImporter
 from tests.integration.conftest import FIXTURE, HOST, ROOT, Procs, ffmpeg_pull_argv, srt_url
 
 CHROMIUM = "/usr/bin/chromium"
@@ -216,3 +219,52 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                 await browser.close()
         # The thumbnails were read by the gateway itself, metered apart from any customer.
         assert await internal_egress_bytes(served.http_port) > 0
+
+
+async def test_a_page_opened_with_its_token_sends_it_as_a_header_and_drops_it_from_the_address(
+    tmp_path: Path,
+) -> None:
+    token = "page-token-0123456789abc"
+    origin, stats = Origin(), StatsHandle("test-node")
+    broadcast = BroadcastProducer()
+    origin.publish("live/token", broadcast)
+    importer = TsImporter(broadcast)  # the fixture, whole: its last group stays the latest
+    importer.feed(FIXTURE.read_bytes())
+    sources = GatewaySources(origin, stats)
+    try:
+        async with (
+            asyncio.timeout(40),
+            await HttpService.bind(HOST, 0, sources, token=token) as http,
+            async_playwright() as playwright,
+        ):
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = await browser.new_page()
+                response = await page.goto(f"http://{HOST}:{http.port}/", timeout=15_000)
+                assert response is not None
+                assert response.status == 401
+                assert "token" in await page.inner_text("body")
+
+                await page.goto(f"http://{HOST}:{http.port}/?token={token}", timeout=15_000)
+                assert token not in page.url  # taken out of the address bar
+                # Two polls of /status.json (which needs the token as a header) went through.
+                await page.wait_for_function(
+                    "() => Number(document.body.dataset.updates) >= 3", timeout=15_000
+                )
+                assert not await page.locator("#state.error").count()
+                assert await page.locator("article.broadcast .name").inner_text() == "live/token"
+                # The thumbnail, fetched with the header, loaded.
+                await page.wait_for_function(
+                    "() => { const i = document.querySelector('article.broadcast img.thumb');"
+                    " return i && i.complete && i.naturalWidth === 320; }",
+                    timeout=15_000,
+                )
+                # Without SRT or MoQ in this gateway the page offers no player and no SRT URL.
+                assert await page.locator("div.moq-player").count() == 0
+                assert "(SRT is not served)" in await page.inner_text("#ffmpeg-command")
+            finally:
+                await browser.close()
+    finally:
+        importer.finish()
