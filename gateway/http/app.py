@@ -170,7 +170,7 @@ class HttpService:
                 await thumbs.aclose()
             raise
         bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2), port)
-        sampler = asyncio.create_task(_sample_rates(sources, rates, rate_interval_s))
+        sampler = asyncio.create_task(_sample_rates(sources, rates, rate_interval_s, thumbs))
         _log.info(
             "http.listening",
             host=host,
@@ -250,10 +250,16 @@ _PAGE_HEADERS: Final = {
 
 
 async def _sample_rates(
-    sources: GatewaySources, rates: dict[str, deque[tuple[float, int]]], interval_s: float
+    sources: GatewaySources,
+    rates: dict[str, deque[tuple[float, int]]],
+    interval_s: float,
+    thumbnails: Thumbnails | None = None,
 ) -> None:
-    """Read each live path's ingress bytes every `interval_s` (one snapshot per interval)."""
+    """Read each live path's ingress bytes every `interval_s` (one snapshot per interval), and
+    let `thumbnails` forget the broadcasts that ended."""
     while True:
+        if thumbnails is not None:
+            thumbnails.prune()
         now = time.monotonic()
         try:
             current = sources.ingress_bytes()
@@ -297,7 +303,9 @@ class _Routes:
         self._fallback_host = (
             "127.0.0.1"
             if bound_host in ("", "0.0.0.0", "::")
-            else page.browser_host(bound_host, "127.0.0.1")
+            else f"[{bound_host}]"
+            if ":" in bound_host
+            else bound_host
         )
 
     def _status(self, host: str) -> dict[str, Any]:

@@ -191,7 +191,7 @@ class Thumbnails:
             path = normalize_path(path)
         except ValueError:
             return None
-        self._prune()
+        self.prune()
         async with self._lock:  # one keyframe at a time; concurrent askers share the answer
             try:
                 return await self._jpeg(path)
@@ -280,8 +280,9 @@ class Thumbnails:
         if entry is not None:
             entry.close()
 
-    def _prune(self) -> None:
-        """Drop the entries of broadcasts that ended (closing their meters)."""
+    def prune(self) -> None:
+        """Drop the entries of broadcasts that ended (closing their meters, releasing their
+        readers). O(entries); `HttpService` calls it every second, and `jpeg` on each call."""
         for path in [p for p, e in self._entries.items() if e.consumer.finished]:
             self._drop(path)
 

@@ -214,7 +214,9 @@ async def test_the_thumbnail_route_serves_a_jpeg_of_a_live_fixture_even_with_an_
     importer = TsImporter(broadcast)
     importer.feed((FIXTURES / "h264_aac.ts").read_bytes())
     try:
-        async with await HttpService.bind("127.0.0.1", 0, page_world.sources) as http:
+        async with await HttpService.bind(
+            "127.0.0.1", 0, page_world.sources, rate_interval_s=0.05
+        ) as http:
             status, kind, body = await fetch(http.port, thumbnail_url(path))
             assert (status, kind) == (200, "image/jpeg")
             with av.open(io.BytesIO(body), mode="r") as container:
@@ -222,10 +224,21 @@ async def test_the_thumbnail_route_serves_a_jpeg_of_a_live_fixture_even_with_an_
             assert (frame.width, frame.height) == (320, 180)
             assert (await fetch(http.port, thumbnail_url("live/other")))[0] == 404
             assert (await fetch(http.port, "/api/v1/broadcasts/../x/thumbnail.jpg"))[0] == 404
-        # The page's reader is the gateway's own: metered in tier internal, not billed.
-        (internal,) = [e for e in page_world.stats.snapshot() if e.role == "egress"]
-        assert internal.tier == "internal"
-        assert internal.sessions == internal.sessions_closed == 1
+            # The page's reader is the gateway's own: metered in tier internal, not billed.
+            (internal,) = [e for e in page_world.stats.snapshot() if e.role == "egress"]
+            assert (internal.tier, internal.sessions, internal.sessions_closed) == (
+                "internal",
+                1,
+                0,
+            )
+            # The broadcast ends and nobody asks again: its reader is let go all the same.
+            importer.finish()
+            assert http.thumbnails is not None
+            async with asyncio.timeout(5):
+                while len(http.thumbnails):  # noqa: ASYNC110  (no event to wait on)
+                    await asyncio.sleep(0.02)
+            (internal,) = [e for e in page_world.stats.snapshot() if e.role == "egress"]
+            assert internal.sessions_closed == 1
     finally:
         importer.finish()
 
