@@ -195,6 +195,15 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                 assert pixels["std"] > 10, pixels
                 shot = await page.screenshot(path=str(tmp_path / "status-page.png"))
                 assert len(shot) > 1000
+                # The name and the thumbnail are in the screenshot's frame, drawn.
+                for element in (name, thumb):
+                    assert await element.is_visible()
+                    box = await element.bounding_box()
+                    assert box is not None
+                    assert box["width"] > 0
+                    assert box["height"] > 0
+                    assert box["x"] + box["width"] <= 1200
+                    assert box["y"] + box["height"] <= 900
                 clip = await thumb.screenshot()
                 with av.open(io.BytesIO(clip), mode="r") as container:
                     luma = next(container.decode(video=0)).to_ndarray(format="gray")
