@@ -41,7 +41,7 @@ function bytes(n) {
 }
 
 function bitrate(bps) {
-	if (bps == null) return "measuring...";
+	if (bps == null) return "-";
 	if (bps >= 1e6) return `${(bps / 1e6).toFixed(2)} Mbit/s`;
 	return `${Math.round(bps / 1e3)} kbit/s`;
 }
