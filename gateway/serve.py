@@ -364,6 +364,7 @@ async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
         sources.srt_port = server.port
         sources.srt_latency_ms = config.latency_ms
         sources.srt_encrypted = config.passphrase is not None
+        sources.authorized = bool(config.users) or config.auth_http_url is not None
         if ledger is not None:
             sources.usage = ledger
             sources.ledger_lag_s = lambda: time.time() - ledger.committed_at

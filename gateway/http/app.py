@@ -321,6 +321,7 @@ class _Routes:
             latency_ms=sources.srt_latency_ms,
             encrypted=sources.srt_encrypted,
             moq_port=sources.moq_port,
+            authorized=sources.authorized,
         )
         body = page.render_index(info, host=host, status=self._status(host))
         return web.Response(text=body, content_type="text/html", headers=_PAGE_HEADERS)

@@ -66,12 +66,14 @@ _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\.?")
 class PageInfo:
     """What the page says about this server: `srt_port` (None: no SRT instructions),
     `latency_ms` (the SRT latency offered), `encrypted` (publishers need a passphrase),
-    `moq_port` (the MoQ UDP port the players dial; None: no players)."""
+    `moq_port` (the MoQ UDP port the players dial; None: no players), `authorized` (callers
+    must name themselves: a users table or an authorization hook is configured)."""
 
     srt_port: int | None
     latency_ms: int
     encrypted: bool
     moq_port: int | None
+    authorized: bool = False
 
 
 def is_page_path(path: str) -> bool:
@@ -227,9 +229,21 @@ def render_index(info: PageInfo, *, host: str, status: Mapping[str, Any]) -> str
         "srt_port": "-" if info.srt_port is None else str(info.srt_port),
         "latency_ms": str(info.latency_ms),
         "latency_us": str(latency_us),
-        "passphrase_note": "This server requires an SRT passphrase: replace YOUR_PASSPHRASE."
-        if info.encrypted
-        else "",
+        "passphrase_note": " ".join(
+            note
+            for note, shown in (
+                (
+                    "This server requires an SRT passphrase: replace YOUR_PASSPHRASE.",
+                    info.encrypted,
+                ),
+                (
+                    "This server checks who publishes and watches: add your user and secret "
+                    "to the stream id (#!::r=live/test,u=USER,s=SECRET,m=publish).",
+                    info.authorized,
+                ),
+            )
+            if shown
+        ),
     }
     escaped = {key: html.escape(value, quote=True) for key, value in values.items()}
     return template.substitute(escaped, config_json=_script_json(config))

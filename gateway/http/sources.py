@@ -197,6 +197,9 @@ class GatewaySources:
         """The SRT latency the listener offers (ms), for the publishing instructions."""
         self.srt_encrypted: bool = False
         """Whether publishers need an SRT passphrase (the instructions then say where it goes)."""
+        self.authorized: bool = False
+        """Whether callers must name themselves (users table or authorization hook): the
+        instructions then say where the credentials go."""
         self.moq_port: int | None = None
         """The MoQ listener's UDP port, for the page's in-browser players (None: MoQ is off)."""
         self._recent: deque[dict[str, Any]] = deque(maxlen=max(0, recent_max))

@@ -124,6 +124,11 @@ def test_names_and_hosts_cannot_inject_markup_into_the_page() -> None:
     embedded = config_json(page)
     assert embedded["status"] == json.loads(json.dumps(status))  # the name survives intact
     assert "YOUR_PASSPHRASE" in page  # an encrypted server says where the passphrase goes
+    assert "u=USER,s=SECRET" not in page
+    info = PageInfo(srt_port=9000, latency_ms=120, encrypted=False, moq_port=None, authorized=True)
+    page = render_index(info, host="gw", status=status)
+    assert "u=USER,s=SECRET" in page  # so does one that checks who publishes
+    assert "YOUR_PASSPHRASE" not in page
 
 
 async def test_the_page_names_this_servers_ports_and_the_browsers_host(
