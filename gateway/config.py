@@ -64,6 +64,8 @@ class GatewayConfig:
     `http` is the operator's HTTP listener (`/metrics`, the JSON API), loopback by default;
     bound anywhere else it requires `http_token` (a bearer token; not in the repr).
     `metrics_path_labels` labels metrics per broadcast path (one series per path ever seen).
+    `http_public_page` serves the status page (`/`, its assets, thumbnails) without the token
+    (the API and `/metrics` still need it).
     `max_sessions`, `max_peer_sessions` and `max_peer_handshakes_per_s` are the operator's
     limits (`ServerConfig` has their meaning; None = no limit, written 0 or "off").
 
@@ -92,6 +94,7 @@ class GatewayConfig:
     http: tuple[str, int] | None = ("127.0.0.1", 8080)
     http_token: str | None = field(default=None, repr=False)
     metrics_path_labels: bool = False
+    http_public_page: bool = False
     ledger: Path | None = Path("var") / "ledger.sqlite3"
     ledger_interval_ms: int = 1000
     webhook_url: str | None = None
@@ -305,7 +308,7 @@ def _coerce(key: str, value: Any) -> Any:
             # Never echo the value: it is a secret.
             raise ConfigError(key, "a bearer token has 16 or more printable characters")
         return value
-    if key == "metrics_path_labels":
+    if key in ("metrics_path_labels", "http_public_page"):
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "on", "off", "1", "0"):

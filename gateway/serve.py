@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on: label metrics per broadcast path (one series per path: for few paths only)",
     )
     parser.add_argument(
+        "--http-public-page",
+        dest="http_public_page",
+        help="on: the status page at / (its assets and thumbnails) needs no token even off "
+        "loopback; the API and /metrics still do",
+    )
+    parser.add_argument(
         "--ledger", help="usage ledger file (SQLite; default var/ledger.sqlite3), or off"
     )
     parser.add_argument(
@@ -355,6 +361,10 @@ async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
             srt_sinks.append(ledger.record_session)
             moq_sinks.append(ledger.record_session)
         sources.add_srt(server)
+        sources.srt_port = server.port
+        sources.srt_latency_ms = config.latency_ms
+        sources.srt_encrypted = config.passphrase is not None
+        sources.authorized = bool(config.users) or config.auth_http_url is not None
         if ledger is not None:
             sources.usage = ledger
             sources.ledger_lag_s = lambda: time.time() - ledger.committed_at
@@ -371,6 +381,7 @@ async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
                 await _serve_moq(
                     config, srt_config, origin, stats, stack, tasks, sources, moq_sinks
                 )
+            http = None
             if config.http is not None:
                 http = await _bind_http(config, sources)
                 stack.push_async_callback(http.aclose)
@@ -381,6 +392,8 @@ async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
                 _log.info("moq.upstream", url=upstream.redacted_url, tier=UPSTREAM_TIER)
                 tasks.start(upstream.run())
             warn_if_open(config)  # after the binds: a bind failure stays the only line
+            if http is not None and config.http is not None:
+                _announce_page(config, http.port)
             await server.serve(origin)
 
 
@@ -450,6 +463,7 @@ async def _serve_moq(
     moq_server.with_stats(stats)
     stack.push_async_callback(moq_server.aclose)
     sources.add_moq(moq_server)
+    sources.moq_port = moq_server.port
     if self_signed:
         tasks.start(renew_loop(config.var_dir, certificate, moq_server.set_certificate))
     host = config.moq[0]
@@ -469,6 +483,7 @@ async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpServ
             sources,
             token=http_token(config.http_token),
             path_labels=config.metrics_path_labels,
+            public_page=config.http_public_page,
         )
     except TokenRequired as exc:
         raise ConfigError("http_token", str(exc)) from None
@@ -481,6 +496,26 @@ async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpServ
     )
     sys.stdout.flush()
     return http
+
+
+def status_page_url(host: str, port: int) -> str:
+    """The status page's address for a listener bound to `host:port` (a wildcard address is
+    shown as 127.0.0.1, an IPv6 one bracketed)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+def _announce_page(config: GatewayConfig, port: int) -> None:
+    """Print (last, so that it is seen) and log where the status page is."""
+    assert config.http is not None
+    url = status_page_url(config.http[0], port)
+    token_needed = http_token(config.http_token) is not None and not config.http_public_page
+    hint = "  (add ?token=<your http_token> to the address)" if token_needed else ""
+    sys.stdout.write(f"\n  status page: {url}{hint}\n\n")
+    sys.stdout.flush()
+    _log.info("http.status_page", url=url, token_required=token_needed)
 
 
 def moq_try_it(host: str, port: int, fingerprint: str, self_signed: bool) -> str:

@@ -1,8 +1,11 @@
-"""The operator's HTTP surface: Prometheus `/metrics` and the JSON API (`/api/v1/...`).
+"""The operator's HTTP surface: the status page (`/`), Prometheus `/metrics` and the JSON API
+(`/api/v1/...`).
 
 `GatewaySources` (`gateway.http.sources`) gathers what is reported (origin, stats, the SRT and
-MoQ servers, recent records, the ledger's hooks); `HttpService` (`gateway.http.app`) serves it
-with aiohttp; `GatewayCollector` (`gateway.http.metrics`) turns it into metrics at scrape time.
+MoQ servers, recent records, the ledger's hooks, the ports the page names); `HttpService`
+(`gateway.http.app`) serves it with aiohttp; `GatewayCollector` (`gateway.http.metrics`) turns
+it into metrics at scrape time; `gateway.http.page` renders the status page and
+`gateway.http.thumbnails` makes its keyframe thumbnails.
 
 ```python
 sources = GatewaySources(origin, stats)

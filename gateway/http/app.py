@@ -1,7 +1,11 @@
-"""The operator's HTTP listener (aiohttp): `/metrics` and the JSON API.
+"""The operator's HTTP listener (aiohttp): the status page, `/metrics` and the JSON API.
 
 `HttpService.bind(host, port, sources, token=...)` serves until `aclose()`:
 
+- `GET /`: the status page (`gateway.http.page`), its assets under `/static/`, and
+  `GET /status.json`, what the page polls;
+- `GET /api/v1/broadcasts/{path}/thumbnail.jpg`: the latest keyframe of a live broadcast as a
+  JPEG (`gateway.http.thumbnails`; 404 while there is none);
 - `GET /metrics`: Prometheus text exposition (`gateway.http.metrics`);
 - `GET /api/v1/broadcasts`: live broadcasts, their catalog tracks, publisher, viewers per
   protocol, ingress counters and bit rate;
@@ -11,29 +15,32 @@
   (503 when no ledger is attached).
 
 Bound to a loopback address the listener is open; bound anywhere else it needs a bearer token
-(`Authorization: Bearer <token>`) on every route, and refuses to start without one. The service
-owns its listener and its bit-rate sampler task; the sources belong to the caller.
+(`Authorization: Bearer <token>`) on every route, and refuses to start without one. The page's
+routes also take it as `?token=`, and need none with `public_page` (`page.page_allowed` has the
+rule). The service owns its listener, its bit-rate sampler task and its thumbnail cache; the
+sources belong to the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.http import page
 from gateway.http.metrics import LiveReading, metrics_registry
 from gateway.http.sources import GatewaySources
+from gateway.http.thumbnails import Thumbnails
 
 __all__ = [
     "DEFAULT_USAGE_LIMIT",
@@ -98,6 +105,7 @@ class HttpService:
         port: int,
         sampler: asyncio.Task[None],
         rates: dict[str, deque[tuple[float, int]]],
+        thumbnails: Thumbnails | None,
     ) -> None:
         """Use `HttpService.bind`."""
         self._runner = runner
@@ -105,6 +113,8 @@ class HttpService:
         """What the routes read."""
         self.port = port
         """The bound TCP port."""
+        self.thumbnails = thumbnails
+        """The thumbnail cache (None: thumbnails are off)."""
         self._sampler = sampler
         self._rates = rates
         self._closed = False
@@ -119,24 +129,36 @@ class HttpService:
         token: str | None = None,
         path_labels: bool = False,
         rate_interval_s: float = RATE_INTERVAL_S,
+        public_page: bool = False,
+        thumbnails: bool = True,
+        setup: Callable[[web.Application], None] | None = None,
     ) -> HttpService:
         """Listen on TCP `host:port` (port 0 picks one: `port`) and serve `sources`.
 
         `token`: the bearer token every request must carry (None or `""`: none; only allowed
-        on a loopback `host`). `path_labels`: label metrics per broadcast path. Raises
-        `TokenRequired` for a non-loopback `host` without a token, `OSError` when the address
-        cannot be bound.
+        on a loopback `host`). `path_labels`: label metrics per broadcast path. `public_page`:
+        the status page needs no token. `thumbnails`: decode keyframes for the page (else the
+        thumbnail route answers 404). `setup` may add routes (e.g. the player bundle's) before
+        the listener starts. Raises `TokenRequired` for a non-loopback `host` without a token,
+        `OSError` when the address cannot be bound.
         """
         token = token or None
         cls.check_token(host, token)
         rates: dict[str, deque[tuple[float, int]]] = {}
-        app = web.Application(middlewares=[_auth_middleware(token)] if token else [])
-        routes = _Routes(sources, path_labels, rates)
+        app = web.Application(middlewares=[_auth_middleware(token, public_page)] if token else [])
+        thumbs = Thumbnails(sources.origin, sources.stats) if thumbnails else None
+        routes = _Routes(sources, path_labels, rates, thumbs, host)
+        app.router.add_get("/", routes.index)
+        app.router.add_get("/status.json", routes.status)
+        app.router.add_get("/static/{name}", routes.static)
+        app.router.add_get("/api/v1/broadcasts/{path:.+}/thumbnail.jpg", routes.thumbnail)
         app.router.add_get("/metrics", routes.metrics)
         app.router.add_get("/api/v1/broadcasts", routes.broadcasts)
         app.router.add_get("/api/v1/sessions", routes.sessions)
         app.router.add_delete("/api/v1/sessions/{session}", routes.kick)
         app.router.add_get("/api/v1/usage", routes.usage)
+        if setup is not None:
+            setup(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -144,11 +166,19 @@ class HttpService:
             await site.start()
         except BaseException:
             await runner.cleanup()
+            if thumbs is not None:
+                await thumbs.aclose()
             raise
         bound = next((a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2), port)
-        sampler = asyncio.create_task(_sample_rates(sources, rates, rate_interval_s))
-        _log.info("http.listening", host=host, port=bound, token_required=token is not None)
-        return cls(runner, sources, int(bound), sampler, rates)
+        sampler = asyncio.create_task(_sample_rates(sources, rates, rate_interval_s, thumbs))
+        _log.info(
+            "http.listening",
+            host=host,
+            port=bound,
+            token_required=token is not None,
+            public_page=public_page,
+        )
+        return cls(runner, sources, int(bound), sampler, rates, thumbs)
 
     @staticmethod
     def check_token(host: str, token: str | None) -> None:
@@ -169,6 +199,8 @@ class HttpService:
         with contextlib.suppress(asyncio.CancelledError):
             await self._sampler
         await self._runner.cleanup()
+        if self.thumbnails is not None:
+            await self.thumbnails.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -177,26 +209,57 @@ class HttpService:
         await self.aclose()
 
 
-def _auth_middleware(token: str) -> Middleware:
-    expected = f"Bearer {token}".encode()
-
+def _auth_middleware(token: str, public_page: bool) -> Middleware:
     @web.middleware
     async def check_token(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return _json_error(
-                401, "a bearer token is required", **{"WWW-Authenticate": 'Bearer realm="moqsrt"'}
+        allowed = page.page_allowed(
+            request.path,
+            token=token,
+            public_page=public_page,
+            authorization=request.headers.get("Authorization"),
+            query_token=request.query.get("token"),
+        )
+        if allowed:
+            return await handler(request)
+        challenge = {"WWW-Authenticate": 'Bearer realm="moqsrt"'}
+        if request.path == "/":
+            return web.Response(
+                status=401,
+                text=_TOKEN_PAGE,
+                content_type="text/html",
+                headers={**challenge, **_PAGE_HEADERS},
             )
-        return await handler(request)
+        return _json_error(401, "a bearer token is required", **challenge)
 
     return check_token
 
 
+_TOKEN_PAGE: Final = (
+    "<!doctype html><meta charset=utf-8><title>moqsrt: token required</title>"
+    "<p>This status page needs the server's HTTP token: open it as <code>/?token=...</code>"
+    " (the <code>http_token</code> setting or <code>MOQSRT_HTTP_TOKEN</code>).</p>"
+)
+# The page's own answers: never cached (it may carry a token in its address), no referrer
+# (its address may hold `?token=`), no sniffing, no framing.
+_PAGE_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
 async def _sample_rates(
-    sources: GatewaySources, rates: dict[str, deque[tuple[float, int]]], interval_s: float
+    sources: GatewaySources,
+    rates: dict[str, deque[tuple[float, int]]],
+    interval_s: float,
+    thumbnails: Thumbnails | None = None,
 ) -> None:
-    """Read each live path's ingress bytes every `interval_s` (one snapshot per interval)."""
+    """Read each live path's ingress bytes every `interval_s` (one snapshot per interval), and
+    let `thumbnails` forget the broadcasts that ended."""
     while True:
+        if thumbnails is not None:
+            thumbnails.prune()
         now = time.monotonic()
         try:
             current = sources.ingress_bytes()
@@ -229,10 +292,66 @@ class _Routes:
         sources: GatewaySources,
         path_labels: bool,
         rates: dict[str, deque[tuple[float, int]]],
+        thumbnails: Thumbnails | None,
+        bound_host: str,
     ) -> None:
         self._sources = sources
         self._path_labels = path_labels
         self._rates = rates
+        self._thumbnails = thumbnails
+        # What the page names when a request's Host header is unusable.
+        self._fallback_host = (
+            "127.0.0.1"
+            if bound_host in ("", "0.0.0.0", "::")
+            else f"[{bound_host}]"
+            if ":" in bound_host
+            else bound_host
+        )
+
+    def _status(self, host: str) -> dict[str, Any]:
+        broadcasts = self._sources.broadcasts(_bitrates(self._rates))
+        moq = page.moq_url(host, self._sources.moq_port)
+        return page.status_view(broadcasts, moq=moq, now=time.time())
+
+    async def index(self, request: web.Request) -> web.Response:
+        host = page.browser_host(request.host, self._fallback_host)
+        sources = self._sources
+        info = page.PageInfo(
+            srt_port=sources.srt_port,
+            latency_ms=sources.srt_latency_ms,
+            encrypted=sources.srt_encrypted,
+            moq_port=sources.moq_port,
+            authorized=sources.authorized,
+        )
+        body = page.render_index(info, host=host, status=self._status(host))
+        return web.Response(text=body, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def status(self, request: web.Request) -> web.Response:
+        host = page.browser_host(request.host, self._fallback_host)
+        return web.json_response(self._status(host), headers=_PAGE_HEADERS)
+
+    async def static(self, request: web.Request) -> web.Response:
+        found = page.static_file(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, kind = found
+        return web.Response(
+            body=body,
+            content_type=kind,
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+        )
+
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        jpeg = None if self._thumbnails is None else await self._thumbnails.jpeg(path)
+        if jpeg is None:
+            return _json_error(
+                404, "no thumbnail: the broadcast is not live or has no keyframe yet"
+            )
+        return web.Response(
+            body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"}
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         # Loop-owned state is read here; the stats snapshot and the formatting (about 25 us

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RECENT_MAX",
+    "INTERNAL_TIER",
     "GatewaySources",
     "LiveSession",
     "MoqServerLike",
@@ -34,6 +35,9 @@ __all__ = [
     "UsageReader",
     "read_catalog",
 ]
+
+INTERNAL_TIER = "internal"
+"""The tier of the gateway's own readers (upstream relay, thumbnails): never a customer's."""
 
 DEFAULT_RECENT_MAX = 256
 """How many ended sessions' records `GatewaySources` keeps for `/api/v1/sessions`."""
@@ -186,6 +190,18 @@ class GatewaySources:
         Exposed as `moqsrt_ledger_lag_seconds` when set."""
         self.usage: UsageReader | None = None
         """Set by the usage ledger: what `/api/v1/usage` reads (None: the endpoint says 503)."""
+        self.srt_port: int | None = None
+        """The SRT listener's port, for the status page's publishing instructions (None:
+        the page gives none)."""
+        self.srt_latency_ms: int = 120
+        """The SRT latency the listener offers (ms), for the publishing instructions."""
+        self.srt_encrypted: bool = False
+        """Whether publishers need an SRT passphrase (the instructions then say where it goes)."""
+        self.authorized: bool = False
+        """Whether callers must name themselves (users table or authorization hook): the
+        instructions then say where the credentials go."""
+        self.moq_port: int | None = None
+        """The MoQ listener's UDP port, for the page's in-browser players (None: MoQ is off)."""
         self._recent: deque[dict[str, Any]] = deque(maxlen=max(0, recent_max))
 
     def add_srt(self, server: SrtServerLike) -> None:
@@ -274,15 +290,23 @@ class GatewaySources:
 
     def broadcasts(self, rates: Mapping[str, float]) -> list[dict[str, Any]]:
         """The live broadcasts, sorted by path: catalog tracks, publisher, viewers per protocol,
-        ingress counters, and `bitrate_bps` from `rates` (path -> model payload bits/s; None
-        when not measured yet)."""
+        ingress counters, egress counters (every viewer so far, summed over the tiers except
+        `internal`, the gateway's own readers: cumulative per path, across publishes), and
+        `bitrate_bps` from `rates` (path -> model payload bits/s; None when not measured
+        yet)."""
         sessions = self.live_sessions()
         ingress: dict[str, Usage] = {}  # per path, summed over tiers
+        egress: dict[str, Usage] = {}  # per path, summed over the tiers but `internal`
         for stats_entry in self.stats.snapshot():
             if stats_entry.role == "ingress":
-                ingress.setdefault(stats_entry.path, Usage()).add(
-                    Usage(stats_entry.groups, stats_entry.frames, stats_entry.bytes)
-                )
+                totals = ingress
+            elif stats_entry.tier != INTERNAL_TIER:
+                totals = egress
+            else:
+                continue
+            totals.setdefault(stats_entry.path, Usage()).add(
+                Usage(stats_entry.groups, stats_entry.frames, stats_entry.bytes)
+            )
         out: list[dict[str, Any]] = []
         now = time.time()
         for path in self.origin.paths():
@@ -293,6 +317,7 @@ class GatewaySources:
                 if s.role == "egress" and path in s.paths:
                     viewers[s.protocol] += 1
             usage = ingress.get(path)
+            delivered = egress.get(path)
             out.append(
                 {
                     "path": path,
@@ -314,6 +339,13 @@ class GatewaySources:
                     "ingress": None
                     if usage is None
                     else {"groups": usage.groups, "frames": usage.frames, "bytes": usage.bytes},
+                    "egress": {"groups": 0, "frames": 0, "bytes": 0}
+                    if delivered is None
+                    else {
+                        "groups": delivered.groups,
+                        "frames": delivered.frames,
+                        "bytes": delivered.bytes,
+                    },
                 }
             )
         return out

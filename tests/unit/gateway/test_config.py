@@ -195,6 +195,7 @@ _VALID = {
     "http": ("off", '"off"'),
     "http_token": ("http-token-0123456789", '"http-token-0123456789"'),
     "metrics_path_labels": ("on", "true"),
+    "http_public_page": ("on", "true"),
     "ledger": ("usage.db", '"usage.db"'),
     "ledger_interval_ms": ("250", "250"),
     "webhook_url": ("https://billing.example/hook", '"https://billing.example/hook"'),

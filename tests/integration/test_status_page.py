@@ -1,0 +1,283 @@
+"""The status page in headless Chromium (Debian's `chromium`, driven by playwright) against a
+real `moqsrt serve` (every port from 0, read back from what `serve` prints), with a broadcast
+published by real ffmpeg over SRT under a name that is also markup.
+
+Checked: the page lists the broadcast by its literal name (DOM and a screenshot); its thumbnail
+is a decoded picture (pixels read back in the page through a canvas, and the screenshot's clip
+decoded by PyAV: both vary, as a blank image would not); the page refreshes by itself (an SRT
+viewer joining shows up without a reload); the MoQ player placeholder names this server's MoQ
+port and the broadcast; the thumbnail reader is metered in tier `internal` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import av
+import numpy as np
+from playwright.async_api import async_playwright
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.http import GatewaySources, HttpService
+from model import BroadcastProducer, Origin, StatsHandle
+from mux import TsImporter
+from tests.integration.conftest import FIXTURE, HOST, ROOT, Procs, ffmpeg_pull_argv, srt_url
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NAME = "live/<b>cam</b>"  # a stream name is user input: the page must show it, not render it
+PUBLISH = f"#!::r={NAME},m=publish"
+REQUEST = f"#!::r={NAME},m=request"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running `moqsrt serve` and the ports it printed."""
+
+    process: asyncio.subprocess.Process
+    page_url: str
+    http_port: int
+    srt_port: int
+    moq_port: int
+    stdout: str
+
+
+@contextlib.asynccontextmanager
+async def moqsrt_serve(tmp: Path) -> AsyncIterator[Served]:
+    """`moqsrt serve` on 127.0.0.1 with SRT, MoQ and HTTP on ports from 0; stopped by SIGTERM."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "serve",
+        *("--srt", f"{HOST}:0", "--moq", f"{HOST}:0", "--http", f"{HOST}:0"),
+        *("--var-dir", str(tmp / "var"), "--log-format", "json"),
+    ]
+    with (tmp / "serve.stderr").open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr
+        )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        async with asyncio.timeout(20):
+            while "status page:" not in printed:
+                line = await process.stdout.readline()
+                assert line, f"serve ended: {(tmp / 'serve.stderr').read_text()[-2000:]}"
+                printed += line.decode()
+        page = re.search(r"status page: (http://\S+/)", printed)
+        srt = re.search(r"srt://127\.0\.0\.1:(\d+)\?streamid", printed)
+        moq = re.search(r"serving MoQ on udp/(\d+)", printed)
+        assert page is not None, printed
+        assert srt is not None, printed
+        assert moq is not None, printed
+        http_port = int(page.group(1).rsplit(":", 1)[1].strip("/"))
+        yield Served(
+            process, page.group(1), http_port, int(srt.group(1)), int(moq.group(1)), printed
+        )
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        try:
+            async with asyncio.timeout(15):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def looped_publish_argv(port: int) -> list[str]:
+    """ffmpeg publishing the fixture in a loop, in real time (stopped by the test)."""
+    return [
+        "ffmpeg",
+        *("-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1"),
+        *("-i", str(FIXTURE), "-map", "0", "-c", "copy", "-f", "mpegts"),
+        srt_url(port, PUBLISH, pkt_size=1316),
+    ]
+
+
+async def internal_egress_bytes(http_port: int) -> float:
+    """`moqsrt_bytes_total` of tier `internal`, role `egress`, from `/metrics`."""
+    async with (
+        asyncio.timeout(10),
+        aiohttp.ClientSession() as client,
+        client.get(f"http://{HOST}:{http_port}/metrics") as response,
+    ):
+        text = await response.text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = (sample.name, sample.labels.get("tier"), sample.labels.get("role"))
+            if labels == ("moqsrt_bytes_total", "internal", "egress"):
+                total += sample.value
+    return total
+
+
+# Mean and standard deviation of the thumbnail's luma, read back through a canvas.
+_PIXELS_JS = """(img) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(img, 0, 0);
+    const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let sum = 0, squares = 0;
+    const n = data.length / 4;
+    for (let i = 0; i < data.length; i += 4) {
+        const y = 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+        sum += y;
+        squares += y * y;
+    }
+    const mean = sum / n;
+    return {mean, std: Math.sqrt(Math.max(0, squares / n - mean * mean))};
+}"""
+
+
+async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_refreshes(
+    procs: Procs, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(55), moqsrt_serve(tmp_path) as served:
+        assert served.page_url == f"http://{HOST}:{served.http_port}/"
+        procs.start("publish", looped_publish_argv(served.srt_port), limit_s=60)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1200, "height": 900})
+                page_errors: list[str] = []
+                # The page's own script must not throw (the player bundle's errors are its own).
+                page.on("pageerror", lambda exc: page_errors.append(f"{exc}\n{exc.stack}"))
+                await page.goto(served.page_url, timeout=15_000)
+                await page.evaluate("window.__notReloaded = true")
+
+                # The broadcast appears (by polling, if it was not live at the first render).
+                card = page.locator("article.broadcast")
+                await card.first.wait_for(state="visible", timeout=15_000)
+                name = card.locator(".name")
+                assert await name.inner_text() == NAME
+                assert await card.locator(".name b").count() == 0  # shown, not rendered
+                player = card.locator("div.moq-player")
+                assert await player.get_attribute("data-name") == NAME
+                moq_url = f"http://{HOST}:{served.moq_port}/"
+                assert await player.get_attribute("data-url") == moq_url
+                assert "avc3" in await card.locator('[data-field="codecs"]').inner_text()
+                assert await card.locator('[data-field="resolution"]').inner_text() == "640x360"
+                # The instructions name this server's SRT port and the host the browser used.
+                ffmpeg = await page.locator("#ffmpeg-command").inner_text()
+                assert f"srt://{HOST}:{served.srt_port}?streamid=#!::r=live/test" in ffmpeg
+
+                # The thumbnail loads and is a picture, not a blank.
+                thumb = card.locator("img.thumb")
+                await page.wait_for_function(
+                    "() => { const i = document.querySelector('article.broadcast img.thumb');"
+                    " return i && i.complete && i.naturalWidth > 0; }",
+                    timeout=15_000,
+                )
+                size = await thumb.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+                assert size == [320, 180]
+                pixels = await thumb.evaluate(_PIXELS_JS)
+                assert pixels["std"] > 10, pixels
+                shot = await page.screenshot(path=str(tmp_path / "status-page.png"))
+                assert len(shot) > 1000
+                # The name and the thumbnail are in the screenshot's frame, drawn.
+                for element in (name, thumb):
+                    assert await element.is_visible()
+                    box = await element.bounding_box()
+                    assert box is not None
+                    assert box["width"] > 0
+                    assert box["height"] > 0
+                    assert box["x"] + box["width"] <= 1200
+                    assert box["y"] + box["height"] <= 900
+                clip = await thumb.screenshot()
+                with av.open(io.BytesIO(clip), mode="r") as container:
+                    luma = next(container.decode(video=0)).to_ndarray(format="gray")
+                assert luma.shape[1] >= 300
+                assert float(np.std(luma)) > 10
+
+                # A viewer joins over SRT: the page shows it without being reloaded.
+                viewers = card.locator('[data-field="viewers"]')
+                assert await viewers.get_attribute("data-srt") == "0"
+                updates = int(await page.evaluate("document.body.dataset.updates"))
+                procs.start("pull", ffmpeg_pull_argv(served.srt_port, REQUEST, tmp_path / "v.ts"))
+                await page.wait_for_function(
+                    "() => document.querySelector('article.broadcast [data-field=\"viewers\"]')"
+                    ".dataset.srt === '1'",
+                    timeout=15_000,
+                )
+                assert "SRT 1" in await viewers.inner_text()
+                assert await page.evaluate("window.__notReloaded") is True
+                assert int(await page.evaluate("document.body.dataset.updates")) > updates
+                assert not [e for e in page_errors if "/static/page.js" in e], page_errors
+            finally:
+                await browser.close()
+        # The thumbnails were read by the gateway itself, metered apart from any customer.
+        assert await internal_egress_bytes(served.http_port) > 0
+
+
+async def test_a_page_opened_with_its_token_sends_it_as_a_header_and_drops_it_from_the_address(
+    tmp_path: Path,
+) -> None:
+    token = "page-token-0123456789abc"
+    origin, stats = Origin(), StatsHandle("test-node")
+    broadcast = BroadcastProducer()
+    origin.publish("live/token", broadcast)
+    importer = TsImporter(broadcast)  # the fixture, whole: its last group stays the latest
+    importer.feed(FIXTURE.read_bytes())
+    sources = GatewaySources(origin, stats)
+    try:
+        async with (
+            asyncio.timeout(40),
+            await HttpService.bind(HOST, 0, sources, token=token) as http,
+            async_playwright() as playwright,
+        ):
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = await browser.new_page()
+                page_errors: list[str] = []
+                page.on("pageerror", lambda exc: page_errors.append(f"{exc}\n{exc.stack}"))
+                response = await page.goto(f"http://{HOST}:{http.port}/", timeout=15_000)
+                assert response is not None
+                assert response.status == 401
+                assert "token" in await page.inner_text("body")
+
+                await page.goto(f"http://{HOST}:{http.port}/?token={token}", timeout=15_000)
+                assert token not in page.url  # taken out of the address bar
+                # Two polls of /status.json (which needs the token as a header) went through.
+                await page.wait_for_function(
+                    "() => Number(document.body.dataset.updates) >= 3", timeout=15_000
+                )
+                assert not await page.locator("#state.error").count()
+                assert await page.locator("article.broadcast .name").inner_text() == "live/token"
+                # The thumbnail, fetched with the header, loaded.
+                await page.wait_for_function(
+                    "() => { const i = document.querySelector('article.broadcast img.thumb');"
+                    " return i && i.complete && i.naturalWidth === 320; }",
+                    timeout=15_000,
+                )
+                # Without SRT or MoQ in this gateway the page offers no player and no SRT URL.
+                assert await page.locator("div.moq-player").count() == 0
+                assert "(SRT is not served)" in await page.inner_text("#ffmpeg-command")
+                assert page_errors == []  # no script of this page threw
+            finally:
+                await browser.close()
+    finally:
+        importer.finish()

@@ -1,0 +1,267 @@
+"""The status page with a real model and fake servers: who may see it (the token, `?token=`,
+`http_public_page`), what it says (this server's ports, the host the browser used, nothing
+about who publishes), that stream names and Host headers cannot inject markup, and the
+thumbnail route on a real fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import aiohttp
+import av
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.http import HttpService
+from gateway.http.page import (
+    PageInfo,
+    browser_host,
+    moq_url,
+    page_allowed,
+    render_index,
+    status_view,
+    thumbnail_url,
+)
+from gateway.serve import status_page_url
+from model import BroadcastProducer
+from mux import TsImporter
+from tests.unit.gateway.test_http import FakeSrtSession, World, publish
+from tests.unit.gateway.test_http import world as world  # the fixture, used by name
+
+TOKEN = "page-token-0123456789"
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
+EVIL = 'live/</script><script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+async def fetch(
+    port: int, path: str, *, token: str | None = None, host: str | None = None
+) -> tuple[int, str, bytes]:
+    """(status, content type, body) of GET `path`, with a bearer token and Host if given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if host is not None:
+        headers["Host"] = host
+    async with (
+        asyncio.timeout(10),
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}{path}", headers=headers) as response,
+    ):
+        return response.status, response.content_type, await response.read()
+
+
+@pytest.fixture
+def page_world(world: World) -> World:
+    world.sources.srt_port = 9123
+    world.sources.srt_latency_ms = 200
+    world.sources.moq_port = 4567
+    return world
+
+
+def config_json(page: str) -> dict[str, object]:
+    """The JSON the page embeds for its script."""
+    match = re.search(r'<script id="moqsrt-config" type="application/json">(.*?)</script>', page)
+    assert match is not None
+    return dict(json.loads(match.group(1)))
+
+
+def test_the_host_the_browser_used_is_the_host_header_without_its_port() -> None:
+    assert browser_host("gw.example:8080", "fb") == "gw.example"
+    assert browser_host("gw.example", "fb") == "gw.example"
+    assert browser_host("192.0.2.7:80", "fb") == "192.0.2.7"
+    assert browser_host("[2001:db8::1]:8080", "fb") == "[2001:db8::1]"
+    for bad in (None, "", '"><script>:80', "a b:80", "[nope]:1", "x/y"):
+        assert browser_host(bad, "fb") == "fb", bad
+    assert moq_url("[::1]", 4443) == "http://[::1]:4443/"
+    assert moq_url("gw", None) is None
+
+
+def test_the_page_rule_token_header_query_and_public_page() -> None:
+    def allowed(
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        public: bool = False,
+        header: str | None = None,
+        query: str | None = None,
+    ) -> bool:
+        return page_allowed(
+            path, token=token, public_page=public, authorization=header, query_token=query
+        )
+
+    thumb = thumbnail_url("live/a")
+    pages = ("/", "/status.json", thumb)
+    api = ("/metrics", "/api/v1/broadcasts", "/api/v1/sessions", "/api/v1/usage")
+    for path in (*pages, *api):
+        assert allowed(path, token=None)  # no token configured: loopback, open
+        assert not allowed(path)
+        assert allowed(path, header=f"Bearer {TOKEN}")
+        assert not allowed(path, header=f"Bearer {TOKEN}x")
+        assert not allowed(path, query="wrong")
+    for path in pages:
+        assert allowed(path, query=TOKEN)  # a browser's page load
+        assert allowed(path, public=True)
+    for path in api:
+        assert not allowed(path, query=TOKEN)  # the API takes the header only
+        assert not allowed(path, public=True)  # and is never public
+    for asset in ("/static/page.js", "/web/player.js"):
+        assert allowed(asset)
+
+
+def test_names_and_hosts_cannot_inject_markup_into_the_page() -> None:
+    broadcasts = [{"path": EVIL, "catalog": None, "viewers": {"srt": 1, "moq": 0}}]
+    status = status_view(broadcasts, moq=moq_url("gw", 4443), now=1.0)
+    info = PageInfo(srt_port=9000, latency_ms=120, encrypted=True, moq_port=4443)
+    page = render_index(info, host='gw"><b>', status=status)
+    assert "<script>alert" not in page
+    assert "<img src=x" not in page
+    assert '"><b>' not in page
+    assert "gw&quot;&gt;&lt;b&gt;" in page  # the host, escaped, in the instructions
+    assert page.count("</script>") == 3  # the config, page.js and player.js elements only
+    embedded = config_json(page)
+    assert embedded["status"] == json.loads(json.dumps(status))  # the name survives intact
+    assert "YOUR_PASSPHRASE" in page  # an encrypted server says where the passphrase goes
+    assert "u=USER,s=SECRET" not in page
+    info = PageInfo(srt_port=9000, latency_ms=120, encrypted=False, moq_port=None, authorized=True)
+    page = render_index(info, host="gw", status=status)
+    assert "u=USER,s=SECRET" in page  # so does one that checks who publishes
+    assert "YOUR_PASSPHRASE" not in page
+
+
+async def test_the_page_names_this_servers_ports_and_the_browsers_host(
+    page_world: World,
+) -> None:
+    publish(page_world, "live/a", "pro", 3)
+    page_world.srt.live.append(
+        FakeSrtSession(session="v1", role="egress", live_path="live/a", peer=("10.9.8.7", 5))
+    )
+    async with await HttpService.bind("127.0.0.1", 0, page_world.sources) as http:
+        status, kind, body = await fetch(http.port, "/", host="gw.example:8080")
+        assert (status, kind) == (200, "text/html")
+        page = body.decode()
+        unescaped = html.unescape(page)
+        assert "srt://gw.example:9123?streamid=#!::r=live/test,m=publish&latency=200000" in (
+            unescaped
+        )
+        assert "YOUR_PASSPHRASE" not in page
+        (listed,) = config_json(page)["status"]["broadcasts"]  # type: ignore[index]
+        assert listed["path"] == "live/a"
+        assert listed["video"] == {
+            "codec": "avc3.64001f",
+            "width": 320,
+            "height": 240,
+            "framerate": None,
+        }
+        assert listed["codecs"] == ["avc3.64001f", "mp4a.40.2"]
+        assert listed["viewers"] == {"srt": 1, "moq": 0}
+        assert listed["ingress"]["frames"] == 4  # the catalog and 3 video frames
+        assert config_json(page)["status"]["moq_url"] == "http://gw.example:4567/"  # type: ignore[index]
+
+        status, kind, body = await fetch(http.port, "/status.json", host="[::1]:8080")
+        assert (status, kind) == (200, "application/json")
+        data = json.loads(body)
+        assert data["moq_url"] == "http://[::1]:4567/"
+        assert data["broadcasts"][0]["thumbnail"] == "/api/v1/broadcasts/live/a/thumbnail.jpg"
+        # Who publishes or watches is the API's business, not the page's.
+        for secret in ("pub-live-a", "10.9.8.7", "127.0.0.1:40000", '"peer"', '"session"'):
+            assert secret not in body.decode(), secret
+
+        status, kind, body = await fetch(http.port, "/static/page.js")
+        assert (status, kind) == (200, "text/javascript")
+        assert b"/status.json" in body
+        assert (await fetch(http.port, "/static/page.css"))[:2] == (200, "text/css")
+        assert (await fetch(http.port, "/static/index.html"))[0] == 404
+        assert (await fetch(http.port, "/static/..%2Fpage.py"))[0] == 404
+
+
+async def test_with_a_token_the_page_takes_it_as_query_or_header_the_api_as_header_only(
+    page_world: World,
+) -> None:
+    async with await HttpService.bind("127.0.0.1", 0, page_world.sources, token=TOKEN) as http:
+        status, kind, body = await fetch(http.port, "/")
+        assert (status, kind) == (401, "text/html")
+        assert TOKEN.encode() not in body
+        assert (await fetch(http.port, f"/?token={TOKEN}"))[0] == 200
+        assert (await fetch(http.port, "/?token=wrong-token-0123456789"))[0] == 401
+        assert (await fetch(http.port, "/", token=TOKEN))[0] == 200
+        assert (await fetch(http.port, "/status.json"))[0] == 401
+        assert (await fetch(http.port, "/status.json", token=TOKEN))[0] == 200
+        assert (await fetch(http.port, thumbnail_url("live/a")))[0] == 401
+        assert (await fetch(http.port, thumbnail_url("live/a"), token=TOKEN))[0] == 404
+        assert (await fetch(http.port, f"/api/v1/broadcasts?token={TOKEN}"))[0] == 401
+        assert (await fetch(http.port, f"/metrics?token={TOKEN}"))[0] == 401
+        assert (await fetch(http.port, "/static/page.js"))[0] == 200  # code, no data
+
+
+async def test_a_public_page_needs_no_token_while_the_api_and_metrics_still_do(
+    page_world: World,
+) -> None:
+    async with await HttpService.bind(
+        "127.0.0.1", 0, page_world.sources, token=TOKEN, public_page=True
+    ) as http:
+        assert (await fetch(http.port, "/"))[0] == 200
+        assert (await fetch(http.port, "/status.json"))[0] == 200
+        assert (await fetch(http.port, thumbnail_url("live/none")))[0] == 404  # not 401
+        for path in ("/metrics", "/api/v1/broadcasts", "/api/v1/sessions", "/api/v1/usage"):
+            assert (await fetch(http.port, path))[0] == 401, path
+            assert (await fetch(http.port, f"{path}?token={TOKEN}"))[0] == 401, path
+
+
+async def test_the_thumbnail_route_serves_a_jpeg_of_a_live_fixture_even_with_an_odd_name(
+    page_world: World,
+) -> None:
+    path = "live/a b<c>%d"
+    broadcast = BroadcastProducer()
+    page_world.origin.publish(path, broadcast)
+    importer = TsImporter(broadcast)
+    importer.feed((FIXTURES / "h264_aac.ts").read_bytes())
+    try:
+        async with await HttpService.bind(
+            "127.0.0.1", 0, page_world.sources, rate_interval_s=0.05
+        ) as http:
+            status, kind, body = await fetch(http.port, thumbnail_url(path))
+            assert (status, kind) == (200, "image/jpeg")
+            with av.open(io.BytesIO(body), mode="r") as container:
+                frame = next(container.decode(video=0))
+            assert (frame.width, frame.height) == (320, 180)
+            assert (await fetch(http.port, thumbnail_url("live/other")))[0] == 404
+            assert (await fetch(http.port, "/api/v1/broadcasts/../x/thumbnail.jpg"))[0] == 404
+            # The page's reader is the gateway's own: metered in tier internal, not billed.
+            (internal,) = [e for e in page_world.stats.snapshot() if e.role == "egress"]
+            assert (internal.tier, internal.sessions, internal.sessions_closed) == (
+                "internal",
+                1,
+                0,
+            )
+            # The broadcast ends and nobody asks again: its reader is let go all the same.
+            importer.finish()
+            assert http.thumbnails is not None
+            async with asyncio.timeout(5):
+                while len(http.thumbnails):  # noqa: ASYNC110  (no event to wait on)
+                    await asyncio.sleep(0.02)
+            (internal,) = [e for e in page_world.stats.snapshot() if e.role == "egress"]
+            assert internal.sessions_closed == 1
+    finally:
+        importer.finish()
+
+
+def test_http_public_page_is_a_validated_setting(tmp_path: Path) -> None:
+    assert GatewayConfig().http_public_page is False
+    assert load_config(None, {"http_public_page": "on"}).http_public_page is True
+    file = tmp_path / "c.toml"
+    file.write_text("http_public_page = true\n")
+    assert load_config(file).http_public_page is True
+    with pytest.raises(ConfigError, match="http_public_page"):
+        load_config(None, {"http_public_page": "maybe"})
+    file.write_text('http_public_page = "yes please"\n')
+    with pytest.raises(ConfigError, match="http_public_page"):
+        load_config(file)
+
+
+def test_serve_announces_the_page_address() -> None:
+    assert status_page_url("0.0.0.0", 8080) == "http://127.0.0.1:8080/"
+    assert status_page_url("127.0.0.1", 18080) == "http://127.0.0.1:18080/"
+    assert status_page_url("::1", 8080) == "http://[::1]:8080/"

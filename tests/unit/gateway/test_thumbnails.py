@@ -1,0 +1,132 @@
+"""Thumbnails: the latest keyframe of a fixture imported into a live broadcast decodes (PyAV,
+independently) to a 320-pixel-wide picture that is not blank, metered under tier `internal`
+only, cached, bounded, and gone with its broadcast."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gateway.http.thumbnails import (
+    THUMBNAIL_TIER,
+    ThumbnailError,
+    Thumbnails,
+    decoder_name,
+    keyframe_jpeg,
+)
+from model import BroadcastProducer, Origin, StatsHandle
+from mux import TsImporter
+from mux.catalog import CATALOG_TRACK, Catalog
+from mux.container import decode_frame
+
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
+
+
+_IMPORTERS: list[TsImporter] = []  # the track producers live as long as their importer
+
+
+def live(origin: Origin, path: str, fixture: str) -> BroadcastProducer:
+    """Publish `fixture` (imported whole, not finished: still live) at `path`."""
+    broadcast = BroadcastProducer()
+    origin.publish(path, broadcast)
+    importer = TsImporter(broadcast)
+    importer.feed((FIXTURES / fixture).read_bytes())
+    _IMPORTERS.append(importer)
+    return broadcast
+
+
+def picture(jpeg: bytes) -> np.ndarray:
+    """The luma plane of a JPEG, decoded by PyAV."""
+    with av.open(io.BytesIO(jpeg), mode="r") as container:
+        frame = next(container.decode(video=0))
+    return frame.to_ndarray(format="gray")
+
+
+def latest_keyframe(broadcast: BroadcastProducer) -> tuple[str, bytes]:
+    """(codec string, frame) of the first frame of the video track's latest group."""
+    consumer = broadcast.consume()
+    group = consumer.subscribe_track(CATALOG_TRACK).poll_group()
+    assert group is not None
+    catalog = Catalog.from_json(group.read_ready()[-1])
+    ((name, config),) = catalog.video.items()
+    video = consumer.subscribe_track(name).poll_group()
+    assert video is not None
+    return config.codec, video.read_ready()[0]
+
+
+@pytest.fixture
+def broadcasts() -> Iterator[list[BroadcastProducer]]:
+    made: list[BroadcastProducer] = []
+    yield made
+    for importer in _IMPORTERS:
+        importer.finish()
+    _IMPORTERS.clear()  # finishing an importer finishes its broadcast
+
+
+@pytest.mark.parametrize(("fixture", "decoder"), [("h264_aac.ts", "h264"), ("h265_aac.ts", "hevc")])
+def test_the_latest_keyframe_becomes_a_320_wide_picture_that_is_not_blank(
+    fixture: str, decoder: str, broadcasts: list[BroadcastProducer]
+) -> None:
+    broadcast = live(Origin(), "live/a", fixture)
+    broadcasts.append(broadcast)
+    codec, frame = latest_keyframe(broadcast)
+    assert decoder_name(codec) == decoder
+    jpeg, width, height = keyframe_jpeg(codec, bytes(decode_frame(frame)[1]))
+    luma = picture(jpeg)
+    assert luma.shape == (height, width) == (180, 320)  # the fixtures are 640x360
+    assert float(luma.std()) > 10  # a test pattern, not a flat picture
+
+
+def test_undecodable_keyframes_and_other_codecs_are_a_thumbnail_error() -> None:
+    with pytest.raises(ThumbnailError, match="no thumbnail decoder"):
+        keyframe_jpeg("vp09.00.10.08", b"\x00" * 100)
+    with pytest.raises(ThumbnailError):
+        keyframe_jpeg("avc3.64001f", b"\x00\x00\x00\x01\x09\xf0" + b"\xff" * 200)
+
+
+async def test_thumbnails_are_metered_internal_cached_and_bounded(
+    broadcasts: list[BroadcastProducer],
+) -> None:
+    origin, stats = Origin(), StatsHandle("n")
+    now = [0.0]
+    thumbs = Thumbnails(origin, stats, refresh_s=3.0, max_entries=1, clock=lambda: now[0])
+    try:
+        assert await thumbs.jpeg("live/none") is None
+        first = live(origin, "live/a", "h264_aac.ts")
+        broadcasts.append(first)
+        jpeg = await thumbs.jpeg("live/a")
+        assert jpeg is not None
+        assert picture(jpeg).shape == (180, 320)
+        _, keyframe = latest_keyframe(first)
+        (entry,) = stats.snapshot()
+        # One group and its keyframe read, in the internal tier, as one session and viewer.
+        assert (entry.path, entry.tier, entry.role) == ("live/a", THUMBNAIL_TIER, "egress")
+        assert (entry.groups, entry.frames, entry.bytes) == (1, 1, len(keyframe))
+        assert (entry.sessions, entry.viewers) == (1, 1)
+
+        assert await thumbs.jpeg("live/a") == jpeg  # cached: no second decode, no reading
+        now[0] += 10
+        assert await thumbs.jpeg("live/a") == jpeg  # refreshed, but the keyframe is the same
+        assert thumbs.decoded == 1
+        assert stats.snapshot()[0].frames == 1
+
+        second = live(origin, "live/b", "h265_aac.ts")
+        broadcasts.append(second)
+        assert await thumbs.jpeg("live/b") is not None
+        assert len(thumbs) == 1  # live/a was dropped, and its meter closed
+        by_path = {e.path: e for e in stats.snapshot()}
+        assert by_path["live/a"].sessions_closed == 1
+        assert by_path["live/b"].sessions_closed == 0
+
+        second.finish()
+        assert await thumbs.jpeg("live/b") is None  # ended: not live any more
+        assert {e.path: e for e in stats.snapshot()}["live/b"].sessions_closed == 1
+        assert len(thumbs) == 0
+    finally:
+        await thumbs.aclose()
+    assert await thumbs.jpeg("live/a") is None
