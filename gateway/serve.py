@@ -40,6 +40,7 @@ from gateway.config import (
 from gateway.errors import GatewayError
 from gateway.http import GatewaySources, HttpService, TokenRequired
 from gateway.http.app import HTTP_TOKEN_ENV, http_token
+from gateway.http.webassets import add_web_routes
 from gateway.ledger_service import usage_ledger
 from gateway.logs import configure_logging
 from gateway.moq.auth import moq_auth_from_srt
@@ -484,6 +485,7 @@ async def _bind_http(config: GatewayConfig, sources: GatewaySources) -> HttpServ
             token=http_token(config.http_token),
             path_labels=config.metrics_path_labels,
             public_page=config.http_public_page,
+            setup=add_web_routes,
         )
     except TokenRequired as exc:
         raise ConfigError("http_token", str(exc)) from None

@@ -4,9 +4,11 @@ published by real ffmpeg over SRT under a name that is also markup.
 
 Checked: the page lists the broadcast by its literal name (DOM and a screenshot); its thumbnail
 is a decoded picture (pixels read back in the page through a canvas, and the screenshot's clip
-decoded by PyAV: both vary, as a blank image would not); the page refreshes by itself (an SRT
-viewer joining shows up without a reload); the MoQ player placeholder names this server's MoQ
-port and the broadcast; the thumbnail reader is metered in tier `internal` only.
+decoded by PyAV: both vary, as a blank image would not); the page's own @moq/watch player,
+served by `serve` at /web/player.js, plays the broadcast over WebTransport from this server's
+MoQ port (its rendered-frame counter grows, its canvas holds a 640x360 picture); the page
+refreshes by itself (an SRT viewer joining shows up without a reload); the thumbnail reader is
+metered in tier `internal` only.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.http import GatewaySources, HttpService
 from model import BroadcastProducer, Origin, StatsHandle
 from mux import TsImporter
 from tests.integration.conftest import FIXTURE, HOST, ROOT, Procs, ffmpeg_pull_argv, srt_url
+from tests.integration.test_player import CANVAS_JS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -210,6 +213,21 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                     luma = next(container.decode(video=0)).to_ndarray(format="gray")
                 assert luma.shape[1] >= 300
                 assert float(np.std(luma)) > 10
+
+                # The page's own player (@moq/watch over WebTransport from this gateway) plays:
+                # its frame counters grow and its canvas holds a picture.
+                await page.wait_for_function(
+                    "() => (window.moqPlayers || []).some((p) => p.broadcast === 'live'"
+                    " && p.rendered >= 10)",
+                    timeout=20_000,
+                )
+                first = await page.evaluate("window.moqPlayers[0].rendered")
+                await page.wait_for_function(
+                    f"window.moqPlayers[0].rendered > {first}", timeout=5_000
+                )
+                assert await page.evaluate("window.moqPlayers[0].width") == 640
+                drawn = await page.evaluate(CANVAS_JS)
+                assert drawn["variance"] > 100, drawn
 
                 # A viewer joins over SRT: the page shows it without being reloaded.
                 viewers = card.locator('[data-field="viewers"]')
