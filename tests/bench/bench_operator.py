@@ -33,6 +33,7 @@ seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3).
 
 # No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -42,9 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,19 +100,27 @@ def _tcp_open(port: int) -> bool:
 
 class Poller(threading.Thread):
     """Scrapes the gateway's HTTP surface every `POLL_S` seconds until `stop()`; counts each
-    route's answers by status (0: no answer) in `counts[(route, status)]`."""
+    route's answers by status (0: no answer) in `counts[(route, status)]`.
 
-    def __init__(self, base: str) -> None:
+    Like the clients it stands for, it keeps its connections open (HTTP/1.1 keep-alive): one
+    for the Prometheus scrape of `/metrics`, one for the browser showing the page, its JSON
+    and thumbnails. A connection that fails is opened again on its next request.
+    """
+
+    def __init__(self, port: int) -> None:
         super().__init__(name="poller", daemon=True)
-        self.base = base
+        self.port = port
         self.counts: Counter[tuple[str, int]] = Counter()
         self.bytes = 0
+        self._conns: dict[str, http.client.HTTPConnection] = {}
         self._halt = threading.Event()
 
     def stop(self) -> None:
-        """Stop polling and wait for the scrape in progress."""
+        """Stop polling, wait for the scrape in progress, close the connections."""
         self._halt.set()
         self.join(10)
+        for conn in self._conns.values():
+            conn.close()
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -121,29 +128,32 @@ class Poller(threading.Thread):
             self._scrape()
             self._halt.wait(max(0.0, POLL_S - (time.monotonic() - started)))
 
-    def _get(self, route: str, url: str) -> bytes:
+    def _get(self, client: str, route: str, url: str) -> bytes:
         status, body = 0, b""
+        conn = self._conns.get(client)
+        if conn is None:
+            conn = self._conns[client] = http.client.HTTPConnection(HOST, self.port, timeout=5)
         try:
-            with urllib.request.urlopen(self.base + url, timeout=5) as answer:
-                status, body = answer.status, answer.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except OSError:
-            pass
+            conn.request("GET", url)
+            answer = conn.getresponse()
+            status, body = answer.status, answer.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            del self._conns[client]
         self.counts[(route, status)] += 1
         self.bytes += len(body)
         return body
 
     def _scrape(self) -> None:
-        self._get("metrics", "/metrics")
-        self._get("page", "/")
-        body = self._get("broadcasts", "/api/v1/broadcasts")
+        self._get("prometheus", "metrics", "/metrics")
+        self._get("browser", "page", "/")
+        body = self._get("browser", "broadcasts", "/api/v1/broadcasts")
         try:
             listed = json.loads(body)["broadcasts"] if body else []
         except (ValueError, KeyError, TypeError):
             listed = []
         for item in listed:
-            self._get("thumbnail", _thumbnail_url(item))
+            self._get("browser", "thumbnail", _thumbnail_url(item))
 
 
 def _thumbnail_url(item: dict[str, Any]) -> str:
@@ -274,7 +284,7 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
             argv = ffmpeg_publish(src, SECONDS, [url])
             publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
         if with_http:  # after the last fork: Popen's preexec_fn and threads do not mix
-            poller = Poller(f"http://{HOST}:{http_port}")
+            poller = Poller(http_port)
             poller.start()
         wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
         with contextlib.suppress(RuntimeError):  # bounded, as in bench_gateway
