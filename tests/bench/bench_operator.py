@@ -174,6 +174,8 @@ class Reconciled:
     sessions: int = 0
     paths_ok: int = 0
     paths: int = 0
+    outside: list[str] = field(default_factory=list)
+    """the paths outside the slack: path, received, billed, billed + skipped + dropped"""
 
     @property
     def ok(self) -> bool:
@@ -191,6 +193,8 @@ class Run:
     delivered: int = 0
     viewers: int = 0
     cpu_s: float = 0.0
+    recv_drops: int = 0
+    """packets the viewers' libsrt dropped as too late or lost (pktRcvDrop)"""
     sys_s: float = 0.0
     """the kernel's share of `cpu_s`"""
     wall_s: float = 0.0
@@ -236,7 +240,13 @@ def reconcile(ledger: Path, per_viewer: dict[str, int]) -> Reconciled:
             out.sessions += 1
     for path in sorted(set(received) | set(billed)):
         out.paths += 1
-        out.paths_ok += billed[path] <= received[path] <= offered[path]
+        if billed[path] <= received[path] <= offered[path]:
+            out.paths_ok += 1
+        else:
+            out.outside.append(
+                f"{path}: received {received[path]:,}, billed {billed[path]:,}, "
+                f"billed+skipped+dropped {offered[path]:,}"
+            )
     out.received, out.billed, out.offered = received.total(), billed.total(), offered.total()
     return out
 
@@ -302,6 +312,7 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
         result.viewers = len(per_viewer)
         result.delivered = sum(per_viewer.values())
         result.errors += list(report.get("errors", []))[:3]
+        result.recv_drops = int(report.get("dropped", 0))
         if result.viewers < pubs * views:
             result.errors.append(f"only {result.viewers} viewers connected")
         for pub in publishers:
@@ -360,6 +371,8 @@ def print_report(runs: list[Run]) -> None:
         )
         if r.ledger is not None:
             print(f"      ledger vs viewers: {_ledger(r.ledger)}")
+            for line in r.ledger.outside[:4]:
+                print(f"        outside the slack: {line}; viewers' libsrt drops {r.recv_drops}")
         for err in r.errors[:3]:
             print(f"    ! {err}")
     print()
