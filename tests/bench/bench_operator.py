@@ -9,8 +9,11 @@ only counts bytes), run through `moqsrt serve` in two configurations:
   (`--ledger-interval 1000`), and the HTTP listener on loopback, with a poller in this process
   that every second GETs `/metrics`, `/api/v1/broadcasts` and `/` (the status page), and each
   listed broadcast's thumbnail (the broadcast's own `thumbnail` URL when its JSON has one, else
-  `/api/v1/broadcasts/{path}/thumbnail.jpg`): a Prometheus and an open status page. Each
-  route's answers are counted by status (a 404 from a route not served yet counts as such).
+  `/api/v1/broadcasts/{path}/thumbnail.jpg`): a Prometheus and an open status page, each on
+  a kept-alive connection as those clients do. Each route's answers are counted by status (a
+  404 from a route not served yet counts as such);
+- for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,on,ledger,http): `ledger`, the ledger alone, and
+  `http`, the polled HTTP listener alone.
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
 the two configurations run one after the other (off, on, off, on, ...), so that drift on the
@@ -20,15 +23,18 @@ received). CPU is user + sys of the `moqsrt serve` process (all threads: the led
 metrics formatting's included), from /proc/PID/stat, from the publishers' start to the end of
 delivery (start-up and the final flush at exit are outside, alike). Goal (issue 11): < 1.03.
 
-Every `on` run also reconciles the ledger with the viewers: once the gateway has exited
+Every run with the ledger also reconciles it with the viewers: once the gateway has exited
 (SIGINT: every session ends, then a final flush), the SQLite file must pass
 `PRAGMA integrity_check`, and per path the egress session records' billed TS bytes
 (`ts_bytes`) must be at most what the viewers received, which must be at most billed + skipped
 + dropped (the billing rule: a bill never shows more than was delivered; what was not confirmed
-is reported beside it). Printed per run, with the received/billed ratio.
+is reported beside it). Printed per run, with the received/billed ratio, and for a path
+outside that slack its figures and the viewers' libsrt receive drops: a receiver skips packets
+too late to play and acknowledges past them, so the gateway's bill counts them delivered.
 
 Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
-seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3).
+seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 3 minutes in
+all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against it).
 """
 
 # No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
