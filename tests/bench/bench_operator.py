@@ -58,7 +58,7 @@ from typing import Any
 from tests.bench.bench_gateway import (
     CLK_TCK,
     HOST,
-    MOQSRT,
+    PYTHON,
     ROOT,
     Proc,
     Procs,
@@ -84,6 +84,10 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
 SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "8"))
 REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "3"))
+#: `moqsrt` from this checkout: the venv's console script imports the package it was installed
+#: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
+#: children's working directory) imports this one.
+GATEWAY = (PYTHON, "-m", "gateway.cli")
 POLL_S = 1.0
 GOAL = 1.03
 #: off, on, and for a breakdown: ledger (the ledger alone), http (the polled HTTP listener alone)
@@ -275,7 +279,7 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
     poller: Poller | None = None
     ledger = tmp / "ledger.sqlite3"
     port = free_udp_port()
-    argv = [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
+    argv = [*GATEWAY, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
     argv += ["--var-dir", str(tmp / "var")]
     with_ledger, with_http = config in ("on", "ledger"), config in ("on", "http")
     http_port = free_tcp_port() if with_http else 0
