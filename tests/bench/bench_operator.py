@@ -1,0 +1,452 @@
+"""What metering and recording cost: the SRT relay with the ledger, metrics and page on vs off.
+
+The relay shape of bench_gateway (its helpers, imported: the cached ~8.5 Mbit/s 720p30 input,
+`ffmpeg -re -c copy` publishers, one viewer process of Python SRT callers on one UDP port that
+only counts bytes), run through `moqsrt serve` in two configurations:
+
+- `off`: `--ledger off --http off` (and `--moq off`, as in both);
+- `on`: the usage ledger in SQLite in a temporary directory, flushed every second
+  (`--ledger-interval 1000`), and the HTTP listener on loopback, with a poller in this process
+  that every second GETs `/metrics`, `/api/v1/broadcasts` and `/` (the status page), and each
+  listed broadcast's thumbnail (the broadcast's own `thumbnail` URL when its JSON has one, else
+  `/api/v1/broadcasts/{path}/thumbnail.jpg`): a Prometheus and an open status page, each on
+  a kept-alive connection as those clients do. Each route's answers are counted by status (a
+  404 from a route not served yet counts as such);
+- for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,on,ledger,http): `ledger`, the ledger alone, and
+  `http`, the polled HTTP listener alone.
+
+Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
+the two configurations run one after the other (off, on, off, on, ...), so that drift on the
+shared machine hits both; the verdict per shape is the median over rounds of the per-round
+ratio `on / off` of the gateway's CPU seconds per delivered GB (1e9 bytes the viewers
+received). CPU is user + sys of the `moqsrt serve` process (all threads: the ledger's and the
+metrics formatting's included), from /proc/PID/stat, from the publishers' start to the end of
+delivery (start-up and the final flush at exit are outside, alike). Goal (issue 11): < 1.03.
+
+Every run with the ledger also reconciles it with the viewers: once the gateway has exited
+(SIGINT: every session ends, then a final flush), the SQLite file must pass
+`PRAGMA integrity_check`, and per path the egress session records' billed TS bytes
+(`ts_bytes`) must be at most what the viewers received, which must be at most billed + skipped
++ dropped (the billing rule: a bill never shows more than was delivered; what was not confirmed
+is reported beside it). Printed per run, with the received/billed ratio, and for a path
+outside that slack its figures and the viewers' libsrt receive drops: a receiver skips packets
+too late to play and acknowledges past them, so the gateway's bill counts them delivered.
+
+Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
+seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 3 minutes in
+all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against it).
+"""
+
+# No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.bench.bench_gateway import (
+    CLK_TCK,
+    HOST,
+    PYTHON,
+    ROOT,
+    Proc,
+    Procs,
+    _ready,
+    ffmpeg_publish,
+    free_udp_port,
+    input_file,
+    srt_url,
+    udp_bound,
+    viewer_argv,
+    wait_for,
+)
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        p, _, v = item.strip().partition("x")
+        out.append((int(p), int(v)))
+    return out
+
+
+SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
+SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "8"))
+REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "3"))
+#: `moqsrt` from this checkout: the venv's console script imports the package it was installed
+#: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
+#: children's working directory) imports this one.
+GATEWAY = (PYTHON, "-m", "gateway.cli")
+POLL_S = 1.0
+GOAL = 1.03
+#: off, on, and for a breakdown: ledger (the ledger alone), http (the polled HTTP listener alone)
+CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on").split(","))
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+class Poller(threading.Thread):
+    """Scrapes the gateway's HTTP surface every `POLL_S` seconds until `stop()`; counts each
+    route's answers by status (0: no answer) in `counts[(route, status)]`.
+
+    Like the clients it stands for, it keeps its connections open (HTTP/1.1 keep-alive): one
+    for the Prometheus scrape of `/metrics`, one for the browser showing the page, its JSON
+    and thumbnails. A connection that fails is opened again on its next request.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="poller", daemon=True)
+        self.port = port
+        self.counts: Counter[tuple[str, int]] = Counter()
+        self.bytes = 0
+        self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        """Stop polling, wait for the scrape in progress, close the connections."""
+        self._halt.set()
+        self.join(10)
+        for conn in self._conns.values():
+            conn.close()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            started = time.monotonic()
+            self._scrape()
+            self._halt.wait(max(0.0, POLL_S - (time.monotonic() - started)))
+
+    def _get(self, client: str, route: str, url: str) -> bytes:
+        status, body = 0, b""
+        conn = self._conns.get(client)
+        if conn is None:
+            conn = self._conns[client] = http.client.HTTPConnection(HOST, self.port, timeout=5)
+        try:
+            conn.request("GET", url)
+            answer = conn.getresponse()
+            status, body = answer.status, answer.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            del self._conns[client]
+        self.counts[(route, status)] += 1
+        self.bytes += len(body)
+        return body
+
+    def _scrape(self) -> None:
+        self._get("prometheus", "metrics", "/metrics")
+        self._get("browser", "page", "/")
+        body = self._get("browser", "broadcasts", "/api/v1/broadcasts")
+        try:
+            listed = json.loads(body)["broadcasts"] if body else []
+        except (ValueError, KeyError, TypeError):
+            listed = []
+        for item in listed:
+            self._get("browser", "thumbnail", _thumbnail_url(item))
+
+
+def _thumbnail_url(item: dict[str, Any]) -> str:
+    for key, value in item.items():
+        if "thumbnail" in key and isinstance(value, str) and value.startswith("/"):
+            return value
+    return f"/api/v1/broadcasts/{urllib.parse.quote(str(item['path']))}/thumbnail.jpg"
+
+
+@dataclass
+class Reconciled:
+    """The ledger against the viewers, per path: billed <= received <= billed + unconfirmed."""
+
+    integrity: str = ""
+    received: int = 0
+    billed: int = 0
+    offered: int = 0
+    sessions: int = 0
+    paths_ok: int = 0
+    paths: int = 0
+    outside: list[str] = field(default_factory=list)
+    """the paths outside the slack: path, received, billed, billed + skipped + dropped"""
+
+    @property
+    def ok(self) -> bool:
+        """True when the file is sound and every path is within the rule's slack."""
+        return self.integrity == "ok" and self.paths > 0 and self.paths_ok == self.paths
+
+
+@dataclass
+class Run:
+    """One gateway run of one shape and configuration."""
+
+    shape: tuple[int, int]
+    config: str
+    round: int
+    delivered: int = 0
+    viewers: int = 0
+    cpu_s: float = 0.0
+    recv_drops: int = 0
+    """packets the viewers' libsrt dropped as too late or lost (pktRcvDrop)"""
+    sys_s: float = 0.0
+    """the kernel's share of `cpu_s`"""
+    wall_s: float = 0.0
+    polls: Counter[tuple[str, int]] = field(default_factory=Counter)
+    ledger: Reconciled | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_gb(self) -> float:
+        """Gateway CPU seconds per delivered 1e9 bytes."""
+        return self.cpu_s / (self.delivered / 1e9) if self.delivered else float("inf")
+
+
+def _path_of(viewer_name: str) -> str:
+    # The viewer process names a connection "<stream id>#<n>"; the path is the r= value.
+    sid = viewer_name.rsplit("#", 1)[0]
+    for part in sid.removeprefix("#!::").split(","):
+        if part.startswith("r="):
+            return part[2:]
+    return ""
+
+
+def reconcile(ledger: Path, per_viewer: dict[str, int]) -> Reconciled:
+    """Read the egress session records back from the ledger file and hold them against the
+    bytes each path's viewers received."""
+    from gateway.ledger_db import LedgerReader
+
+    out = Reconciled()
+    received: Counter[str] = Counter()
+    for name, nbytes in per_viewer.items():
+        received[_path_of(name)] += nbytes
+    billed: Counter[str] = Counter()
+    offered: Counter[str] = Counter()
+    with LedgerReader(ledger) as reader:
+        out.integrity = reader.integrity_check()
+        for rec in reader.sessions(role="egress"):
+            record = rec.detail
+            ts = int(record.get("ts_bytes", 0))
+            billed[rec.path] += ts
+            offered[rec.path] += (
+                ts + int(record.get("skipped_ts_bytes", 0)) + int(record.get("dropped_ts_bytes", 0))
+            )
+            out.sessions += 1
+    for path in sorted(set(received) | set(billed)):
+        out.paths += 1
+        if billed[path] <= received[path] <= offered[path]:
+            out.paths_ok += 1
+        else:
+            out.outside.append(
+                f"{path}: received {received[path]:,}, billed {billed[path]:,}, "
+                f"billed+skipped+dropped {offered[path]:,}"
+            )
+    out.received, out.billed, out.offered = received.total(), billed.total(), offered.total()
+    return out
+
+
+def _sys_s(proc: Proc) -> float:
+    """System CPU seconds of a running child so far (0 once it ended)."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[12]) / CLK_TCK
+    except OSError:
+        return 0.0
+
+
+def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
+    """One `moqsrt serve` run of `shape` (publishers, viewers each) in `config` (`CONFIGS`)."""
+    pubs, views = shape
+    result = Run(shape=shape, config=config, round=0)
+    procs = Procs(tmp)
+    procs.tmp.mkdir(parents=True, exist_ok=True)
+    poller: Poller | None = None
+    ledger = tmp / "ledger.sqlite3"
+    port = free_udp_port()
+    argv = [*GATEWAY, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
+    argv += ["--var-dir", str(tmp / "var")]
+    with_ledger, with_http = config in ("on", "ledger"), config in ("on", "http")
+    http_port = free_tcp_port() if with_http else 0
+    if with_ledger:
+        argv += ["--ledger", str(ledger), "--ledger-interval", "1000"]
+    else:
+        argv += ["--ledger", "off"]
+    argv += ["--http", f"{HOST}:{http_port}" if with_http else "off"]
+    try:
+        gateway = procs.start("moqsrt", argv)
+        wait_for(lambda: udp_bound(port), 15, "moqsrt to listen")
+        if with_http:
+            wait_for(lambda: _tcp_open(http_port), 15, "moqsrt's HTTP listener")
+        sids = [f"#!::r=bench/s{p},m=request" for p in range(pubs) for _ in range(views)]
+        viewer = procs.start("viewers", viewer_argv(SECONDS + 40, connect=port, sids=sids))
+        wait_for(lambda: _ready(viewer), 15, "the viewer process")
+        publishers: list[Proc] = []
+        cpu0, sys0 = gateway.cpu_s(), _sys_s(gateway)
+        started = time.monotonic()
+        for p in range(pubs):
+            url = srt_url(port, streamid=f"#!::r=bench/s{p},m=publish", linger=2)
+            argv = ffmpeg_publish(src, SECONDS, [url])
+            publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
+        if with_http:  # after the last fork: Popen's preexec_fn and threads do not mix
+            poller = Poller(http_port)
+            poller.start()
+        wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
+        with contextlib.suppress(RuntimeError):  # bounded, as in bench_gateway
+            wait_for(lambda: viewer.reap(), 8, "viewers to end")
+        result.cpu_s = gateway.cpu_s() - cpu0
+        result.sys_s = _sys_s(gateway) - sys0
+        result.wall_s = time.monotonic() - started
+        if poller is not None:
+            poller.stop()
+            result.polls = poller.counts
+        viewer.stop()
+        lines = viewer.out.read_text().splitlines()
+        report = json.loads(lines[-1]) if len(lines) > 1 else {"bytes": {}, "errors": []}
+        per_viewer: dict[str, int] = report["bytes"]
+        result.viewers = len(per_viewer)
+        result.delivered = sum(per_viewer.values())
+        result.errors += list(report.get("errors", []))[:3]
+        result.recv_drops = int(report.get("dropped", 0))
+        if result.viewers < pubs * views:
+            result.errors.append(f"only {result.viewers} viewers connected")
+        for pub in publishers:
+            if pub.status not in (0, None):
+                result.errors.append(f"{pub.name} exit {pub.status}: {pub.tail(200)}")
+        gateway.stop(grace_s=15.0)  # SIGINT: sessions end, then the ledger's final flush
+        if gateway.status != 0:
+            result.errors.append(f"moqsrt exit {gateway.status}: {gateway.tail(300)}")
+        if with_ledger:
+            result.ledger = reconcile(ledger, per_viewer)
+        return result
+    finally:
+        if poller is not None and poller.is_alive():
+            poller.stop()
+        procs.stop_all()
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+
+def _polls(counts: Counter[tuple[str, int]]) -> str:
+    if not counts:
+        return "-"
+    return " ".join(f"{route}:{status}x{n}" for (route, status), n in sorted(counts.items()))
+
+
+def _ledger(rec: Reconciled | None) -> str:
+    if rec is None:
+        return "-"
+    verdict = "ok" if rec.ok else "MISMATCH"
+    ratio = rec.received / rec.billed if rec.billed else float("nan")
+    return (
+        f"{verdict} (integrity {rec.integrity}; {rec.sessions} egress sessions; paths within "
+        f"slack {rec.paths_ok}/{rec.paths}; received {rec.received:,} B, billed TS "
+        f"{rec.billed:,}, billed+skipped+dropped {rec.offered:,}; received/billed {ratio:.4f})"
+    )
+
+
+def print_report(runs: list[Run]) -> None:
+    """The per-run table, the per-shape ratios and the ledger checks."""
+    print(
+        f"{SECONDS:g} s of ~8.5 Mbit/s per publisher; off = --ledger off --http off; on = "
+        f"ledger (SQLite, 1 s) + HTTP polled every {POLL_S:g} s"
+    )
+    print(
+        f"{'shape':>5} {'config':>6} {'round':>5} {'viewers':>7} {'delivered MB':>12} "
+        f"{'gateway CPU s':>13} {'of it sys':>9} {'CPU s/GB':>8} {'wall s':>6}  "
+        "polls (route:status x n)"
+    )
+    for r in runs:
+        label = f"{r.shape[0]}x{r.shape[1]}"
+        print(
+            f"{label:>5} {r.config:>6} {r.round:>5} {r.viewers:>7} {r.delivered / 1e6:>12.1f} "
+            f"{r.cpu_s:>13.2f} {r.sys_s:>9.2f} {r.cpu_per_gb:>8.2f} {r.wall_s:>6.1f}  "
+            + _polls(r.polls)
+        )
+        if r.ledger is not None:
+            print(f"      ledger vs viewers: {_ledger(r.ledger)}")
+            for line in r.ledger.outside[:4]:
+                print(f"        outside the slack: {line}; viewers' libsrt drops {r.recv_drops}")
+        for err in r.errors[:3]:
+            print(f"    ! {err}")
+    print()
+    for shape in SHAPES:
+        by = {(r.config, r.round): r for r in runs if r.shape == shape and r.delivered}
+        name = f"{shape[0]}x{shape[1]}"
+        for config in CONFIGS[1:]:
+            pairs = [(by[("off", n)], by[(config, n)]) for n in range(1, REPEAT + 1)
+                     if ("off", n) in by and (config, n) in by]  # fmt: skip
+            if not pairs:
+                print(f"{name} {config}: no complete round")
+                continue
+            ratios = [b.cpu_per_gb / a.cpu_per_gb for a, b in pairs]
+            median = statistics.median(ratios)
+            off = statistics.median(a.cpu_per_gb for a, _ in pairs)
+            on = statistics.median(b.cpu_per_gb for _, b in pairs)
+            # The same in absolute terms: CPU ms per second of delivery, which does not scale
+            # with the bytes (a flush and a scrape a second), hence the shapes differ.
+            added = statistics.median((b.cpu_s - a.cpu_s) / b.wall_s * 1000 for a, b in pairs)
+            added_sys = statistics.median((b.sys_s - a.sys_s) / b.wall_s * 1000 for a, b in pairs)
+            listed = ", ".join(f"{x:.3f}" for x in ratios)
+            goal = ""
+            if config == "on":
+                goal = f"; goal < {GOAL}: {'met' if median < GOAL else 'NOT met'}"
+            print(
+                f"{name} {config}/off: CPU s per delivered GB, median off {off:.2f}, {config} "
+                f"{on:.2f}; ratio, median of rounds {median:.3f} (rounds: {listed}){goal}; "
+                f"added CPU: median {added:.1f} ms per second of delivery ({added_sys:.1f} in "
+                "the kernel)"
+            )
+    checked = [r.ledger for r in runs if r.ledger is not None]
+    good = sum(1 for x in checked if x.ok)
+    print(
+        f"ledger vs viewers (billed TS <= received <= billed + skipped + dropped, per path): "
+        f"{good}/{len(checked)} runs ok"
+    )
+
+
+def main() -> None:
+    """Run the shapes in alternating off/on rounds and print the tables."""
+    for tool in ("ffmpeg", "timeout"):
+        if shutil.which(tool) is None:
+            print(f"skipped: {tool} not found (Debian packages ffmpeg, coreutils)")
+            return
+    sys.path.insert(0, str(ROOT))
+    src = input_file()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench_operator.") as tmpdir:
+        tmp = Path(tmpdir)
+        for round_ in range(1, REPEAT + 1):
+            for shape in SHAPES:
+                for config in CONFIGS:
+                    name = f"{shape[0]}x{shape[1]}"
+                    print(f"{name} {config}, round {round_} of {REPEAT} ...", flush=True)
+                    where = tmp / f"r{round_}-{name}-{config}"
+                    try:
+                        result = run_once(config, shape, src, where)
+                    except Exception as exc:  # noqa: BLE001  (report it and go on)
+                        result = Run(shape=shape, config=config, round=0, errors=[repr(exc)[:300]])
+                    result.round = round_
+                    runs.append(result)
+    print()
+    print_report(runs)
+
+
+if __name__ == "__main__":
+    main()
