@@ -26,8 +26,9 @@ from collections import Counter
 import numpy as np
 
 from model import DEFAULT_MAX_GROUP_BYTES, BroadcastProducer, Closed
+from mux import _impl
 from mux.catalog import Catalog
-from mux.es_packets import classify_rows, classify_small, plain_run
+from mux.es_packets import classify_rows
 from mux.opaque import SectionReader
 from mux.pes_assembly import Collected, PesAssembler, PesStream
 from mux.problems import (
@@ -228,7 +229,7 @@ class TsImporter:
         if isinstance(packets, bytes):
             n = len(packets) // PACKET_SIZE
             self.stats.packets += n
-            run = plain_run(packets, self._streams, self._psi.pmt_pid)
+            run = _impl.plain_run(packets, self._streams, self._psi.pmt_pid)
             if run is not None:
                 # One PID, one PES: its problems come in stream order without holding them.
                 self._pes.continue_pes(run[0], [run[1]], range(n))
@@ -299,7 +300,7 @@ class TsImporter:
         scan_from = 0 if psi.program is not None else None
         i = 0
         while True:
-            i, used, runs, headers = classify_small(
+            i, used, runs, headers = _impl.classify_small(
                 raw, i, streams, psi.pmt_pid, collected, stats, headers
             )
             handled += used
