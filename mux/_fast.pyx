@@ -100,6 +100,51 @@ def plain_run(bytes raw, dict streams, pmt_pid):
     return st, _run_payloads(p, n)
 
 
+def continue_run(bytes raw, dict streams, pmt_pid, stats):
+    """The usual live read in one call: if `plain_run(raw, ...)` applies and appending its
+    payload to the open PES needs no decision (`PesAssembler.continue_pes` would only append:
+    the PES length is known to be read, it does not complete or outgrow the PES, and the last
+    packet before was not stuffed), do that, count the packets in `stats.packets` and return
+    True; otherwise return False, having changed nothing."""
+    cdef const unsigned char* p = <const unsigned char*> PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(raw) // PACKET
+    cdef int b1, b2, b3, pid, prev
+    cdef Py_ssize_t size, added
+    if n == 0:
+        return False
+    b1 = p[1]
+    b2 = p[2]
+    b3 = p[3]
+    if b1 & 0xC0 or (b3 & 0xF0) != 0x10:
+        return False
+    pid = ((b1 & 0x1F) << 8) | b2
+    st = streams.get(pid)
+    if st is None or (pmt_pid is not None and pid == pmt_pid):
+        return False
+    prev = st.last_cc
+    if prev < 0 or ((b3 - prev) & 0x0F) != 1 or st.pending_tei or not st.active:
+        return False
+    if not st.checked or st.tail_stuffed:
+        return False
+    added = n * PAYLOAD
+    size = st.size + added
+    total = st.total
+    if (total is not None and size >= total) or size > st.limit:
+        return False
+    if n > 1:
+        if p[PACKET] != 0x47 or p[PACKET + 1] != b1 or p[PACKET + 2] != b2:
+            return False
+        if p[PACKET + 3] != (0x10 | ((b3 + 1) & 0x0F)):
+            return False
+        if _run_length(p, 0, n, b1, b2, b3) != n:
+            return False
+    st.last_cc = (b3 + n - 1) & 0x0F
+    st.pieces.append(_run_payloads(p, n))
+    st.size = size
+    stats.packets += n
+    return True
+
+
 def classify_small(
     bytes raw,
     Py_ssize_t i,
@@ -299,3 +344,46 @@ def write_pes(
         d += _stuffing(d, <int> (PAYLOAD - tail), 0)
         memcpy(d, src, tail)
     return count, cc
+
+
+cdef enum:
+    CHUNK = 7 * PACKET
+
+
+def cut_payloads(data, Py_ssize_t start=0):
+    """`mux.ts_chunks.cut_payloads`: `data[start:]` as 1316-byte payloads (bytes), the last
+    shorter."""
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t size = view.shape[0]
+    cdef Py_ssize_t at
+    cdef list out = []
+    if start < 0:
+        start = max(0, size + start)
+    at = start
+    while at + CHUNK <= size:
+        out.append(PyBytes_FromStringAndSize(<const char*> &view[at], CHUNK))
+        at += CHUNK
+    if at < size:
+        out.append(PyBytes_FromStringAndSize(<const char*> &view[at], size - at))
+    return out
+
+
+def cut_chunks(list frames, chunk_type):
+    """`mux.ts_chunks.cut_chunks`, making each `chunk_type` (a named tuple of (data, ts))."""
+    cdef list out = []
+    cdef Py_ssize_t at, size, step
+    cdef const unsigned char[::1] view
+    for frame in frames:
+        data, ts = frame
+        view = data
+        size = view.shape[0]
+        at = 0
+        while at < size:
+            step = CHUNK if size - at >= CHUNK else size - at
+            out.append(
+                _tuple_new(
+                    chunk_type, (PyBytes_FromStringAndSize(<const char*> &view[at], step), ts)
+                )
+            )
+            at += step
+    return out

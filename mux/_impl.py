@@ -1,11 +1,11 @@
 """The one place that picks the implementation of the TS packet path: compiled (`mux._fast`,
 built from `mux/_fast.pyx` by `pip install`) or the pure-Python modules it mirrors
-(`mux.es_packets`, `mux.ts_mux`).
+(`mux.es_packets`, `mux.ts_mux`, `mux.ts_chunks`).
 
 The compiled one is used when it was built, unless the environment has `MOQSRT_PURE_PYTHON=1`
 when `mux` is first imported. Callers look the functions up here at each call (`_impl.plain_run`),
-so `use()` switches every importer and writer at once (the tests run both). `NAME` says which
-is in use ("compiled" or "pure-python").
+so `use()` switches every importer and exporter at once (the tests run both). `NAME` says
+which is in use ("compiled" or "pure-python").
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from mux import es_packets
 
@@ -26,13 +27,13 @@ except ImportError:  # not built: the pure-Python path
 NAME = "pure-python"
 plain_run = es_packets.plain_run
 classify_small = es_packets.classify_small
-#: `mux._fast.write_pes`, or None: `PidWriter.write_pes` then writes in Python.
+#: The compiled-only shortcuts, None on the pure-Python path (the callers then do the same in
+#: Python): `continue_run` (the usual live read in one call), `write_pes` (for
+#: `PidWriter.write_pes`), `cut_payloads` and `cut_chunks` (for `mux.ts_chunks`).
+continue_run: Callable[..., bool] | None = None
 write_pes: Callable[..., tuple[int, int]] | None = None
-#: Most packets a batch may hold to be classified packet by packet (`classify_small`) rather
-#: than vectorized with numpy (`classify_rows`), and the same while the stream was mostly runs
-#: of continuation packets (see `mux.ts_import`).
-small_batch = 256
-runny_batch = 2048
+cut_payloads: Callable[..., list[bytes]] | None = None
+cut_chunks: Callable[..., list[Any]] | None = None
 
 
 def compiled_available() -> bool:
@@ -42,22 +43,23 @@ def compiled_available() -> bool:
 
 def use(*, compiled: bool) -> None:
     """Switch to the compiled implementation (`ImportError` if it was not built) or to the
-    pure-Python one, for every caller from the next call on."""
-    global NAME, plain_run, classify_small, write_pes, small_batch, runny_batch
+    pure-Python one, for every caller from its next call on."""
+    global NAME, plain_run, classify_small, continue_run, write_pes, cut_payloads, cut_chunks
     if compiled:
         if _fast is None:
             raise ImportError("mux._fast is not built (pip install -e . builds it)")
         NAME = "compiled"
         plain_run = _fast.plain_run
         classify_small = _fast.classify_small
+        continue_run = _fast.continue_run
         write_pes = _fast.write_pes
+        cut_payloads = _fast.cut_payloads
+        cut_chunks = _fast.cut_chunks
     else:
         NAME = "pure-python"
         plain_run = es_packets.plain_run
         classify_small = es_packets.classify_small
-        write_pes = None
-    small_batch = 256
-    runny_batch = 2048
+        continue_run = write_pes = cut_payloads = cut_chunks = None
 
 
 use(compiled=_fast is not None and os.environ.get("MOQSRT_PURE_PYTHON") != "1")

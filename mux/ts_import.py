@@ -166,7 +166,9 @@ class TsImporter:
             small = len(data) <= self._small_limit * PACKET_SIZE
             raw = self._sync.take_aligned(data) if small else None
             if raw is not None:
-                self._batch(raw)
+                cont = _impl.continue_run
+                if cont is None or not cont(raw, self._streams, self._psi.pmt_pid, self.stats):
+                    self._batch(raw)
             else:
                 for packets in self._sync.push(data):
                     if self._sync.losses:
