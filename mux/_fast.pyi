@@ -13,7 +13,7 @@ def continue_run(
     raw: bytes, streams: dict[int, PesStream], pmt_pid: int | None, stats: ImportStats
 ) -> bool: ...
 def classify_small(
-    raw: bytes,
+    raw: bytes | memoryview,
     i: int,
     streams: dict[int, PesStream],
     pmt_pid: int | None,

@@ -146,7 +146,7 @@ def continue_run(bytes raw, dict streams, pmt_pid, stats):
 
 
 def classify_small(
-    bytes raw,
+    const unsigned char[::1] raw,
     Py_ssize_t i,
     dict streams,
     pmt_pid,
@@ -154,9 +154,10 @@ def classify_small(
     stats,
     headers,
 ):
-    """`mux.es_packets.classify_small`; the `headers` cache is not needed (returned as is)."""
-    cdef const unsigned char* p = <const unsigned char*> PyBytes_AS_STRING(raw)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
+    """`mux.es_packets.classify_small`, for any number of packets; `raw` may be any buffer
+    (everything kept is copied out of it). The `headers` cache is not needed (returned as is)."""
+    cdef Py_ssize_t size = raw.shape[0]
+    cdef const unsigned char* p = &raw[0] if size else NULL
     cdef Py_ssize_t n = size // PACKET
     cdef int pmt = -1 if pmt_pid is None else pmt_pid
     cdef Py_ssize_t in_runs = 0, handled = 0, at, nxt, count, pos

@@ -26,7 +26,8 @@ except ImportError:  # not built: the pure-Python path
 #: The implementation in use: "compiled" or "pure-python".
 NAME = "pure-python"
 plain_run = es_packets.plain_run
-classify_small = es_packets.classify_small
+#: `mux.es_packets.classify_small` (bytes only) or its compiled twin (any buffer).
+classify_small: Callable[..., tuple[int, int, int, bytes | None]] = es_packets.classify_small
 #: The compiled-only shortcuts, None on the pure-Python path (the callers then do the same in
 #: Python): `continue_run` (the usual live read in one call), `write_pes` (for
 #: `PidWriter.write_pes`), `cut_payloads` and `cut_chunks` (for `mux.ts_chunks`).
@@ -34,6 +35,9 @@ continue_run: Callable[..., bool] | None = None
 write_pes: Callable[..., tuple[int, int]] | None = None
 cut_payloads: Callable[..., list[bytes]] | None = None
 cut_chunks: Callable[..., list[Any]] | None = None
+#: Whether `classify_small` takes batches of any size and any buffer (compiled: it beats the
+#: vectorized numpy path, `es_packets.classify_rows`, at every size).
+classify_any_batch = False
 
 
 def compiled_available() -> bool:
@@ -45,6 +49,7 @@ def use(*, compiled: bool) -> None:
     """Switch to the compiled implementation (`ImportError` if it was not built) or to the
     pure-Python one, for every caller from its next call on."""
     global NAME, plain_run, classify_small, continue_run, write_pes, cut_payloads, cut_chunks
+    global classify_any_batch
     if compiled:
         if _fast is None:
             raise ImportError("mux._fast is not built (pip install -e . builds it)")
@@ -55,11 +60,13 @@ def use(*, compiled: bool) -> None:
         write_pes = _fast.write_pes
         cut_payloads = _fast.cut_payloads
         cut_chunks = _fast.cut_chunks
+        classify_any_batch = True
     else:
         NAME = "pure-python"
         plain_run = es_packets.plain_run
         classify_small = es_packets.classify_small
         continue_run = write_pes = cut_payloads = cut_chunks = None
+        classify_any_batch = False
 
 
 use(compiled=_fast is not None and os.environ.get("MOQSRT_PURE_PYTHON") != "1")

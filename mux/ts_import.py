@@ -163,7 +163,7 @@ class TsImporter:
             return
         self.stats.bytes += len(data)
         try:
-            small = len(data) <= self._small_limit * PACKET_SIZE
+            small = len(data) <= self._small_limit * PACKET_SIZE or _impl.classify_any_batch
             raw = self._sync.take_aligned(data) if small else None
             if raw is not None:
                 cont = _impl.continue_run
@@ -243,6 +243,9 @@ class TsImporter:
         try:
             if isinstance(packets, bytes):
                 self._batch_small(packets, None)
+            elif _impl.classify_any_batch:
+                # Compiled: packet by packet at any size, reading the batch in place.
+                self._batch_small(packets.data.cast("B"), packets)
             elif n <= self._small_limit or (n <= _RUNNY_BATCH and self._array_batches & 31 == 0):
                 self._array_batches += 1
                 self._batch_small(packets.tobytes(), packets)
@@ -284,9 +287,10 @@ class TsImporter:
         handled += self._es_segment(packets, cols, segment, n)
         self.stats.ignored_packets += n - handled
 
-    def _batch_small(self, raw: bytes, packets: U8Array | None) -> None:
+    def _batch_small(self, raw: bytes | memoryview, packets: U8Array | None) -> None:
         """`_batch_rows` for a few packets (`raw`, and `packets` its numpy view or None), in
-        plain Python, with the same results: packets are classified in stream order
+        plain Python (or compiled, then for any number of packets, and `raw` may be a view of
+        the caller's buffer), with the same results: packets are classified in stream order
         (`mux.es_packets.classify_small`, which stops at each PSI packet), then each PID's are
         cut into PES."""
         n = len(raw) // PACKET_SIZE
@@ -392,7 +396,7 @@ class TsImporter:
         self._share_budget()
         tracks.program_set(set(wanted), pmt, self._psi.pmt_pid or 0)
 
-    def _scan_sections(self, raw: bytes, start: int) -> int:
+    def _scan_sections(self, raw: bytes | memoryview, start: int) -> int:
         """Read the packets of section streams among the packets of `raw` from `start` on
         (the plain-Python path; only called when the program has section streams); return
         how many there were."""
@@ -405,7 +409,7 @@ class TsImporter:
             if reader is not None:
                 count += 1
                 self._log.row = i
-                self._section_packet(pid, reader, raw[off : off + PACKET_SIZE])
+                self._section_packet(pid, reader, bytes(raw[off : off + PACKET_SIZE]))
         return count
 
     def _section_packet(self, pid: int, reader: SectionReader, data: bytes) -> None:
