@@ -61,10 +61,13 @@ def both(run: Callable[[], T]) -> tuple[T, T]:
 
 
 def summary(result: Imported) -> tuple[Any, ...]:
-    """What an import produced, comparable with ==."""
+    """What an import produced, comparable with ==. A section's frame is compared without its
+    timestamp (`Imported.comparable`): it is the latest media time read when the section
+    was, which depends on which path took the batch (the compiled build classifies large
+    batches packet by packet, the pure-Python one vectorized), as it does on the chunking."""
     importer = result.importer
     return (
-        result.tracks,
+        result.comparable(),
         result.catalogs,
         importer.problems,
         dict(importer.problem_counts),
