@@ -88,6 +88,17 @@ def test_the_compiled_path_is_built_and_in_use() -> None:
         assert _impl.classify_small is not classify_small
 
 
+def test_moqsrt_version_names_the_packet_path_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+
+    for compiled in (False, True) if _impl.compiled_available() else (False,):
+        with implementation(compiled=compiled), pytest.raises(SystemExit) as done:
+            main(["--version"])
+        assert done.value.code == 0
+        expected = "compiled" if compiled else "pure-python"
+        assert f"TS packet path: {expected}" in capsys.readouterr().out
+
+
 @functools.cache
 def imported_pure(name: str) -> Imported:
     with implementation(compiled=False):
