@@ -251,6 +251,17 @@ def classify_small(
     return i, handled, in_runs, headers
 
 
+cdef const unsigned char[::1] _bytes_view(data) except *:
+    """`data` (bytes, bytearray, memoryview, ...) as contiguous bytes, as
+    `memoryview(data).cast("B")` reads it (a view of another item format too)."""
+    cdef const unsigned char[::1] view
+    try:
+        view = data
+    except (ValueError, TypeError):
+        view = memoryview(data).cast("B")
+    return view
+
+
 cdef inline Py_ssize_t _stuffing(unsigned char* d, int total, int flags):
     """Write an adaptation field of exactly `total` (>= 1) bytes at `d`; return `total`."""
     if total == 1:
@@ -272,7 +283,7 @@ def write_pes(
 ):
     """`mux.ts_mux.PidWriter.write_pes` for the writer of `pid` whose last counter was `cc`:
     append the packets to `out`; return (packets written, the last counter)."""
-    cdef const unsigned char[::1] view = body
+    cdef const unsigned char[::1] view = _bytes_view(body)
     cdef Py_ssize_t body_len = view.shape[0]
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
     cdef Py_ssize_t total = plen + body_len
@@ -354,7 +365,7 @@ cdef enum:
 def cut_payloads(data, Py_ssize_t start=0):
     """`mux.ts_chunks.cut_payloads`: `data[start:]` as 1316-byte payloads (bytes), the last
     shorter."""
-    cdef const unsigned char[::1] view = data
+    cdef const unsigned char[::1] view = _bytes_view(data)
     cdef Py_ssize_t size = view.shape[0]
     cdef Py_ssize_t at
     cdef list out = []
@@ -376,7 +387,7 @@ def cut_chunks(list frames, chunk_type):
     cdef const unsigned char[::1] view
     for frame in frames:
         data, ts = frame
-        view = data
+        view = _bytes_view(data)
         size = view.shape[0]
         at = 0
         while at < size:
