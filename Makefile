@@ -20,8 +20,10 @@ WEB_SOURCES := web/package.json web/package-lock.json $(wildcard web/src/*)
 # srt-live-transmit, VLC (TS demux/mux and the dummy interface are in plugin-base, its SRT input
 # in access-extra) and GStreamer (srtsrc/srtsink and tsparse are in plugins-bad). nodejs (and npm,
 # below) build the in-browser player (web/); chromium plays it in the player's end-to-end test.
+# gcc builds the compiled TS packet path (mux/_fast.pyx, at pip install); its Python headers come
+# from python3-dev unless the chosen Python has its own (a pyenv or source build).
 DEB_PACKAGES := libsrt1.5-openssl srt-tools ffmpeg vlc-bin vlc-plugin-base vlc-plugin-access-extra \
-  gstreamer1.0-tools gstreamer1.0-plugins-bad nodejs chromium
+  gstreamer1.0-tools gstreamer1.0-plugins-bad nodejs chromium gcc
 # Debian packages installed only when the command of the same name is missing: NodeSource's nodejs
 # package ships npm itself (and conflicts with Debian's npm package), so the command is checked.
 DEB_COMMANDS := npm
@@ -39,6 +41,10 @@ system-deps:
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import os, sysconfig, sys; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null; then \
+	  missing="$$missing python3-dev"; \
+	fi; \
 	if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 	  missing="$$missing python3 python3-venv"; \
 	fi; \
@@ -51,7 +57,8 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(STAMP): pyproject.toml
+# setup.py and the .pyx files too: pip install -e rebuilds the compiled packet path when they change.
+$(STAMP): pyproject.toml setup.py $(wildcard mux/*.pyx mux/*.pxd)
 	@py="$(PYTHON)"; [ -n "$$py" ] || py=python3; \
 	$$py -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "need Python >= 3.11 (found $$($$py --version 2>&1))"; exit 1; }; \
 	$$py -m venv $(VENV)

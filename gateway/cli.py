@@ -23,6 +23,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="moqsrt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
@@ -30,6 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)
     return parser
+
+
+def _version() -> str:
+    """`moqsrt --version`: the package version and which TS packet path runs (`mux._impl`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from mux import _impl
+
+    try:
+        number = version("moqsrt")
+    except PackageNotFoundError:
+        number = "(not installed)"
+    return f"moqsrt {number}, TS packet path: {_impl.NAME}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

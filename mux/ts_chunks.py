@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from mux import _impl
 from mux.ts_mux import BytesLike
 from mux.ts_packets import PACKET_SIZE
 
@@ -57,6 +58,9 @@ def cut_chunks(frames: list[TsFrame]) -> list[TsChunk]:
     A hot loop (one object per 1316 bytes): `tuple.__new__` skips NamedTuple's Python-level
     constructor.
     """
+    fast = _impl.cut_chunks
+    if fast is not None:
+        return fast(frames, TsChunk)
     new = tuple.__new__
     return [new(TsChunk, (data, ts)) for out, ts in frames for data in cut_payloads(out)]
 
@@ -66,6 +70,9 @@ def cut_payloads(data: BytesLike, start: int = 0) -> list[bytes]:
 
     `Struct.iter_unpack` slices in C, one copy per payload.
     """
+    fast = _impl.cut_payloads
+    if fast is not None:
+        return fast(data, start)
     view = memoryview(data)[start:]
     whole = len(view) // CHUNK_BYTES * CHUNK_BYTES
     payloads = [payload for (payload,) in _CHUNK_STRUCT.iter_unpack(view[:whole])]

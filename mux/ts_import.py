@@ -26,8 +26,9 @@ from collections import Counter
 import numpy as np
 
 from model import DEFAULT_MAX_GROUP_BYTES, BroadcastProducer, Closed
+from mux import _impl
 from mux.catalog import Catalog
-from mux.es_packets import classify_rows, classify_small, plain_run
+from mux.es_packets import classify_rows
 from mux.opaque import SectionReader
 from mux.pes_assembly import Collected, PesAssembler, PesStream
 from mux.problems import (
@@ -162,10 +163,12 @@ class TsImporter:
             return
         self.stats.bytes += len(data)
         try:
-            small = len(data) <= self._small_limit * PACKET_SIZE
+            small = len(data) <= self._small_limit * PACKET_SIZE or _impl.classify_any_batch
             raw = self._sync.take_aligned(data) if small else None
             if raw is not None:
-                self._batch(raw)
+                cont = _impl.continue_run
+                if cont is None or not cont(raw, self._streams, self._psi.pmt_pid, self.stats):
+                    self._batch(raw)
             else:
                 for packets in self._sync.push(data):
                     if self._sync.losses:
@@ -228,7 +231,7 @@ class TsImporter:
         if isinstance(packets, bytes):
             n = len(packets) // PACKET_SIZE
             self.stats.packets += n
-            run = plain_run(packets, self._streams, self._psi.pmt_pid)
+            run = _impl.plain_run(packets, self._streams, self._psi.pmt_pid)
             if run is not None:
                 # One PID, one PES: its problems come in stream order without holding them.
                 self._pes.continue_pes(run[0], [run[1]], range(n))
@@ -240,6 +243,9 @@ class TsImporter:
         try:
             if isinstance(packets, bytes):
                 self._batch_small(packets, None)
+            elif _impl.classify_any_batch:
+                # Compiled: packet by packet at any size, reading the batch in place.
+                self._batch_small(packets.data.cast("B"), packets)
             elif n <= self._small_limit or (n <= _RUNNY_BATCH and self._array_batches & 31 == 0):
                 self._array_batches += 1
                 self._batch_small(packets.tobytes(), packets)
@@ -281,9 +287,10 @@ class TsImporter:
         handled += self._es_segment(packets, cols, segment, n)
         self.stats.ignored_packets += n - handled
 
-    def _batch_small(self, raw: bytes, packets: U8Array | None) -> None:
+    def _batch_small(self, raw: bytes | memoryview, packets: U8Array | None) -> None:
         """`_batch_rows` for a few packets (`raw`, and `packets` its numpy view or None), in
-        plain Python, with the same results: packets are classified in stream order
+        plain Python (or compiled, then for any number of packets, and `raw` may be a view of
+        the caller's buffer), with the same results: packets are classified in stream order
         (`mux.es_packets.classify_small`, which stops at each PSI packet), then each PID's are
         cut into PES."""
         n = len(raw) // PACKET_SIZE
@@ -299,7 +306,7 @@ class TsImporter:
         scan_from = 0 if psi.program is not None else None
         i = 0
         while True:
-            i, used, runs, headers = classify_small(
+            i, used, runs, headers = _impl.classify_small(
                 raw, i, streams, psi.pmt_pid, collected, stats, headers
             )
             handled += used
@@ -389,7 +396,7 @@ class TsImporter:
         self._share_budget()
         tracks.program_set(set(wanted), pmt, self._psi.pmt_pid or 0)
 
-    def _scan_sections(self, raw: bytes, start: int) -> int:
+    def _scan_sections(self, raw: bytes | memoryview, start: int) -> int:
         """Read the packets of section streams among the packets of `raw` from `start` on
         (the plain-Python path; only called when the program has section streams); return
         how many there were."""
@@ -402,7 +409,7 @@ class TsImporter:
             if reader is not None:
                 count += 1
                 self._log.row = i
-                self._section_packet(pid, reader, raw[off : off + PACKET_SIZE])
+                self._section_packet(pid, reader, bytes(raw[off : off + PACKET_SIZE]))
         return count
 
     def _section_packet(self, pid: int, reader: SectionReader, data: bytes) -> None:

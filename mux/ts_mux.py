@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mux import _impl
 from mux.psi import DescriptorTag, crc32_mpeg2
 from mux.ts_packets import NULL_PID, SYNC_BYTE
 from mux.ts_packets import PACKET_SIZE as TS_PACKET_BYTES
@@ -281,6 +282,10 @@ class PidWriter:
         `random_access`, an adaptation field with random_access_indicator; the last packet is
         padded with adaptation-field stuffing.
         """
+        fast = _impl.write_pes
+        if fast is not None and type(prefix) is bytes:
+            count, self.cc = fast(out, self.pid, self.cc, prefix, body, random_access)
+            return count
         view = memoryview(body).cast("B")
         body_len = len(view)
         total = len(prefix) + body_len

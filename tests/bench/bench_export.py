@@ -152,8 +152,10 @@ def _naive_packetize(pid: int, prefix: bytes, body: bytes) -> bytes:
 
 
 def packetizer_profile(body: bytes) -> list[tuple[str, float]]:
-    """Microseconds per PES of `body` for the naive loop, our loop path and our numpy path."""
+    """Microseconds per PES of `body` for the naive loop, our pure-Python loop and numpy
+    paths, and the compiled one (when built)."""
     import mux.ts_mux as ts_mux
+    from mux import _impl
 
     prefix = bytes(25)
     writer = ts_mux.PidWriter(0x100)
@@ -174,13 +176,20 @@ def packetizer_profile(body: bytes) -> list[tuple[str, float]]:
     results = [
         ("per-packet loop + join (floor)", timed(lambda: _naive_packetize(256, prefix, body)))
     ]
+    was = _impl.NAME == "compiled"
     saved = ts_mux._NUMPY_MIN_PACKETS
+    _impl.use(compiled=False)
     ts_mux._NUMPY_MIN_PACKETS = 1 << 30
     try:
         results.append(("ours, plain Python path", timed(ours)))
+        ts_mux._NUMPY_MIN_PACKETS = saved
+        results.append(("ours, numpy path", timed(ours)))
+        if _impl.compiled_available():
+            _impl.use(compiled=True)
+            results.append(("ours, compiled (mux._fast)", timed(ours)))
     finally:
         ts_mux._NUMPY_MIN_PACKETS = saved
-    results.append(("ours, numpy path", timed(ours)))
+        _impl.use(compiled=was)
     return results
 
 
@@ -197,34 +206,47 @@ def main() -> None:
         flush=True,
     )
 
-    ours: list[float] = []
-    out_mb = 0.0
+    from mux import _impl
+
+    builds = ["compiled", "pure-python"] if _impl.compiled_available() else ["pure-python"]
+    was = _impl.NAME == "compiled"
+    ours: dict[str, list[float]] = {b: [] for b in builds}
+    remux: dict[str, list[float]] = {b: [] for b in builds}
+    out_mb = remux_mb = 0.0
     chunks = 0
-    for _ in range(RUNS):
-        elapsed, nbytes, chunks = export_once(frames, catalog)
-        out_mb = nbytes / 1e6
-        ours.append(elapsed)
-    remux: list[float] = []
-    remux_mb = 0.0
-    for _ in range(3):
-        elapsed, nbytes = remux_once(path)
-        remux.append(elapsed)
-        remux_mb = nbytes / 1e6
-    ffmpeg = [ffmpeg_once(path) for _ in range(RUNS)]
-    ours_s, ffmpeg_s = statistics.median(ours), statistics.median(ffmpeg)
-    ours_rate, ffmpeg_rate = out_mb / ours_s, size_mb / ffmpeg_s
-    print(f"export (ours):  {out_mb:.1f} MB of TS in {chunks} chunks, {ours_s:.3f} s median")
-    print(f"                {ours_rate:.0f} MB/s")
+    ffmpeg: list[float] = []
+    try:
+        for run in range(RUNS):  # the contenders take turns
+            for build in builds:
+                _impl.use(compiled=build == "compiled")
+                elapsed, nbytes, chunks = export_once(frames, catalog)
+                out_mb = nbytes / 1e6
+                ours[build].append(elapsed)
+                if run < 3:
+                    elapsed, nbytes = remux_once(path)
+                    remux[build].append(elapsed)
+                    remux_mb = nbytes / 1e6
+            ffmpeg.append(ffmpeg_once(path))
+    finally:
+        _impl.use(compiled=was)
+    ffmpeg_s = statistics.median(ffmpeg)
+    ffmpeg_rate = size_mb / ffmpeg_s
     print(f"ffmpeg remux:   {size_mb:.1f} MB in {ffmpeg_s:.3f} s median (whole process)")
     print(f"                {ffmpeg_rate:.0f} MB/s")
-    print(f"ratio ours/ffmpeg: {ours_rate / ffmpeg_rate:.2f}")
-    remux_s = statistics.median(remux)
-    remux_rate = size_mb / remux_s
-    print(
-        f"remux (ours, import -> model -> export, in-process): {size_mb:.1f} MB in "
-        f"{remux_s:.3f} s median, {remux_rate:.0f} MB/s ({remux_mb:.1f} MB of TS out), "
-        f"ratio to ffmpeg {remux_rate / ffmpeg_rate:.2f}"
-    )
+    for build in builds:
+        ours_s = statistics.median(ours[build])
+        ours_rate = out_mb / ours_s
+        print(f"export ({build}): {out_mb:.1f} MB of TS in {chunks} chunks, {ours_s:.3f} s "
+              f"median, {ours_rate:.0f} MB/s, ratio ours/ffmpeg: "
+              f"{ours_rate / ffmpeg_rate:.2f}")  # fmt: skip
+    for build in builds:
+        remux_s = statistics.median(remux[build])
+        remux_rate = size_mb / remux_s
+        print(
+            f"remux ({build}, import -> model -> export, in-process): {size_mb:.1f} MB in "
+            f"{remux_s:.3f} s median, {remux_rate:.0f} MB/s ({remux_mb:.1f} MB of TS out), "
+            f"ratio to ffmpeg {remux_rate / ffmpeg_rate:.2f}"
+        )
 
     video = sorted((f for t, f, _ in frames if t == "0.avc3"), key=len)
     body = video[len(video) // 2]

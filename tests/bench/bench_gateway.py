@@ -50,9 +50,20 @@ here); both ends read one monotonic clock. Per frame:
 same SRT latency (the same two hops, no demux); `net` uses `from next` instead of `e2e` (what
 the relay adds once the frame could be known complete). The first 2 s are warm-up.
 
-Environment knobs: MOQSRT_BENCH_P, MOQSRT_BENCH_V (default 4, 4), MOQSRT_BENCH_SECONDS (media
-seconds published per stream in the load run, default 20), MOQSRT_BENCH_REPEAT (load rounds,
-default 3; the contenders take turns, and the verdict is the median of the rounds' ratios).
+Both builds of moqsrt run: `moqsrt` (the compiled TS packet path, `mux._fast`) and
+`moqsrt-pure` (the same with MOQSRT_PURE_PYTHON=1). Each runs from this checkout
+(`python -c 'from gateway.cli import main'` in the repository), whatever the venv's `moqsrt`
+script points at.
+
+Shapes (P publishers x V viewers per stream), each judged against issue 12's goals: 4x1 (CPU per
+delivered GB <= 0.9 of ffmpeg's and below srt-live-transmit's), 4x4 (<= 0.8 of ffmpeg's) and
+1x1 (the single publish an operator tries first: <= 1.0 of ffmpeg's).
+
+Environment knobs: MOQSRT_BENCH_SHAPES (default "4x1,4x4,1x1"; MOQSRT_BENCH_P and
+MOQSRT_BENCH_V, when set, make it that one shape), MOQSRT_BENCH_SECONDS (media seconds published
+per stream in the load run, default 20), MOQSRT_BENCH_REPEAT (load rounds per shape, default 3;
+the contenders take turns, and the verdict is the median of the rounds' ratios),
+MOQSRT_BENCH_LATENCY=0 skips the latency paths.
 """
 
 # No `from __future__ import annotations` here: run.py executes bench modules without
@@ -81,11 +92,32 @@ from tests.bench.bench_import import make_test_stream
 ROOT = Path(__file__).resolve().parents[2]
 INPUT = ROOT / "fixtures" / "big" / "gw_8m.ts"
 PYTHON = sys.executable
-MOQSRT = str(Path(PYTHON).with_name("moqsrt"))
+#: `moqsrt` from this checkout (cwd is the repository root for every child).
+MOQSRT = [PYTHON, "-c", "import sys; from gateway.cli import main; sys.exit(main())"]
+#: The moqsrt contenders: the compiled build, and the pure-Python one (its environment).
+MOQSRT_BUILDS = {"moqsrt": {}, "moqsrt-pure": {"MOQSRT_PURE_PYTHON": "1"}}
 HOST = "127.0.0.1"
 
 PUBLISHERS = int(os.environ.get("MOQSRT_BENCH_P", "4"))
 VIEWERS = int(os.environ.get("MOQSRT_BENCH_V", "4"))
+if "MOQSRT_BENCH_P" in os.environ or "MOQSRT_BENCH_V" in os.environ:
+    SHAPES = [(PUBLISHERS, VIEWERS)]
+else:
+    SHAPES = [
+        (int(p), int(v))
+        for p, v in (
+            shape.split("x")
+            for shape in os.environ.get("MOQSRT_BENCH_SHAPES", "4x1,4x4,1x1").split(",")
+        )
+    ]
+#: Issue 12's goals per shape: the most moqsrt's CPU per delivered GB may be, as a fraction of
+#: each peer's in the same round (median of rounds).
+GOALS: dict[tuple[int, int], dict[str, float]] = {
+    (4, 1): {"ffmpeg": 0.9, "srt-live-transmit": 1.0},
+    (4, 4): {"ffmpeg": 0.8},
+    (1, 1): {"ffmpeg": 1.0},
+}
+LATENCY = os.environ.get("MOQSRT_BENCH_LATENCY", "1") != "0"
 LOAD_SECONDS = float(os.environ.get("MOQSRT_BENCH_SECONDS", "20"))
 #: Load runs per contender, interleaved (moqsrt, ffmpeg, srt-live-transmit, moqsrt, ...): on a
 #: shared 2-core machine one run's CPU figure moves by +-15 %, so the verdict uses the median
@@ -223,9 +255,17 @@ class Procs:
         self.tmp = tmp
         self.all: list[Proc] = []
 
-    def start(self, name: str, argv: Sequence[str], *, bound_s: float | None = None) -> Proc:
-        """Start `argv` (stdout and stderr to files under tmp); `bound_s` wraps it in
-        `timeout -s INT` (for clients; relays are not wrapped so their own CPU is measured)."""
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        bound_s: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """Start `argv` (stdout and stderr to files under tmp), with `env` added to this
+        process's environment; `bound_s` wraps it in `timeout -s INT` (for clients; relays are
+        not wrapped so their own CPU is measured)."""
         if bound_s is not None:
             argv = ["timeout", "-s", "INT", "-k", "5", f"{bound_s:.0f}", *argv]
         safe = name.replace("/", "_")
@@ -237,6 +277,7 @@ class Procs:
                 stdout=fo,
                 stderr=fe,
                 cwd=ROOT,
+                env={**os.environ, **env} if env else None,
                 preexec_fn=_die_with_parent,
             )
         proc = Proc(name, popen, log, out)
@@ -275,6 +316,7 @@ class LoadResult:
     name: str
     relays: int
     round: int = 0
+    shape: tuple[int, int] = (PUBLISHERS, VIEWERS)
     delivered: int = 0
     per_viewer: list[int] = field(default_factory=list)
     relay_cpu_s: float = 0.0
@@ -314,8 +356,12 @@ def _ready(proc: Proc) -> bool:
     return proc.out.read_bytes().startswith(b"ready")
 
 
-def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
-    """Run P publishers x V viewers through `kind` (moqsrt | ffmpeg | srt-live-transmit)."""
+def run_load(
+    kind: str, src: Path, tmp: Path, shape: tuple[int, int] = (PUBLISHERS, VIEWERS)
+) -> LoadResult:
+    """Run P publishers x V viewers through `kind` (moqsrt | moqsrt-pure | ffmpeg |
+    srt-live-transmit | py-byte-relay); `shape` is (publishers, viewers per stream)."""
+    publishers_n, viewers_n = shape
     procs = Procs(tmp / kind)
     procs.tmp.mkdir(parents=True, exist_ok=True)
     relays: list[Proc] = []
@@ -323,31 +369,31 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
     pub_argv: list[list[str]] = []
     deadline_s = LOAD_SECONDS + 40
     try:
-        if kind in ("moqsrt", BYTE_RELAY):
+        if kind in MOQSRT_BUILDS or kind == BYTE_RELAY:
             port = free_udp_port()
-            if kind == "moqsrt":
-                argv = [MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"]
+            if kind in MOQSRT_BUILDS:
+                argv = [*MOQSRT, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json"]
                 argv += ["--moq", "off", "--http", "off"]  # SRT only
             else:
                 argv = [PYTHON, "-m", "tests.bench._byte_relay", "--listen", f"{HOST}:{port}"]
-            relays.append(procs.start(kind, argv))
+            relays.append(procs.start(kind, argv, env=MOQSRT_BUILDS.get(kind)))
             wait_for(lambda: udp_bound(port), 15, f"{kind} to listen")
             sids = [
-                f"#!::r=bench/s{p},m=request" for p in range(PUBLISHERS) for _ in range(VIEWERS)
+                f"#!::r=bench/s{p},m=request" for p in range(publishers_n) for _ in range(viewers_n)
             ]
             viewer = procs.start("viewers", viewer_argv(deadline_s, connect=port, sids=sids))
-            for p in range(PUBLISHERS):
+            for p in range(publishers_n):
                 url = srt_url(port, streamid=f"#!::r=bench/s{p},m=publish", linger=2)
                 pub_argv.append(ffmpeg_publish(src, LOAD_SECONDS, [url]))
         else:
             vport = free_udp_port()
             viewer = procs.start(
                 "viewers",
-                viewer_argv(deadline_s, listen=vport, expect=PUBLISHERS * VIEWERS),
+                viewer_argv(deadline_s, listen=vport, expect=publishers_n * viewers_n),
             )
             wait_for(lambda: _ready(viewer), 15, "the viewer process")
-            for p in range(PUBLISHERS):
-                outs = [srt_url(vport, streamid=f"{kind}/s{p}/v{v}") for v in range(VIEWERS)]
+            for p in range(publishers_n):
+                outs = [srt_url(vport, streamid=f"{kind}/s{p}/v{v}") for v in range(viewers_n)]
                 if kind == "ffmpeg":
                     port = free_udp_port()
                     argv = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
@@ -384,7 +430,7 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
         with contextlib.suppress(RuntimeError):
             wait_for(lambda: viewer.reap(), 8, "viewers to end")
         wall = time.monotonic() - started
-        result = LoadResult(name=kind, relays=len(relays), wall_s=wall)
+        result = LoadResult(name=kind, relays=len(relays), wall_s=wall, shape=shape)
         result.relay_cpu_s = sum(r.cpu_s() for r in relays) - relay_cpu0
         viewer.stop()
         result.viewer_cpu_s = viewer.cpu_s() - viewer_cpu0
@@ -396,7 +442,7 @@ def run_load(kind: str, src: Path, tmp: Path) -> LoadResult:
         result.errors = list(report.get("errors", []))
         result.messages = int(report.get("messages", 0))
         result.dropped = int(report.get("dropped", 0))
-        if len(result.per_viewer) < PUBLISHERS * VIEWERS:
+        if len(result.per_viewer) < publishers_n * viewers_n:
             result.errors.append(f"only {len(result.per_viewer)} viewers connected")
         for pub in publishers:
             if pub.status not in (0, None):
@@ -448,7 +494,7 @@ async def _latency_path(
     result = LatencyResult(name=kind, latency_ms=lat)
     try:
         if kind == "moqsrt":
-            argv = [MOQSRT, "serve", "--srt", f"{HOST}:{in_port}", "--latency", str(lat)]
+            argv = [*MOQSRT, "serve", "--srt", f"{HOST}:{in_port}", "--latency", str(lat)]
             argv += ["--moq", "off", "--http", "off"]  # SRT only
             procs.start("moqsrt", [*argv, "--log-format", "json"])
             pub_sid, view_sid = "#!::r=lat/a,m=publish", "#!::r=lat/a,m=request"
@@ -527,10 +573,13 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}"
 
 
-def print_report(loads: list[LoadResult], lats: list[LatencyResult]) -> None:
-    """The compact tables."""
+def print_load_report(
+    shape: tuple[int, int], loads: list[LoadResult]
+) -> dict[str, dict[str, float]]:
+    """The load table of one shape and each moqsrt build's median ratios to the peers (and
+    to issue 12's goals); returns {build: {peer: median ratio}}."""
     mb = 1e6
-    print(f"load: {PUBLISHERS} publishers x {VIEWERS} viewers, {LOAD_SECONDS:g} s of "
+    print(f"load: {shape[0]} publishers x {shape[1]} viewers, {LOAD_SECONDS:g} s of "
           f"{INPUT.name} (~8.5 Mbit/s), SRT latency {LOAD_LATENCY_MS} ms, 127.0.0.1")  # fmt: skip
     print(f"{'relay':<18} {'round':>5} {'procs':>5} {'delivered MB':>12} {'per viewer MB':>13} "
           f"{'msg B':>5} {'drops':>5} {'relay CPU s':>11} {'CPU s/GB':>8} "
@@ -546,35 +595,48 @@ def print_report(loads: list[LoadResult], lats: list[LatencyResult]) -> None:
             print(f"    ! {err}")
     by = {(r.name, r.round): r for r in loads if r.delivered}
     rounds = sorted({r.round for r in loads})
-    medians: dict[str, float] = {}
-    for peer in ("ffmpeg", "srt-live-transmit"):
-        ratios = [
-            by[("moqsrt", n)].cpu_per_gb / by[(peer, n)].cpu_per_gb
-            for n in rounds
-            if ("moqsrt", n) in by and (peer, n) in by
-        ]
-        if ratios:
+    goals = GOALS.get(shape, {})
+    out: dict[str, dict[str, float]] = {}
+    for build in MOQSRT_BUILDS:
+        medians = out.setdefault(build, {})
+        for peer in ("ffmpeg", "srt-live-transmit"):
+            ratios = [
+                by[(build, n)].cpu_per_gb / by[(peer, n)].cpu_per_gb
+                for n in rounds
+                if (build, n) in by and (peer, n) in by
+            ]
+            if not ratios:
+                continue
             medians[peer] = statistics.median(ratios)
             listed = ", ".join(f"{x:.2f}" for x in ratios)
-            print(f"CPU per delivered GB, moqsrt / {peer}: median {medians[peer]:.2f} "
-                  f"(rounds: {listed})")  # fmt: skip
-    if "ffmpeg" in medians:
-        verdict = "met" if medians["ffmpeg"] <= 1 else "NOT met"
-        print(f"goal, moqsrt CPU per delivered GB <= ffmpeg's (median of rounds): {verdict}")
-    floors = [
-        (by[(BYTE_RELAY, n)].cpu_per_gb, by[("moqsrt", n)].cpu_per_gb, by[("ffmpeg", n)].cpu_per_gb)
-        for n in rounds
-        if (BYTE_RELAY, n) in by and ("moqsrt", n) in by and ("ffmpeg", n) in by
-    ]
-    if floors:
-        # The byte relay is moqsrt's reactor with no media path: what is left of ffmpeg's
-        # figure above it is all the TS import, model, export and fan-out may cost.
-        floor = statistics.median(f / ff for f, _, ff in floors)
-        media = statistics.median((m - f) / ff for f, m, ff in floors)
-        print(f"{BYTE_RELAY} / ffmpeg: median {floor:.2f}; moqsrt's media path (moqsrt - "
-              f"{BYTE_RELAY}) / ffmpeg: median {media:.2f}, room for it at parity: "
-              f"{1 - floor:.2f}")  # fmt: skip
-    print()
+            goal = goals.get(peer)
+            verdict = ""
+            if goal is not None:
+                # ffmpeg: at most the goal; srt-live-transmit: below it.
+                ok = medians[peer] <= goal if peer == "ffmpeg" else medians[peer] < goal
+                sign = "<=" if peer == "ffmpeg" else "<"
+                verdict = f"; goal {sign} {goal:g}: " + ("met" if ok else "NOT met")
+            print(f"CPU per delivered GB, {build} / {peer}: median {medians[peer]:.2f} "
+                  f"(rounds: {listed}){verdict}")  # fmt: skip
+        floors = [
+            (by[(BYTE_RELAY, n)].cpu_per_gb, by[(build, n)].cpu_per_gb,
+             by[("ffmpeg", n)].cpu_per_gb)
+            for n in rounds
+            if (BYTE_RELAY, n) in by and (build, n) in by and ("ffmpeg", n) in by
+        ]  # fmt: skip
+        if floors:
+            # The byte relay is moqsrt's reactor with no media path: what is left of ffmpeg's
+            # figure above it is all the TS import, model, export and fan-out may cost.
+            floor = statistics.median(f / ff for f, _, ff in floors)
+            media = statistics.median((m - f) / ff for f, m, ff in floors)
+            print(f"  {BYTE_RELAY} / ffmpeg: median {floor:.2f}; {build}'s media path ({build} - "
+                  f"{BYTE_RELAY}) / ffmpeg: median {media:.2f}, room for it at parity: "
+                  f"{1 - floor:.2f}")  # fmt: skip
+    return out
+
+
+def print_latency_report(lats: list[LatencyResult]) -> None:
+    """The latency table and the added-latency goal."""
     print(f"latency: 1 publisher -> relay -> 1 viewer, {LAT_SECONDS:g} s, frames after "
           f"{WARMUP_S:g} s; ms. added = path - srt-live-transmit at the same SRT latency "
           "(same quantile); 'net' counts from the next frame's start")  # fmt: skip
@@ -610,29 +672,48 @@ def print_report(loads: list[LoadResult], lats: list[LatencyResult]) -> None:
 
 
 def main() -> None:
-    """Run the load comparison and the latency paths, print the tables."""
+    """Run the load comparison per shape and the latency paths, print the tables and a summary
+    of both builds against issue 12's goals."""
     for tool in ("ffmpeg", "srt-live-transmit", "timeout"):
         if shutil.which(tool) is None:
             print(f"skipped: {tool} not found (Debian packages ffmpeg, srt-tools, coreutils)")
             return
     sys.path.insert(0, str(ROOT))
     src = input_file()
+    summary: dict[tuple[int, int], dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_gateway.") as tmpdir:
         tmp = Path(tmpdir)
-        loads = []
-        for round_ in range(REPEAT):
-            for kind in ("moqsrt", "ffmpeg", "srt-live-transmit", BYTE_RELAY):
-                print(f"load: {kind}, round {round_ + 1} of {REPEAT} ...", flush=True)
-                try:
-                    result = run_load(kind, src, tmp / f"r{round_}")
-                except Exception as exc:  # noqa: BLE001  (report it and go on with the others)
-                    result = LoadResult(name=kind, relays=0, errors=[repr(exc)[:300]])
-                result.round = round_ + 1
-                loads.append(result)
-        print("latency ...", flush=True)
-        lats = run_latency(src, tmp)
-        print()
-        print_report(loads, lats)
+        for shape in SHAPES:
+            loads = []
+            for round_ in range(REPEAT):
+                for kind in (*MOQSRT_BUILDS, "ffmpeg", "srt-live-transmit", BYTE_RELAY):
+                    print(f"load {shape[0]}x{shape[1]}: {kind}, round {round_ + 1} of {REPEAT} ...",
+                          flush=True)  # fmt: skip
+                    where = tmp / f"{shape[0]}x{shape[1]}-r{round_}"
+                    try:
+                        result = run_load(kind, src, where, shape)
+                    except Exception as exc:  # noqa: BLE001  (report it, go on with the others)
+                        result = LoadResult(name=kind, relays=0, errors=[repr(exc)[:300]])
+                    result.round = round_ + 1
+                    loads.append(result)
+            print()
+            summary[shape] = print_load_report(shape, loads)
+            print(flush=True)
+        if LATENCY:
+            print("latency ...", flush=True)
+            lats = run_latency(src, tmp)
+            print()
+            print_latency_report(lats)
+    print()
+    print("summary: moqsrt CPU per delivered GB / peer's, median of rounds (issue 12's goal)")
+    for shape, builds in summary.items():
+        goals = GOALS.get(shape, {})
+        for build, medians in builds.items():
+            cells = [
+                f"{peer} {ratio:.2f}" + (f" (goal {goals[peer]:g})" if peer in goals else "")
+                for peer, ratio in medians.items()
+            ]
+            print(f"  {shape[0]}x{shape[1]} {build:<12} " + ", ".join(cells))
 
 
 if __name__ == "__main__":
