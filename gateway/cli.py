@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # subcommand name -> (module, one-line help)
 _SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -20,20 +21,48 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level argument parser with every subcommand registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every subcommand registered.
+
+    With `only` (a subcommand name) only that subcommand's module is imported and its options
+    added; the others are listed by name and help alone. `moqsrt probe` then does not pay for
+    importing the server (aiohttp, aioquic, prometheus_client): about 1 CPU second.
+    """
     parser = argparse.ArgumentParser(prog="moqsrt", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the TS packet path in use"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in _SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub_parser)
-        sub_parser.set_defaults(_module=module)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub_parser)
+            sub_parser.set_defaults(_module=module)
     return parser
 
 
-def _version() -> str:
+class _VersionAction(argparse.Action):
+    """`--version`: prints the version text and exits; the text (which imports `mux`) is only
+    worked out when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", 0)
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(_version_text() + "\n")
+        parser.exit()
+
+
+def _version_text() -> str:
     """`moqsrt --version`: the package version and which TS packet path runs (`mux._impl`)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -48,7 +77,10 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `moqsrt` console script; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args_list if not a.startswith("-")), None)
+    only = chosen if chosen in _SUBCOMMANDS else None
+    args = build_parser(only).parse_args(args_list)
     status: int = args._module.run(args)
     return status
 

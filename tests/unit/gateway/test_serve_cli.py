@@ -192,3 +192,31 @@ def test_the_real_process_exits_2_with_one_line(
 ) -> None:
     line = assert_one_line_error(run_serve(args, env=env), key)
     assert SECRET_SHORT not in line
+
+
+def test_a_subcommand_imports_only_its_own_module() -> None:
+    # `moqsrt probe` must not pay for the server's imports (aiohttp, aioquic: ~1 CPU s).
+    code = (
+        "import sys\n"
+        "from gateway.cli import main\n"
+        "try:\n"
+        "    main(['probe', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('aiohttp', 'aioquic', 'gateway.serve') if m in sys.modules))\n"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.splitlines()[-1] == "[]"
+    assert "--json" in probe.stdout  # probe's own options were registered
+    # The top-level help still lists every subcommand.
+    top = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert all(name in top.stdout for name in ("serve", "probe", "usage")), top.stdout
