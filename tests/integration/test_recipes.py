@@ -325,6 +325,10 @@ def check_recording(rec: Recording, records: list[SessionRecord], sent: Totals) 
     assert audio >= audio_floor, (rec.client, audio, sent)
 
 
+# Eight real-time clients at once, and a bill checked against the bytes each recorder wrote: with
+# a real-time test on the other xdist worker as well, the GStreamer recorder once wrote less than
+# it was billed for (its tail lost at the end), so `make integration` runs this alone (`serial`).
+@pytest.mark.serial
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 async def test_the_readme_recipes_publish_and_record(
     encrypted: bool, procs: Procs, tmp_path: Path, vlc_dir: Path
