@@ -325,10 +325,6 @@ def check_recording(rec: Recording, records: list[SessionRecord], sent: Totals) 
     assert audio >= audio_floor, (rec.client, audio, sent)
 
 
-# Eight real-time clients at once, and a bill checked against the bytes each recorder wrote: the
-# GStreamer recorder sometimes ends a latency window (~26 kB) short of its bill on a loaded
-# machine, so `make integration` runs this alone (`serial`) rather than beside another test.
-@pytest.mark.serial
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 async def test_the_readme_recipes_publish_and_record(
     encrypted: bool, procs: Procs, tmp_path: Path, vlc_dir: Path
