@@ -85,11 +85,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# Two xdist workers (tests/conftest.py starts them with -X dev too).
 unit: deps
-	$(PY) -X dev -m pytest -q tests/unit
+	$(PY) -X dev -m pytest -q -n 2 tests/unit
 
+# Real-time sessions, mostly waiting: two at a time (an `xdist_group` stays on one worker), then
+# the tests marked `serial` alone (they measure the gateway's memory and rates).
 integration: deps
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not serial" tests/integration
+	$(PY) -m pytest -q -m serial tests/integration
 
 test: deps lint typecheck unit integration
 

@@ -617,10 +617,13 @@ class IoCore:
             sock.apply(options, caller=True)
             if local is not None:
                 sock.bind(local)
-            sock.connect(addr)
+            # Subscribe before connecting: libsrt sets no event for a socket that has already
+            # failed when it is added, so a fast rejection would never be reported.
             self._poll(sock.handle, EpollOpt.SRT_EPOLL_OUT | EpollOpt.SRT_EPOLL_ERR)
+            sock.connect(addr)
         except SrtError as exc:
             if sock is not None:
+                self._unpoll(sock.handle)
                 sock.close()
             events.append((_settle, (fut, exc)))
             return

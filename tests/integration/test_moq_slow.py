@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import moq
+import pytest
 
 from tests.integration.conftest import FIXTURE, Procs, ffmpeg_publish_argv, run_gateway
 from tests.integration.moq_helpers import (
@@ -23,6 +24,9 @@ PATH = "live/slow"
 CAP = 128 * 1024
 
 
+# Measures what the server holds and the pace of the others: never beside another CPU-heavy
+# test under xdist.
+@pytest.mark.xdist_group("cpu_heavy")
 async def test_a_slow_subscriber_skips_ahead_without_holding_memory_or_the_others(
     procs: Procs,
 ) -> None:

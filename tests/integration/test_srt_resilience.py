@@ -103,6 +103,8 @@ def garbage_ids(count: int, seed: int = 7) -> list[str]:
     return out[:count]
 
 
+# CPU-heavy (a hundred callers at once): never beside another such test under xdist.
+@pytest.mark.xdist_group("cpu_heavy")
 async def test_a_hundred_garbage_callers_are_refused_while_a_stream_keeps_flowing(
     client: SrtReactor, procs: Procs, tmp_path: Path
 ) -> None:

@@ -227,7 +227,10 @@ async def test_moqsrt_serve_keeps_its_passphrase_out_of_ps_and_logs(
     key_file = tmp_path / "srt.key"
     key_file.write_text(secret + "\n")
     key_file.chmod(0o600)
-    args = ["--srt", f"{HOST}:0", "--http", "off", "--log-format", "json", "--log-level", "debug"]
+    # Its own MoQ port and var dir (certificate, ledger): the repository's `var/` and the default
+    # udp/4443 would be shared with whatever else runs at the same time (xdist, other checkouts).
+    args = ["--srt", f"{HOST}:0", "--moq", f"{HOST}:0", "--var-dir", str(tmp_path / "var")]
+    args += ["--http", "off", "--log-format", "json", "--log-level", "debug"]
     env = {k: v for k, v in os.environ.items() if k != "MOQSRT_PASSPHRASE"}
     if source == "flag-file":
         args += ["--passphrase-file", str(key_file)]
@@ -289,3 +292,8 @@ async def test_moqsrt_serve_keeps_its_passphrase_out_of_ps_and_logs(
         assert secret.encode() not in cmdline
         assert '"setting.visible"' not in output
     assert leaked(output, [secret, password]) == []
+    # Nor what it keeps on disk (the ledger with its session record, the MoQ certificate).
+    kept = [p for p in (tmp_path / "var").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("ledger.sqlite3") for p in kept), kept
+    for path in kept:
+        assert leaked(path.read_text(errors="replace"), [secret, password]) == [], path
