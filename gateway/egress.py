@@ -169,6 +169,10 @@ class Sender:
     #: makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 50_000
 
+    #: The check interval while units a loss report touched are unsettled (µs): what a check
+    #: sees gone it knows gone only by then, and the receiver's deadline is ~half a latency.
+    LOSSY_CHECK_US: Final = 10_000
+
     #: Cap on units awaiting confirmation, enforced on each check. libsrt's send buffer bounds
     #: them already (a unit holds at least one payload, and only two check intervals' worth
     #: may have left the buffer unsettled); past the cap the oldest are counted dropped (bill
@@ -284,6 +288,10 @@ class Sender:
             except SrtError as exc:
                 self._fail(exc)
                 return
+            if self._loss_taint > self._settled_pos:
+                # Units a loss report touched are billed only if a check saw them leave in
+                # time: look more often until they are settled.
+                self._next_check_us = now_us + self.LOSSY_CHECK_US
         self._offered_ts += piece.nbytes
         if self._skipping:
             if not piece.join:

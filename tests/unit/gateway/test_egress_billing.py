@@ -236,6 +236,35 @@ def test_a_loss_report_counted_one_check_after_the_acknowledgement_still_counts(
     assert s.dropped.frames == 2
 
 
+def test_while_units_a_loss_touched_are_unsettled_the_buffer_is_read_more_often() -> None:
+    conn = CountingConn(hold=True)
+    s = make(conn)
+    clock = Clock()
+    with srt_clock(clock):
+        s.start((0, 0, 0), [])
+        handed(s, clock, 1, (1, 1, 100), join=True)
+        reads = conn.buffer_reads
+        clock.now_us += Sender.LOSSY_CHECK_US
+        handed(s, clock, 1, (1, 2, 200))
+        assert conn.buffer_reads == reads  # healthy: every BUFFER_CHECK_US only
+        conn.losses += 1
+        clock.now_us += CHECK - Sender.LOSSY_CHECK_US
+        handed(s, clock, 1, (1, 3, 300))  # this check notes the loss
+        assert conn.buffer_reads == reads + 1
+        clock.now_us += Sender.LOSSY_CHECK_US
+        handed(s, clock, 1, (1, 4, 400))
+        assert conn.buffer_reads == reads + 2
+        conn.ack()
+        for _ in range(3):  # seen gone, settled; then back to the healthy interval
+            clock.now_us += Sender.LOSSY_CHECK_US
+            handed(s, clock, 1, (1, 5, 500))
+        reads = conn.buffer_reads
+        clock.now_us += Sender.LOSSY_CHECK_US
+        handed(s, clock, 1, (1, 6, 600))
+        assert conn.buffer_reads == reads
+    assert s.meter.frames + s.dropped.frames == 4
+
+
 async def test_a_drain_after_losses_bills_only_what_left_in_time() -> None:
     conn = CountingConn(hold=True)
     meter = Usage()
