@@ -151,17 +151,6 @@ class Sender:
     ended) and `settle()` close the books before `meter`, `skipped` and `dropped` are read.
     """
 
-    # Slots: more than 30 instance attributes cost CPython 3.11 its fast attribute access
-    # (shared-key dicts stop there): ~4 % of `offer()` with a fake link here.
-    __slots__ = (
-        "_base", "_conn", "_cursor", "_done", "_dropped_before", "_drops_seen", "_ended",
-        "_error", "_handed", "_latency_s", "_lead_us", "_left", "_left_us", "_limit",
-        "_loss_taint", "_losses_seen", "_margin_us", "_next_check_us", "_offered_ts", "_pacer",
-        "_pending", "_settled", "_settled_pos", "_skipped", "_skipping", "_taint", "_unit_ok",
-        "_unsent_ts", "dropped", "dropped_ts_bytes", "ended_by_source", "meter", "skips",
-        "ts_bytes",
-    )  # fmt: skip
-
     #: How often libsrt's send buffer and statistics are read (µs; `srt_getsndbuffer` and
     #: `srt_bstats`, ~11 and ~24 µs here), which also settles the units that left the buffer
     #: (O(log n) for n pending, whatever number left). At 100 Mbit/s, 50 ms is 625 kB,
@@ -188,12 +177,9 @@ class Sender:
         meter: Usage | None = None,
     ) -> None:
         self._conn = conn
-        self._latency_s = latency_ms / 1000
         budget_us = latency_ms * 1000 // 2
         self._pacer = Pacer(budget_us=budget_us)
-        # No packet handed at `now_us` plays at the receiver before `now_us + _lead_us` (its
-        # source time is at least `now_us - budget_us`): the module's metering rule.
-        self._lead_us = latency_ms * 1000 - budget_us
+        self._watch = _LinkWatch(latency_ms=latency_ms, lead_us=latency_ms * 1000 - budget_us)
         self._limit = send_buffer_limit_bytes
         self.meter = meter if meter is not None else Usage()
         """Billed egress (the stats guard's meter): model usage of the units delivered."""
@@ -233,14 +219,6 @@ class Sender:
         self._taint = 0
         self._drops_seen: int | None = None
         self._dropped_before = False  # the previous check saw the drop counter grow
-        # Losses (pktSndLossTotal + pktRetransTotal) reported so far. A reported packet was in
-        # the buffer then, so it lies before what libsrt had accepted by the check that saw
-        # the counter grow: units starting before `_loss_taint` are billed only if they left
-        # the buffer in time (a check saw them gone before the receiver could drop them).
-        self._losses_seen = 0
-        self._loss_taint = 0
-        self._left_us = 0  # srt_now_us() just after the buffer reading that gave `_left`
-        self._margin_us = 0  # largest smoothed RTT seen (µs): bounds libsrt's drift correction
         self._ended = False  # `_done` is set (a plain flag: read for every piece)
         self._done = asyncio.Event()
         self._error: BaseException | None = None
@@ -288,7 +266,7 @@ class Sender:
             except SrtError as exc:
                 self._fail(exc)
                 return
-            if self._loss_taint > self._settled_pos:
+            if self._watch.loss_taint > self._settled_pos:
                 # Units a loss report touched are billed only if a check saw them leave in
                 # time: look more often until they are settled.
                 self._next_check_us = now_us + self.LOSSY_CHECK_US
@@ -411,13 +389,14 @@ class Sender:
         # one check after the acknowledgement past it taints the unit likewise.)
         pending = self._pending
         if pending and not conn.ended:  # a broken link's buffer proves nothing
-            self._settle(self._left, dropped=grew or self._dropped_before, seen_us=self._left_us)
+            watch = self._watch
+            self._settle(self._left, dropped=grew or self._dropped_before, seen_us=watch.left_us)
             if len(pending) > self.MAX_PENDING:
                 end = pending[len(pending) - self.MAX_PENDING - 1][0]
                 self._settle(end, dropped=True, seen_us=seen_us)
         if self._handed - buffered > self._left:
             self._left = self._handed - buffered
-            self._left_us = seen_us
+            self._watch.left_us = seen_us
         if grew or self._dropped_before:
             self._taint = self._left
         self._dropped_before = grew
@@ -425,19 +404,20 @@ class Sender:
         return buffered > self._limit
 
     def _read_stats(self) -> tuple[int, bool]:
-        """Read `srt_bstats`: note a loss report (sets `_loss_taint`) and the largest RTT;
+        """Read `srt_bstats`: note a loss report (sets the loss taint) and the largest RTT;
         return the drop counter and whether it grew since the last reading."""
         stats = self._conn.stats()
         drops = stats.pkt_send_drop
         losses = stats.pkt_sent_loss + stats.pkt_retrans
+        watch = self._watch
         rtt_us = int(stats.rtt_ms * 1000)
-        if rtt_us > self._margin_us:
-            self._margin_us = rtt_us
+        if rtt_us > watch.margin_us:
+            watch.margin_us = rtt_us
         if self._drops_seen is None:
             self._drops_seen = drops
-        if losses != self._losses_seen:
-            self._losses_seen = losses
-            self._loss_taint = self._handed
+        if losses != watch.losses:
+            watch.losses = losses
+            watch.loss_taint = self._handed
         return drops, drops != self._drops_seen
 
     def _settle(self, left: int, *, dropped: bool, seen_us: int) -> None:
@@ -455,11 +435,12 @@ class Sender:
                 n -= tainted
             else:
                 dropped = True
-        if not dropped and self._loss_taint > self._settled_pos:
+        watch = self._watch
+        if not dropped and watch.loss_taint > self._settled_pos:
             # The same for a reported loss; of those units, the ones opened too early to have
             # left the buffer before the receiver could drop a packet of them count dropped.
-            lossy = min(n, bisect.bisect_left(pending, self._loss_taint, key=_end) + 1)
-            opened_by = seen_us + self._margin_us - self._lead_us  # on time: opened at or after
+            lossy = min(n, bisect.bisect_left(pending, watch.loss_taint, key=_end) + 1)
+            opened_by = seen_us + watch.margin_us - watch.lead_us  # on time: opened at or after
             while lossy:
                 late = pending[0][4] < opened_by
                 run = 1
@@ -520,13 +501,40 @@ class Sender:
                 empty_us = srt_now_us()
                 if not self._conn.ended:
                     # A loaded receiver plays out late; a margin past one latency keeps the tail.
-                    await asyncio.sleep(self._latency_s + 0.25)
+                    await asyncio.sleep(self._watch.latency_s + 0.25)
                     if not self._conn.ended:
                         self._confirm_drained(empty_us)
 
 
 def _end(entry: _Entry) -> int:
     return entry[0]
+
+
+class _LinkWatch:
+    """A `Sender`'s settings and state for its buffer checks that `offer()` does not read for
+    every piece (the loss rule: the module's metering rule). Kept apart: past 29 instance
+    attributes CPython 3.11 loses the fast attribute access `Sender.offer()` relies on (~4 %
+    of its cost with a fake link)."""
+
+    __slots__ = ("latency_s", "lead_us", "left_us", "loss_taint", "losses", "margin_us")
+
+    def __init__(self, *, latency_ms: int, lead_us: int) -> None:
+        self.latency_s = latency_ms / 1000
+        """The SRT latency (s)."""
+        self.lead_us = lead_us
+        """No packet handed at `now_us` plays at the receiver before `now_us + lead_us` (its
+        source time is at least `now_us` less the pacer's budget)."""
+        self.losses = 0
+        """Losses reported so far (pktSndLossTotal + pktRetransTotal)."""
+        self.loss_taint = 0
+        """What libsrt had accepted (a position) when a check saw `losses` grow: a reported
+        packet was in the buffer then, so it lies before that; units starting before it are
+        billed only if a check saw them gone before the receiver could drop them."""
+        self.left_us = 0
+        """`srt_now_us()` just after the buffer reading that gave the sender's `_left`."""
+        self.margin_us = 0
+        """The largest smoothed RTT seen (µs): bounds what libsrt's drift correction takes
+        off the receiver's play times."""
 
 
 class ExportHub:
