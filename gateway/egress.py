@@ -32,20 +32,24 @@ drop; the sender's own too-late drop waits at least `SRT_TLPKTDROP_MINTHRESHOLD_
 with SRTO_SNDDROPDELAY 0), far past a 120 ms latency. A receiver drops only what it missed,
 and it reports every gap it sees (NAK, repeated periodically while the packet is missing),
 which the sender counts in pktSndLossTotal (and in pktRetransTotal once it resends). So a
-unit whose time in the buffer saw no loss reported was received. Otherwise it was received if
-the acknowledgement reached us before the earliest time the receiver could drop any of its
-packets: every payload's source time is at least `now_us - budget` when handed (the pacer's
-rule), so no packet of a unit (nor any later one, which would have to trigger the drop) plays
-before `open_us + latency - budget`, less what libsrt's drift correction may take off, which
-is bounded by half a round trip (it subtracts half the RTT's growth since the first sample):
-the margin is the largest smoothed RTT seen. The latency used is the one configured here, a
-lower bound of the negotiated one (the larger of both ends').
+unit whose time in the buffer (through the check after the one that saw it gone, for a report
+counted after the acknowledgement) saw no loss reported was received; only a loss whose every
+report went missing escapes this. Otherwise it was received if the acknowledgement reached us
+before the earliest time the receiver could drop any of its packets: every payload's source
+time is at least `now_us - budget` when handed (the pacer's rule), so no packet of a unit (nor
+any later one, which would have to trigger the drop) plays before `Piece.opened_us + latency
+- budget`, less what libsrt's drift correction may take off, which is bounded by half a round
+trip (it subtracts half the RTT's growth since the first sample): the margin is the largest
+smoothed RTT seen. The latency used is the one configured here, a lower bound of the
+negotiated one (the larger of both ends'). A unit's leave time is known only as the check
+that saw it gone, so checks come every `LOSSY_CHECK_US` while such units are unsettled.
 
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
 per broadcast, not once per viewer; a viewer's cost per frame is one stamp, one `send_many`
 call for the frame's payloads (whole payloads go out uncopied) and a little unit bookkeeping
 for billing; libsrt's send buffer and statistics are read at most every `BUFFER_CHECK_US`
-(and `send_many()` refusing is noticed at once), not before every payload.
+(`LOSSY_CHECK_US` after a loss report; `send_many()` refusing is noticed at once), not
+before every payload.
 """
 
 from __future__ import annotations
