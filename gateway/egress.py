@@ -15,19 +15,41 @@ connection). The hub's model consumer counts into a private `Usage`; the pieces 
 turn form a *unit* and carry that meter's running totals `(groups, frames, bytes)` after the
 turn, so a unit's model delta is its totals less the previous unit's. A viewer's sender bills
 a unit's delta only when libsrt accepted every payload of it AND the unit later left libsrt's
-send buffer (acknowledged) while the drop counter stood still (`srt_getsndbuffer` and
-`srt_bstats` pktSndDropTotal, read on the periodic buffer check: no call per piece). A unit
-skipped or cut short (slow link, a refused payload, a join point awaited, a viewer joining
-mid-unit) goes to `skipped`; one lost to libsrt's too-late drop, or still unconfirmed when the
-session ends without a drain that saw the buffer empty, goes to `dropped`. When in doubt it
-bills less, never more; the meter only grows. Billed + skipped + dropped is what the hub read
-while the viewer was attached, from the totals just before its first piece.
+send buffer (acknowledged) while the drop counter stood still AND, if the receiver reported a
+loss meanwhile, it left before the receiver could have given up on it (`srt_getsndbuffer` and
+`srt_bstats` pktSndDropTotal, pktSndLossTotal, pktRetransTotal and msRTT, read on the periodic
+buffer check: no call per piece). A unit skipped or cut short (slow link, a refused payload, a
+join point awaited, a viewer joining mid-unit) goes to `skipped`; one near a too-late drop by
+either end, or still unconfirmed when the session ends without a drain that saw the buffer
+empty, goes to `dropped`. When in doubt it bills less, never more; the meter only grows.
+Billed + skipped + dropped is what the hub read while the viewer was attached, from the totals
+just before its first piece.
+
+Why losses matter (libsrt 1.5.1, srtcore/core.cpp): libsrt's *receiver* drops a missing
+packet once the first packet after the gap is due to play (its TSBPD time: source time plus
+latency) and then acknowledges past it, so the sender frees it as if delivered and counts no
+drop; the sender's own too-late drop waits at least `SRT_TLPKTDROP_MINTHRESHOLD_MS` (1 s, even
+with SRTO_SNDDROPDELAY 0), far past a 120 ms latency. A receiver drops only what it missed,
+and it reports every gap it sees (NAK, repeated periodically while the packet is missing),
+which the sender counts in pktSndLossTotal (and in pktRetransTotal once it resends). So a
+unit whose time in the buffer (through the check after the one that saw it gone, for a report
+counted after the acknowledgement) saw no loss reported was received; only a loss whose every
+report went missing escapes this. Otherwise it was received if the acknowledgement reached us
+before the earliest time the receiver could drop any of its packets: every payload's source
+time is at least `now_us - budget` when handed (the pacer's rule), so no packet of a unit (nor
+any later one, which would have to trigger the drop) plays before `Piece.opened_us + latency
+- budget`, less what libsrt's drift correction may take off, which is bounded by half a round
+trip (it subtracts half the RTT's growth since the first sample): the margin is the largest
+smoothed RTT seen. The latency used is the one configured here, a lower bound of the
+negotiated one (the larger of both ends'). A unit's leave time is known only as the check
+that saw it gone, so checks come every `LOSSY_CHECK_US` while such units are unsettled.
 
 Cost notes (tests/bench/bench_gateway.py, CPU seconds per delivered GB): the TS mux runs once
 per broadcast, not once per viewer; a viewer's cost per frame is one stamp, one `send_many`
 call for the frame's payloads (whole payloads go out uncopied) and a little unit bookkeeping
-for billing; libsrt's send buffer and drop counter are read at most every `BUFFER_CHECK_US`
-(and `send_many()` refusing is noticed at once), not before every payload.
+for billing; libsrt's send buffer and statistics are read at most every `BUFFER_CHECK_US`
+(`LOSSY_CHECK_US` after a loss report; `send_many()` refusing is noticed at once), not
+before every payload.
 """
 
 from __future__ import annotations
@@ -51,6 +73,10 @@ __all__ = ["ExportHub", "HubRegistry", "Piece", "Sender", "pieces", "random_acce
 
 Totals = tuple[int, int, int]
 """Running model usage `(groups, frames, bytes)` of a hub's consumer."""
+
+# A unit libsrt accepted whole, as known when it closed: (end position, hub totals, the
+# sender's cumulative skipped, TS bytes offered so far, srt_now_us() at its first piece).
+_Entry = tuple[int, Totals | None, tuple[int, int, int, int], int, int]
 
 _log = structlog.get_logger("moqsrt.srt.server")
 
@@ -79,7 +105,9 @@ class Piece(NamedTuple):
     broadcast without video, any piece opening with PAT); `totals`: the hub consumer's running
     usage after the export turn the piece belongs to (None: not metered); `nbytes`: the
     payloads' total length; `opens` / `closes`: the piece is the first / last of its turn's
-    unit (the billing unit, see the module's metering rule).
+    unit (the billing unit, see the module's metering rule); `opened_us`: `srt_now_us()` when
+    the hub began handing out that unit, at or before every viewer's `now_us` for any piece of
+    it (0: unknown, the unit counts as handed long ago).
     """
 
     payloads: tuple[bytes, ...]
@@ -89,6 +117,7 @@ class Piece(NamedTuple):
     nbytes: int
     opens: bool = True
     closes: bool = True
+    opened_us: int = 0
 
 
 def pieces(frames: list[TsFrame]) -> list[tuple[tuple[bytes, ...], int]]:
@@ -126,12 +155,16 @@ class Sender:
     ended) and `settle()` close the books before `meter`, `skipped` and `dropped` are read.
     """
 
-    #: How often libsrt's send buffer and drop counter are read (µs; `srt_getsndbuffer` and
+    #: How often libsrt's send buffer and statistics are read (µs; `srt_getsndbuffer` and
     #: `srt_bstats`, ~11 and ~24 µs here), which also settles the units that left the buffer
     #: (O(log n) for n pending, whatever number left). At 100 Mbit/s, 50 ms is 625 kB,
     #: under the smallest default limit (1 MB; 3 MB at 120 ms and 100 Mbit/s); a full buffer
     #: makes `send_many()` refuse anyway.
     BUFFER_CHECK_US: Final = 50_000
+
+    #: The check interval while units a loss report touched are unsettled (µs): what a check
+    #: sees gone it knows gone only by then, and the receiver's deadline is ~half a latency.
+    LOSSY_CHECK_US: Final = 10_000
 
     #: Cap on units awaiting confirmation, enforced on each check. libsrt's send buffer bounds
     #: them already (a unit holds at least one payload, and only two check intervals' worth
@@ -148,8 +181,9 @@ class Sender:
         meter: Usage | None = None,
     ) -> None:
         self._conn = conn
-        self._latency_s = latency_ms / 1000
-        self._pacer = Pacer(budget_us=latency_ms * 1000 // 2)
+        budget_us = latency_ms * 1000 // 2
+        self._pacer = Pacer(budget_us=budget_us)
+        self._watch = _LinkWatch(latency_ms=latency_ms, lead_us=latency_ms * 1000 - budget_us)
         self._limit = send_buffer_limit_bytes
         self.meter = meter if meter is not None else Usage()
         """Billed egress (the stats guard's meter): model usage of the units delivered."""
@@ -173,12 +207,11 @@ class Sender:
         # Cumulative (groups, frames, bytes, ts_bytes) of the units skipped; replaced, never
         # mutated, so that pending entries can share it.
         self._skipped: tuple[int, int, int, int] = (0, 0, 0, 0)
-        # Units libsrt accepted whole, oldest first, each as what was known when it closed:
-        # (end position, hub totals, `_skipped`, `_offered_ts`); what the units up to one of
-        # them are worth is derived from it when it settles, so a piece costs a tuple and an
+        # Units libsrt accepted whole, oldest first (`_Entry`); what the units up to one of
+        # them are worth is derived from it when it settles, so a unit costs a tuple and an
         # append here. Positions count the payload bytes libsrt accepted; its send buffer
         # releases them in that order (acknowledged or dropped, always from the oldest).
-        self._pending: list[tuple[int, Totals | None, tuple[int, int, int, int], int]] = []
+        self._pending: list[_Entry] = []
         self._settled: tuple[int, int, int, int] = (0, 0, 0, 0)  # billed + dropped so far
         self._handed = 0  # payload bytes libsrt accepted
         self._left = 0  # of which out of its send buffer at the previous check
@@ -237,6 +270,10 @@ class Sender:
             except SrtError as exc:
                 self._fail(exc)
                 return
+            if self._watch.loss_taint > self._settled_pos:
+                # Units a loss report touched are billed only if a check saw them leave in
+                # time: look more often until they are settled.
+                self._next_check_us = now_us + self.LOSSY_CHECK_US
         self._offered_ts += piece.nbytes
         if self._skipping:
             if not piece.join:
@@ -274,7 +311,9 @@ class Sender:
         if piece.closes:
             if self._unit_ok:
                 totals = self._cursor = piece.totals
-                self._pending.append((self._handed, totals, self._skipped, self._offered_ts))
+                self._pending.append(
+                    (self._handed, totals, self._skipped, self._offered_ts, piece.opened_us)
+                )
             else:
                 self._close_skipped(piece.totals)  # and the next unit starts afresh
 
@@ -323,15 +362,13 @@ class Sender:
         """TS bytes of the units pending confirmation."""
         if not self._pending:
             return 0
-        _, _, skipped, offered = self._pending[-1]
+        _, _, skipped, offered, _ = self._pending[-1]
         return offered - skipped[3] - self._settled[3]
 
-    def _worth(
-        self, entry: tuple[int, Totals | None, tuple[int, int, int, int], int]
-    ) -> tuple[int, int, int, int]:
+    def _worth(self, entry: _Entry) -> tuple[int, int, int, int]:
         """Cumulative (groups, frames, bytes, ts_bytes) of the units not skipped, up to and
         including the pending unit `entry`."""
-        _, totals, skipped, offered = entry
+        _, totals, skipped, offered, _ = entry
         base = self._base
         if totals is None or base is None:
             g = f = b = 0
@@ -342,34 +379,54 @@ class Sender:
         return g, f, b, offered - skipped[3]
 
     def _check(self) -> bool:
-        """Read libsrt's send buffer (`srt_getsndbuffer`) and drop counter (`srt_bstats`),
+        """Read libsrt's send buffer (`srt_getsndbuffer`) and statistics (`srt_bstats`),
         settle the units that had left the buffer by the previous check; True when the
         buffer is over the limit. Raises SrtError."""
         conn = self._conn
         buffered = conn.send_buffer_bytes()
-        drops = conn.stats().pkt_send_drop
-        if self._drops_seen is None:
-            self._drops_seen = drops
-        grew = drops != self._drops_seen
+        seen_us = srt_now_us()  # what the reading shows gone had gone by then
+        drops, grew = self._read_stats()
         # libsrt removes dropped packets from its buffer and then counts them, and the two
         # reads are not atomic: a drop may show one check after its packets left. So units
         # are settled one check late, and a unit is delivered only when neither the check
-        # after it left nor the one before that saw the counter grow.
+        # after it left nor the one before that saw the counter grow. (A loss report seen
+        # one check after the acknowledgement past it taints the unit likewise.)
         pending = self._pending
         if pending and not conn.ended:  # a broken link's buffer proves nothing
-            self._settle(self._left, dropped=grew or self._dropped_before)
+            watch = self._watch
+            self._settle(self._left, dropped=grew or self._dropped_before, seen_us=watch.left_us)
             if len(pending) > self.MAX_PENDING:
-                self._settle(pending[len(pending) - self.MAX_PENDING - 1][0], dropped=True)
-        self._left = max(self._left, self._handed - buffered)
+                end = pending[len(pending) - self.MAX_PENDING - 1][0]
+                self._settle(end, dropped=True, seen_us=seen_us)
+        if self._handed - buffered > self._left:
+            self._left = self._handed - buffered
+            self._watch.left_us = seen_us
         if grew or self._dropped_before:
             self._taint = self._left
         self._dropped_before = grew
         self._drops_seen = drops
         return buffered > self._limit
 
-    def _settle(self, left: int, *, dropped: bool) -> None:
+    def _read_stats(self) -> tuple[int, bool]:
+        """Read `srt_bstats`: note a loss report (sets the loss taint) and the largest RTT;
+        return the drop counter and whether it grew since the last reading."""
+        stats = self._conn.stats()
+        drops = stats.pkt_send_drop
+        losses = stats.pkt_sent_loss + stats.pkt_retrans
+        watch = self._watch
+        rtt_us = int(stats.rtt_ms * 1000)
+        if rtt_us > watch.margin_us:
+            watch.margin_us = rtt_us
+        if self._drops_seen is None:
+            self._drops_seen = drops
+        if losses != watch.losses:
+            watch.losses = losses
+            watch.loss_taint = self._handed
+        return drops, drops != self._drops_seen
+
+    def _settle(self, left: int, *, dropped: bool, seen_us: int) -> None:
         """Bill (or, `dropped`, count as dropped) the pending units that end at or before
-        position `left`."""
+        position `left`, which a buffer reading at `seen_us` (or earlier) showed gone."""
         pending = self._pending
         n = bisect.bisect_right(pending, left, key=_end)
         if not n:
@@ -382,6 +439,22 @@ class Sender:
                 n -= tainted
             else:
                 dropped = True
+        watch = self._watch
+        if not dropped and watch.loss_taint > self._settled_pos:
+            # The same for a reported loss; of those units, the ones opened too early to have
+            # left the buffer before the receiver could drop a packet of them count dropped.
+            lossy = min(n, bisect.bisect_left(pending, watch.loss_taint, key=_end) + 1)
+            opened_by = seen_us + watch.margin_us - watch.lead_us  # on time: opened at or after
+            while lossy:
+                late = pending[0][4] < opened_by
+                run = 1
+                while run < lossy and (pending[run][4] < opened_by) == late:
+                    run += 1
+                self._settle_prefix(run, dropped=late)
+                lossy -= run
+                n -= run
+            if not n:
+                return
         self._settle_prefix(n, dropped=dropped)
 
     def _settle_prefix(self, n: int, *, dropped: bool) -> None:
@@ -402,22 +475,22 @@ class Sender:
         else:
             self.ts_bytes += t
 
-    def _confirm_drained(self) -> None:
-        """The drain saw libsrt's send buffer empty: bill every pending unit, unless the drop
-        counter grew since the check before last (then they count as dropped)."""
+    def _confirm_drained(self, empty_us: int) -> None:
+        """The drain saw libsrt's send buffer empty at `empty_us`: bill every pending unit,
+        unless the drop counter grew since the check before last (then they count as
+        dropped) or a loss was reported and they may have left too late (the same)."""
         conn = self._conn
         if not self._pending or conn.send_buffer_bytes():
             return
-        drops = conn.stats().pkt_send_drop
-        grew = self._drops_seen is not None and drops != self._drops_seen
-        self._settle(self._handed, dropped=grew or self._dropped_before)
+        _, grew = self._read_stats()
+        self._settle(self._handed, dropped=grew or self._dropped_before, seen_us=empty_us)
 
     def settle(self) -> None:
         """Close the books at the end of the session (idempotent): units still unconfirmed
         (no drain confirmed them) count as dropped. Read `meter`, `skipped` and `dropped`
         after it."""
         if self._pending:
-            self._settle(self._pending[-1][0], dropped=True)
+            self._settle(self._pending[-1][0], dropped=True, seen_us=srt_now_us())
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded by `timeout_s`) until the viewer has the tail: libsrt's send buffer is
@@ -429,15 +502,43 @@ class Sender:
                 # libsrt offers no event for "send buffer empty": poll it, bounded.
                 while self._conn.send_buffer_bytes() > 0 and not self._conn.ended:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
+                empty_us = srt_now_us()
                 if not self._conn.ended:
                     # A loaded receiver plays out late; a margin past one latency keeps the tail.
-                    await asyncio.sleep(self._latency_s + 0.25)
+                    await asyncio.sleep(self._watch.latency_s + 0.25)
                     if not self._conn.ended:
-                        self._confirm_drained()
+                        self._confirm_drained(empty_us)
 
 
-def _end(entry: tuple[int, Totals | None, tuple[int, int, int, int], int]) -> int:
+def _end(entry: _Entry) -> int:
     return entry[0]
+
+
+class _LinkWatch:
+    """A `Sender`'s settings and state for its buffer checks that `offer()` does not read for
+    every piece (the loss rule: the module's metering rule). Kept apart so that the sender
+    keeps its 29 instance attributes: at about 30, CPython 3.11 stops sharing instance-dict
+    keys and with them the fast attribute access `Sender.offer()` relies on."""
+
+    __slots__ = ("latency_s", "lead_us", "left_us", "loss_taint", "losses", "margin_us")
+
+    def __init__(self, *, latency_ms: int, lead_us: int) -> None:
+        self.latency_s = latency_ms / 1000
+        """The SRT latency (s)."""
+        self.lead_us = lead_us
+        """No packet handed at `now_us` plays at the receiver before `now_us + lead_us` (its
+        source time is at least `now_us` less the pacer's budget)."""
+        self.losses = 0
+        """Losses reported so far (pktSndLossTotal + pktRetransTotal)."""
+        self.loss_taint = 0
+        """What libsrt had accepted (a position) when a check saw `losses` grow: a reported
+        packet was in the buffer then, so it lies before that; units starting before it are
+        billed only if a check saw them gone before the receiver could drop them."""
+        self.left_us = 0
+        """`srt_now_us()` just after the buffer reading that gave the sender's `_left`."""
+        self.margin_us = 0
+        """The largest smoothed RTT seen (µs): bounds what libsrt's drift correction takes
+        off the receiver's play times."""
 
 
 class ExportHub:
@@ -519,8 +620,14 @@ class ExportHub:
                 totals = (usage.groups, usage.frames, usage.bytes)
                 cut = pieces(frames)
                 last = len(cut) - 1
+                opened_us = 0
                 for i, (payloads, media_ts_us) in enumerate(cut):
-                    self._hand_out(payloads, media_ts_us, totals, i == 0, i == last)
+                    now_us = srt_now_us()
+                    if not i:
+                        opened_us = now_us
+                    self._hand_out(
+                        payloads, media_ts_us, totals, not i, i == last, now_us, opened_us
+                    )
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # noqa: BLE001  (handed to every viewer)
@@ -537,6 +644,8 @@ class ExportHub:
         totals: Totals,
         opens: bool,
         closes: bool,
+        now_us: int,
+        opened_us: int,
     ) -> None:
         head = payloads[0]
         # Every keyframe opens with PAT/PMT (the exporter's rule): only such pieces are looked
@@ -550,7 +659,7 @@ class ExportHub:
             join = self._first
         self._first = False
         nbytes = sum(map(len, payloads))
-        piece = Piece(payloads, media_ts_us, join, totals, nbytes, opens, closes)
+        piece = Piece(payloads, media_ts_us, join, totals, nbytes, opens, closes, opened_us)
         if join:
             self._replay = [piece]
             self._replay_bytes = nbytes
@@ -566,7 +675,6 @@ class ExportHub:
             if self._replay_bytes > self.REPLAY_BYTES:
                 self._replay = None
         self._last = totals
-        now_us = srt_now_us()
         for sender in self._senders:
             sender.offer(piece, now_us)
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from tests.integration.conftest import (
     ffmpeg_publish_argv,
     ffmpeg_pull_argv,
     poll_until,
+    srt_url,
 )
 from tests.integration.test_srt_embedding import send_file
 
@@ -112,6 +116,73 @@ async def test_a_slow_viewer_is_billed_no_more_than_it_received(
         assert key in egress.as_dict()
     snapshot = {(e.path, e.role): e for e in gw.stats.snapshot()}
     assert snapshot[("live/slow", "egress")].frames == egress.frames
+
+
+async def test_a_viewer_whose_receiver_drops_late_packets_is_billed_no_more_than_it_got(
+    procs: Procs, tmp_path: Path
+) -> None:
+    out = tmp_path / "late.ts"
+    # An ffmpeg reader whose UDP receive buffer (SRTO_UDP_RCVBUF) holds two or three packets,
+    # frozen (SIGSTOP) for longer than the SRT latency a few times: the kernel drops what
+    # arrives meanwhile, the bursts of retransmissions the reader then asks for overflow its
+    # buffer again, and its libsrt gives up on packets whose play time passed (TLPKTDROP) and
+    # acknowledges past them. The gateway's libsrt frees them as delivered and counts no drop
+    # (its own threshold is 1 s): only the loss reports tell.
+    async with gateway() as gw:
+        reader = procs.start(
+            "late-pull",
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "verbose",  # for the input's "Statistics: N bytes read" at the end
+                "-y",
+                "-recv_buffer_size",
+                "3000",
+                "-i",
+                srt_url(gw.port, "#!::r=live/late,m=request", timeout=4_000_000),
+                "-map",
+                "0",
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                str(out),
+            ],
+        )
+        await poll_until(lambda: gw.server.sessions == 1, 10)
+        publisher = procs.start("publish", ffmpeg_publish_argv(gw.port, "#!::r=live/late"))
+        for _ in range(4):
+            await asyncio.sleep(1.0)
+            os.killpg(reader.pid, signal.SIGSTOP)  # `timeout` and its ffmpeg
+            try:
+                await asyncio.sleep(0.5)  # > the 120 ms latency, < libsrt's 1 s sender drop
+            finally:
+                os.killpg(reader.pid, signal.SIGCONT)
+        assert await publisher.wait(30) == 0, publisher.stderr()
+        assert await reader.wait(20) == 0, reader.stderr()
+        records = await gw.wait_records(2, 10)
+
+    ingress = next(r for r in records if r.role == "ingress")
+    egress = next(r for r in records if r.role == "egress")
+    (received,) = [int(n) for n in re.findall(r"Statistics: (\d+) bytes read", reader.stderr())]
+    frames = media_packets(out)
+    # The receiver really gave up on packets the gateway's libsrt saw acknowledged: it read
+    # less than libsrt took, which dropped none itself but was told of losses.
+    sent = egress.ts_bytes + egress.skipped_ts_bytes + egress.dropped_ts_bytes
+    assert egress.skipped_ts_bytes == 0  # nothing refused or skipped: every unit went whole
+    assert received < sent
+    assert egress.srt.pkts_send_drop == 0
+    assert egress.srt.pkts_send_loss > 0
+    # The bill never exceeds what reached the client: the TS bytes its libsrt delivered to it
+    # (what ffmpeg read) and the frames PyAV finds in what it wrote (+1: the catalog frame).
+    assert 0 < egress.ts_bytes <= received
+    assert 0 < egress.frames <= frames + 1
+    # What was not billed is reported dropped, and nothing vanishes from the books.
+    assert egress.dropped_ts_bytes >= sent - received
+    accounted = egress.frames + egress.skipped_frames + egress.dropped_frames
+    assert 0.95 * ingress.frames <= accounted <= ingress.frames
 
 
 async def test_viewers_are_counted_once_per_user_or_anonymous_peer(

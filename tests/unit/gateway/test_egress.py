@@ -43,6 +43,12 @@ class CountingConn:
     buffer: deque[int] = field(default_factory=deque)  # lengths of the payloads held
     drops: int = 0
 
+    losses: int = 0  # pktSndLossTotal: packets the receiver reported lost
+    retrans: int = 0  # pktRetransTotal
+    rtt_ms: float = 1.0
+    # Loss reports that reach the count only at the stats reading after this many buffer
+    # readings (a report that arrived after the acknowledgement past its packet).
+    deferred: list[tuple[int, int]] = field(default_factory=list)
     refuse_after: int | None = None
     error: SrtError | None = None
 
@@ -74,7 +80,23 @@ class CountingConn:
         self.drops += packets
 
     def stats(self) -> LinkStats:
-        return link_stats(drops=self.drops)
+        due = [n for n, at in self.deferred if at <= self.buffer_reads]
+        self.deferred = [(n, at) for n, at in self.deferred if at > self.buffer_reads]
+        self.losses += sum(due)
+        return link_stats(
+            drops=self.drops, losses=self.losses, retrans=self.retrans, rtt_ms=self.rtt_ms
+        )
+
+    def receiver_drop(self, packets: int, *, report_late: bool = False) -> None:
+        """The receiver gave up on the oldest `packets` held (too late) and acknowledged past
+        them: they leave the buffer, no drop is counted, only their loss reports (seen one
+        check late with `report_late`)."""
+        for _ in range(packets):
+            self.buffer.popleft()
+        if report_late:
+            self.deferred.append((packets, self.buffer_reads + 2))
+        else:
+            self.losses += packets
 
     def send_many(self, payloads: Sequence[bytes], *, srctime_us: int | None = None) -> int:
         """Like SrtConnection.send_many: how many of `payloads` went, stopping at a refusal."""
@@ -102,9 +124,10 @@ def piece(
     totals: Totals | None = None,
     opens: bool = True,
     closes: bool = True,
+    opened_us: int = 0,
 ) -> Piece:
     payloads = tuple(data[i : i + 1316] for i in range(0, len(data), 1316))
-    return Piece(payloads, ts_us, join, totals, len(data), opens, closes)
+    return Piece(payloads, ts_us, join, totals, len(data), opens, closes, opened_us)
 
 
 async def test_send_buffer_is_read_at_most_every_check_interval() -> None:

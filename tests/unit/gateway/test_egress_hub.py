@@ -48,15 +48,18 @@ class RecordingConn:
         return link_stats()
 
 
-def link_stats(*, drops: int = 0) -> LinkStats:
-    """A libsrt sender's figures: packets dropped so far, nothing else."""
+def link_stats(
+    *, drops: int = 0, losses: int = 0, retrans: int = 0, rtt_ms: float = 1.0
+) -> LinkStats:
+    """A libsrt sender's figures: packets dropped, reported lost and resent so far, the
+    smoothed RTT, nothing else."""
     return LinkStats(
-        rtt_ms=1.0,
+        rtt_ms=rtt_ms,
         pkt_sent=0,
         pkt_recv=0,
-        pkt_sent_loss=0,
+        pkt_sent_loss=losses,
         pkt_recv_loss=0,
-        pkt_retrans=0,
+        pkt_retrans=retrans,
         pkt_recv_drop=0,
         pkt_send_drop=drops,
         bytes_sent=0,
