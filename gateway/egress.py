@@ -494,9 +494,10 @@ class Sender:
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded by `timeout_s`) until the viewer has the tail: libsrt's send buffer is
-        acknowledged, then one latency more, since the receiver holds packets for their TSBPD
-        play time and drops what it still holds when our close reaches it. When it gets there,
-        the units still pending are confirmed delivered (billed) or dropped."""
+        acknowledged, then one latency more (the negotiated one, when the viewer asked for more
+        than ours), since the receiver holds packets for their TSBPD play time and drops what
+        it still holds when our close reaches it. When it gets there, the units still pending
+        are confirmed delivered (billed) or dropped."""
         with contextlib.suppress(TimeoutError, SrtError):
             async with asyncio.timeout(timeout_s):
                 # libsrt offers no event for "send buffer empty": poll it, bounded.
@@ -504,8 +505,10 @@ class Sender:
                     await asyncio.sleep(0.01)
                 empty_us = srt_now_us()
                 if not self._conn.ended:
-                    # A loaded receiver plays out late; a margin past one latency keeps the tail.
-                    await asyncio.sleep(self._watch.latency_s + 0.25)
+                    # The receiver plays out with the negotiated latency, which a viewer asking
+                    # for more than ours raises; a loaded receiver plays out late, hence the margin.
+                    peer_s = self._conn.peer_latency_ms() / 1000
+                    await asyncio.sleep(max(self._watch.latency_s, peer_s) + 0.25)
                     if not self._conn.ended:
                         self._confirm_drained(empty_us)
 

@@ -201,6 +201,12 @@ class SrtConnection(AcloseOnExit):
             return 0
         return self._sock.send_buffer_bytes()
 
+    def peer_latency_ms(self) -> int:
+        """The latency the peer's receiver plays out with, as negotiated at the handshake
+        (`SRTO_PEERLATENCY`: the larger of both sides' settings), in ms. Raises SrtError once
+        the socket is gone."""
+        return self._sock.get_int(SockOpt.SRTO_PEERLATENCY)
+
     def stats(self) -> LinkStats:
         """Link statistics (`srt_bstats`).
 
@@ -233,7 +239,7 @@ class SrtConnection(AcloseOnExit):
                 if self.ended or loop.time() >= deadline:
                     return False
                 await asyncio.sleep(0.01)
-            peer_latency_ms = self._sock.get_int(SockOpt.SRTO_PEERLATENCY)
+            peer_latency_ms = self.peer_latency_ms()
         except SrtError:
             return False
         await asyncio.sleep(min(peer_latency_ms / 1000 + 0.05, max(deadline - loop.time(), 0)))

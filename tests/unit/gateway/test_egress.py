@@ -105,6 +105,9 @@ class CountingConn:
                 return queued
         return len(payloads)
 
+    def peer_latency_ms(self) -> int:
+        return 120
+
     def send_buffer_bytes(self) -> int:
         self.buffer_reads += 1
         return self.unacked + sum(self.buffer)

@@ -40,6 +40,9 @@ class RecordingConn:
                 return queued
         return len(payloads)
 
+    def peer_latency_ms(self) -> int:
+        return 120
+
     def send_buffer_bytes(self) -> int:
         return 0
 
