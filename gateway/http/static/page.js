@@ -4,7 +4,7 @@
 // into text nodes and attributes, never into markup.
 
 const POLL_MS = 2000;
-const THUMBNAIL_MS = 4000;
+const THUMBNAIL_MS = 15000; // the server makes one at most every 15 s (DEFAULT_REFRESH_S)
 const TOKEN_KEY = "moqsrt-token";
 
 const config = JSON.parse(document.getElementById("moqsrt-config").textContent);
