@@ -218,7 +218,8 @@ class Thumbnails:
         now = self._clock()
         if entry is not None:
             self._entries.move_to_end(path)
-            if now - entry.made_at < self._refresh_s:
+            # The interval runs from a keyframe taken; until one is, each ask may try.
+            if entry.jpeg is not None and now - entry.made_at < self._refresh_s:
                 return entry.jpeg
         config = self._video(path)
         if config is None:
@@ -233,17 +234,22 @@ class Thumbnails:
         group = track.poll_group()
         if group is None:
             return entry.jpeg
-        entry.track, entry.sequence, entry.made_at = name, group.sequence, now
         try:
             async with asyncio.timeout(KEYFRAME_WAIT_S):
                 frame = await group.next_frame()
-            if frame is None:
-                return entry.jpeg
-            _, payload = decode_frame(frame)
-        except (TimeoutError, Malformed, ModelError) as exc:
-            _log.debug("thumbnail.no_keyframe", path=path, error=repr(exc))
+        except TimeoutError:  # its keyframe is late: this group is tried again next time
+            _log.debug("thumbnail.no_keyframe", path=path, error="keyframe not yet written")
             return entry.jpeg
         except Exception as exc:  # noqa: BLE001  (a producer's abort error may be anything)
+            _log.debug("thumbnail.no_keyframe", path=path, error=repr(exc))
+            return entry.jpeg
+        # From here on this group's keyframe counts as tried (decoded or not).
+        entry.track, entry.sequence, entry.made_at = name, group.sequence, now
+        if frame is None:
+            return entry.jpeg
+        try:
+            _, payload = decode_frame(frame)
+        except Malformed as exc:
             _log.debug("thumbnail.no_keyframe", path=path, error=repr(exc))
             return entry.jpeg
         loop = asyncio.get_running_loop()

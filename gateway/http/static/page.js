@@ -79,18 +79,23 @@ function newCard(b) {
 }
 
 async function refreshThumbnail(entry, url) {
-	if (entry.loading || performance.now() - entry.thumbAt < THUMBNAIL_MS) return;
+	// A hidden tab asks for none: the server decodes a keyframe only when a thumbnail is asked.
+	if (document.hidden || entry.loading || performance.now() - entry.thumbAt < THUMBNAIL_MS) return;
 	entry.loading = true;
 	entry.thumbAt = performance.now();
 	try {
 		const response = await fetch(url, { headers, cache: "no-store" });
-		if (!response.ok) return; // 404: no keyframe yet; the next round asks again
+		if (!response.ok) {
+			entry.thumbAt = 0; // 404: no keyframe yet; the next poll asks again
+			return;
+		}
 		const blob = await response.blob();
 		const old = entry.thumbUrl;
 		entry.thumbUrl = URL.createObjectURL(blob);
 		entry.img.src = entry.thumbUrl;
 		if (old) URL.revokeObjectURL(old);
 	} catch (err) {
+		entry.thumbAt = 0;
 		console.debug("thumbnail", err);
 	} finally {
 		entry.loading = false;
