@@ -180,6 +180,7 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                         else None
                     ),
                 )
+                opened = time.monotonic()
                 await page.goto(served.page_url, timeout=15_000)
                 await page.evaluate("window.__notReloaded = true")
 
@@ -264,6 +265,7 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
         # one at most that often), and the gateway read one keyframe per thumbnail served.
         served_at = [t for t, status in thumbnails if status == 200]
         assert served_at
+        assert served_at[0] - opened < 10.0, thumbnails  # asked at once, not after 15 s
         assert all(b - a >= 14.0 for a, b in itertools.pairwise(served_at)), thumbnails
         keyframes = await internal_egress_bytes(served.http_port, "moqsrt_groups_total")
         assert 1 <= keyframes <= len(served_at)

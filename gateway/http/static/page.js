@@ -75,7 +75,8 @@ function newCard(b) {
 	}
 	const fields = {};
 	for (const dd of card.querySelectorAll("[data-field]")) fields[dd.dataset.field] = dd;
-	return { card, fields, img, thumbAt: 0, thumbUrl: null, loading: false };
+	// thumbAt -Infinity: never asked (performance.now() counts from the page load, so 0 is "just now").
+	return { card, fields, img, thumbAt: -Infinity, thumbUrl: null, loading: false };
 }
 
 async function refreshThumbnail(entry, url) {
@@ -86,7 +87,7 @@ async function refreshThumbnail(entry, url) {
 	try {
 		const response = await fetch(url, { headers, cache: "no-store" });
 		if (!response.ok) {
-			entry.thumbAt = 0; // 404: no keyframe yet; the next poll asks again
+			entry.thumbAt = -Infinity; // 404: no keyframe yet; the next poll asks again
 			return;
 		}
 		const blob = await response.blob();
@@ -95,7 +96,7 @@ async function refreshThumbnail(entry, url) {
 		entry.img.src = entry.thumbUrl;
 		if (old) URL.revokeObjectURL(old);
 	} catch (err) {
-		entry.thumbAt = 0;
+		entry.thumbAt = -Infinity;
 		console.debug("thumbnail", err);
 	} finally {
 		entry.loading = false;
