@@ -6,7 +6,8 @@
   `GET /status.json`, what the page polls;
 - `GET /api/v1/broadcasts/{path}/thumbnail.jpg`: the latest keyframe of a live broadcast as a
   JPEG (`gateway.http.thumbnails`; 404 while there is none);
-- `GET /metrics`: Prometheus text exposition (`gateway.http.metrics`);
+- `GET /metrics`: Prometheus text exposition (`gateway.http.metrics`), made at most once per
+  `metrics_cache_s` (default 1 s): scrapers asking within that share one reading;
 - `GET /api/v1/broadcasts`: live broadcasts, their catalog tracks, publisher, viewers per
   protocol, ingress counters and bit rate;
 - `GET /api/v1/sessions`: live sessions and the records of recently ended ones;
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_USAGE_LIMIT",
     "HTTP_TOKEN_ENV",
     "MAX_USAGE_LIMIT",
+    "METRICS_CACHE_S",
     "HttpService",
     "TokenRequired",
     "http_token",
@@ -63,6 +65,10 @@ RATE_INTERVAL_S: Final = 1.0
 """How often the bit-rate sampler reads the ingress counters."""
 RATE_WINDOW: Final = 5
 """Samples kept per path: `bitrate_bps` averages over the last `RATE_WINDOW - 1` intervals."""
+METRICS_CACHE_S: Final = 1.0
+"""How long one `/metrics` exposition is served again (seconds): a reading costs ~1-2 ms of CPU
+(libsrt statistics of every live SRT session, prometheus_client's formatting), so several
+scrapers (an HA pair of Prometheus, a dashboard) within a second pay for one."""
 
 _log = structlog.get_logger("moqsrt.http")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -131,6 +137,7 @@ class HttpService:
         rate_interval_s: float = RATE_INTERVAL_S,
         public_page: bool = False,
         thumbnails: bool = True,
+        metrics_cache_s: float = METRICS_CACHE_S,
         setup: Callable[[web.Application], None] | None = None,
     ) -> HttpService:
         """Listen on TCP `host:port` (port 0 picks one: `port`) and serve `sources`.
@@ -138,16 +145,17 @@ class HttpService:
         `token`: the bearer token every request must carry (None or `""`: none; only allowed
         on a loopback `host`). `path_labels`: label metrics per broadcast path. `public_page`:
         the status page needs no token. `thumbnails`: decode keyframes for the page (else the
-        thumbnail route answers 404). `setup` may add routes (e.g. the player bundle's) before
-        the listener starts. Raises `TokenRequired` for a non-loopback `host` without a token,
-        `OSError` when the address cannot be bound.
+        thumbnail route answers 404). `metrics_cache_s`: how long a `/metrics` answer is served
+        again (0: every scrape reads afresh). `setup` may add routes (e.g. the player
+        bundle's) before the listener starts. Raises `TokenRequired` for a non-loopback `host`
+        without a token, `OSError` when the address cannot be bound.
         """
         token = token or None
         cls.check_token(host, token)
         rates: dict[str, deque[tuple[float, int]]] = {}
         app = web.Application(middlewares=[_auth_middleware(token, public_page)] if token else [])
         thumbs = Thumbnails(sources.origin, sources.stats) if thumbnails else None
-        routes = _Routes(sources, path_labels, rates, thumbs, host)
+        routes = _Routes(sources, path_labels, rates, thumbs, host, metrics_cache_s)
         app.router.add_get("/", routes.index)
         app.router.add_get("/status.json", routes.status)
         app.router.add_get("/static/{name}", routes.static)
@@ -294,11 +302,15 @@ class _Routes:
         rates: dict[str, deque[tuple[float, int]]],
         thumbnails: Thumbnails | None,
         bound_host: str,
+        metrics_cache_s: float = METRICS_CACHE_S,
     ) -> None:
         self._sources = sources
         self._path_labels = path_labels
         self._rates = rates
         self._thumbnails = thumbnails
+        self._metrics_cache_s = metrics_cache_s
+        self._metrics_body: tuple[float, bytes] | None = None  # (monotonic time read, body)
+        self._metrics_lock = asyncio.Lock()
         # What the page names when a request's Host header is unusable.
         self._fallback_host = (
             "127.0.0.1"
@@ -354,12 +366,18 @@ class _Routes:
         )
 
     async def metrics(self, request: web.Request) -> web.Response:
+        async with self._metrics_lock:  # concurrent scrapers wait for one reading
+            cached = self._metrics_body
+            if cached is None or time.monotonic() - cached[0] >= self._metrics_cache_s:
+                cached = self._metrics_body = (time.monotonic(), await self._read_metrics())
+        return web.Response(body=cached[1], headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _read_metrics(self) -> bytes:
         # Loop-owned state is read here; the stats snapshot and the formatting (about 25 us
         # per (path, tier, role) entry, 40 us per sample) run on a thread, off the data path.
         live = LiveReading.read(self._sources)
         registry = metrics_registry(self._sources, path_labels=self._path_labels, live=live)
-        body = await asyncio.to_thread(generate_latest, registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return await asyncio.to_thread(generate_latest, registry)
 
     async def broadcasts(self, request: web.Request) -> web.Response:
         return web.json_response({"broadcasts": self._sources.broadcasts(_bitrates(self._rates))})

@@ -29,6 +29,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import quote
@@ -193,7 +194,17 @@ def static_file(name: str) -> tuple[bytes, str] | None:
     kind = STATIC_FILES.get(name)
     if kind is None:
         return None
-    return (resources.files(__package__) / "static" / name).read_bytes(), kind
+    return _static_bytes(name), kind
+
+
+@cache  # the package's own files, a few kB each: read once, not per request
+def _static_bytes(name: str) -> bytes:
+    return (resources.files(__package__) / "static" / name).read_bytes()
+
+
+@cache
+def _index_template() -> string.Template:
+    return string.Template(_static_bytes("index.html").decode("utf-8"))
 
 
 def _script_json(value: object) -> str:
@@ -205,9 +216,7 @@ def _script_json(value: object) -> str:
 def render_index(info: PageInfo, *, host: str, status: Mapping[str, Any]) -> str:
     """The page's HTML for a browser that reached this server as `host` (from
     `browser_host`), with the first `status` (from `status_view`). Every value is escaped."""
-    template = string.Template(
-        (resources.files(__package__) / "static" / "index.html").read_text("utf-8")
-    )
+    template = _index_template()
     latency_us = info.latency_ms * 1000
     secret = "&passphrase=YOUR_PASSPHRASE&pbkeylen=16" if info.encrypted else ""
     if info.srt_port is not None:

@@ -224,12 +224,15 @@ class GatewaySources:
         """The kept records of ended sessions, newest first."""
         return list(reversed(self._recent))
 
-    def live_sessions(self) -> list[LiveSession]:
-        """Every live session of every server, SRT first, each server's in no set order."""
+    def live_sessions(self, *, link: bool = True) -> list[LiveSession]:
+        """Every live session of every server, SRT first, each server's in no set order.
+
+        `link=False` leaves the SRT sessions' `link` empty: no libsrt statistics call (one
+        `srt_bstats` per session, the costly part of a reading) for callers that do not show
+        them."""
         out: list[LiveSession] = []
         for server in self.srt:
             for request in server.requests():
-                link = request.link_stats()
                 path = request.live_path or ""
                 out.append(
                     LiveSession(
@@ -243,19 +246,7 @@ class GatewaySources:
                         user=request.user,
                         started_at=request.started_at,
                         usage=request.usage(),
-                        link={
-                            "rtt_ms": link.rtt_ms,
-                            "pkts_sent": link.pkts_sent,
-                            "pkts_recv": link.pkts_recv,
-                            "pkts_send_loss": link.pkts_send_loss,
-                            "pkts_recv_loss": link.pkts_recv_loss,
-                            "pkts_retrans": link.pkts_retrans,
-                            "pkts_send_drop": link.pkts_send_drop,
-                            "pkts_recv_drop": link.pkts_recv_drop,
-                            "bytes_sent": link.bytes_sent,
-                            "bytes_recv": link.bytes_recv,
-                            "bytes_retrans": link.bytes_retrans,
-                        },
+                        link=_srt_link(request.link_stats()) if link else {},
                     )
                 )
         for moq in self.moq:
@@ -294,7 +285,7 @@ class GatewaySources:
         `internal`, the gateway's own readers: cumulative per path, across publishes), and
         `bitrate_bps` from `rates` (path -> model payload bits/s; None when not measured
         yet)."""
-        sessions = self.live_sessions()
+        sessions = self.live_sessions(link=False)  # roles and paths only
         ingress: dict[str, Usage] = {}  # per path, summed over tiers
         egress: dict[str, Usage] = {}  # per path, summed over the tiers but `internal`
         for stats_entry in self.stats.snapshot():
@@ -361,6 +352,22 @@ class GatewaySources:
                 if request.role == "ingress" and path:
                     out[path] = out.get(path, 0) + request.usage().bytes
         return out
+
+
+def _srt_link(link: LinkFigures) -> dict[str, float | int | str]:
+    return {
+        "rtt_ms": link.rtt_ms,
+        "pkts_sent": link.pkts_sent,
+        "pkts_recv": link.pkts_recv,
+        "pkts_send_loss": link.pkts_send_loss,
+        "pkts_recv_loss": link.pkts_recv_loss,
+        "pkts_retrans": link.pkts_retrans,
+        "pkts_send_drop": link.pkts_send_drop,
+        "pkts_recv_drop": link.pkts_recv_drop,
+        "bytes_sent": link.bytes_sent,
+        "bytes_recv": link.bytes_recv,
+        "bytes_retrans": link.bytes_retrans,
+    }
 
 
 def _format_peer(peer: tuple[str, int]) -> str:

@@ -13,7 +13,11 @@ only counts bytes), run through `moqsrt serve` in two configurations:
   a kept-alive connection as those clients do. Each route's answers are counted by status (a
   404 from a route not served yet counts as such);
 - for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,on,ledger,http): `ledger`, the ledger alone, and
-  `http`, the polled HTTP listener alone.
+  `http`, the polled HTTP listener alone;
+- `on15` (and `http15`): as `on` (`http`), with the poller scraping every 15 s, Prometheus's
+  default interval, instead of every second; its first scrape 2 s after the publishers start
+  (once their broadcasts are listed). A run delivers for ~10 s, so it holds one scrape: one
+  per ~10 s, more than one per 15 s (an upper bound).
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
 the two configurations run one after the other (off, on, off, on, ...), so that drift on the
@@ -34,7 +38,8 @@ too late to play and acknowledges past them, so the gateway's bill counts them d
 
 Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
 seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 3 minutes in
-all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against it).
+all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against it;
+also ledger, http, on15, http15).
 """
 
 # No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
@@ -117,9 +122,11 @@ class Poller(threading.Thread):
     and thumbnails. A connection that fails is opened again on its next request.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, interval_s: float = POLL_S, first_s: float = 0.0) -> None:
         super().__init__(name="poller", daemon=True)
         self.port = port
+        self.interval_s = interval_s
+        self.first_s = first_s
         self.counts: Counter[tuple[str, int]] = Counter()
         self.bytes = 0
         self._conns: dict[str, http.client.HTTPConnection] = {}
@@ -133,10 +140,11 @@ class Poller(threading.Thread):
             conn.close()
 
     def run(self) -> None:
+        self._halt.wait(self.first_s)
         while not self._halt.is_set():
             started = time.monotonic()
             self._scrape()
-            self._halt.wait(max(0.0, POLL_S - (time.monotonic() - started)))
+            self._halt.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def _get(self, client: str, route: str, url: str) -> bytes:
         status, body = 0, b""
@@ -281,7 +289,9 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
     port = free_udp_port()
     argv = [*GATEWAY, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
     argv += ["--var-dir", str(tmp / "var")]
-    with_ledger, with_http = config in ("on", "ledger"), config in ("on", "http")
+    with_ledger = config in ("on", "ledger", "on15")
+    with_http = config in ("on", "http", "on15", "http15")
+    poll_s, first_s = (15.0, 2.0) if config.endswith("15") else (POLL_S, 0.0)
     http_port = free_tcp_port() if with_http else 0
     if with_ledger:
         argv += ["--ledger", str(ledger), "--ledger-interval", "1000"]
@@ -304,7 +314,7 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
             argv = ffmpeg_publish(src, SECONDS, [url])
             publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
         if with_http:  # after the last fork: Popen's preexec_fn and threads do not mix
-            poller = Poller(http_port)
+            poller = Poller(http_port, poll_s, first_s)
             poller.start()
         wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
         with contextlib.suppress(RuntimeError):  # bounded, as in bench_gateway
@@ -365,7 +375,7 @@ def print_report(runs: list[Run]) -> None:
     """The per-run table, the per-shape ratios and the ledger checks."""
     print(
         f"{SECONDS:g} s of ~8.5 Mbit/s per publisher; off = --ledger off --http off; on = "
-        f"ledger (SQLite, 1 s) + HTTP polled every {POLL_S:g} s"
+        f"ledger (SQLite, 1 s) + HTTP polled every {POLL_S:g} s (on15, http15: every 15 s)"
     )
     print(
         f"{'shape':>5} {'config':>6} {'round':>5} {'viewers':>7} {'delivered MB':>12} "
@@ -405,7 +415,7 @@ def print_report(runs: list[Run]) -> None:
             added_sys = statistics.median((b.sys_s - a.sys_s) / b.wall_s * 1000 for a, b in pairs)
             listed = ", ".join(f"{x:.3f}" for x in ratios)
             goal = ""
-            if config == "on":
+            if config in ("on", "on15"):
                 goal = f"; goal < {GOAL}: {'met' if median < GOAL else 'NOT met'}"
             print(
                 f"{name} {config}/off: CPU s per delivered GB, median off {off:.2f}, {config} "

@@ -8,7 +8,8 @@ decoded by PyAV: both vary, as a blank image would not); the page's own @moq/wat
 served by `serve` at /web/player.js, plays the broadcast over WebTransport from this server's
 MoQ port (its rendered-frame counter grows, its canvas holds a 640x360 picture); the page
 refreshes by itself (an SRT viewer joining shows up without a reload); the thumbnail reader is
-metered in tier `internal` only.
+metered in tier `internal` only, and reads one keyframe per thumbnail served, the page asking
+for one at most every 15 s.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import itertools
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +118,9 @@ def looped_publish_argv(port: int) -> list[str]:
     ]
 
 
-async def internal_egress_bytes(http_port: int) -> float:
-    """`moqsrt_bytes_total` of tier `internal`, role `egress`, from `/metrics`."""
+async def internal_egress_bytes(http_port: int, metric: str = "moqsrt_bytes_total") -> float:
+    """`metric` (default `moqsrt_bytes_total`) of tier `internal`, role `egress`, from
+    `/metrics`."""
     async with (
         asyncio.timeout(10),
         aiohttp.ClientSession() as client,
@@ -127,7 +131,7 @@ async def internal_egress_bytes(http_port: int) -> float:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = (sample.name, sample.labels.get("tier"), sample.labels.get("role"))
-            if labels == ("moqsrt_bytes_total", "internal", "egress"):
+            if labels == (metric, "internal", "egress"):
                 total += sample.value
     return total
 
@@ -167,6 +171,16 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                 page_errors: list[str] = []
                 # The page's own script must not throw (the player bundle's errors are its own).
                 page.on("pageerror", lambda exc: page_errors.append(f"{exc}\n{exc.stack}"))
+                thumbnails: list[tuple[float, int]] = []  # (monotonic s, status) per answer
+                page.on(
+                    "response",
+                    lambda r: (
+                        thumbnails.append((time.monotonic(), r.status))
+                        if r.url.endswith("/thumbnail.jpg")
+                        else None
+                    ),
+                )
+                opened = time.monotonic()
                 await page.goto(served.page_url, timeout=15_000)
                 await page.evaluate("window.__notReloaded = true")
 
@@ -247,6 +261,14 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                 await browser.close()
         # The thumbnails were read by the gateway itself, metered apart from any customer.
         assert await internal_egress_bytes(served.http_port) > 0
+        # The page asked for a thumbnail at most every 15 s once it had one (the server makes
+        # one at most that often), and the gateway read one keyframe per thumbnail served.
+        served_at = [t for t, status in thumbnails if status == 200]
+        assert served_at
+        assert served_at[0] - opened < 10.0, thumbnails  # asked at once, not after 15 s
+        assert all(b - a >= 14.0 for a, b in itertools.pairwise(served_at)), thumbnails
+        keyframes = await internal_egress_bytes(served.http_port, "moqsrt_groups_total")
+        assert 1 <= keyframes <= len(served_at)
 
 
 async def test_a_page_opened_with_its_token_sends_it_as_a_header_and_drops_it_from_the_address(

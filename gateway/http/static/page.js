@@ -4,7 +4,7 @@
 // into text nodes and attributes, never into markup.
 
 const POLL_MS = 2000;
-const THUMBNAIL_MS = 4000;
+const THUMBNAIL_MS = 15000; // the server makes one at most every 15 s (DEFAULT_REFRESH_S)
 const TOKEN_KEY = "moqsrt-token";
 
 const config = JSON.parse(document.getElementById("moqsrt-config").textContent);
@@ -75,22 +75,28 @@ function newCard(b) {
 	}
 	const fields = {};
 	for (const dd of card.querySelectorAll("[data-field]")) fields[dd.dataset.field] = dd;
-	return { card, fields, img, thumbAt: 0, thumbUrl: null, loading: false };
+	// thumbAt -Infinity: never asked (performance.now() counts from the page load, so 0 is "just now").
+	return { card, fields, img, thumbAt: -Infinity, thumbUrl: null, loading: false };
 }
 
 async function refreshThumbnail(entry, url) {
-	if (entry.loading || performance.now() - entry.thumbAt < THUMBNAIL_MS) return;
+	// A hidden tab asks for none: the server decodes a keyframe only when a thumbnail is asked.
+	if (document.hidden || entry.loading || performance.now() - entry.thumbAt < THUMBNAIL_MS) return;
 	entry.loading = true;
 	entry.thumbAt = performance.now();
 	try {
 		const response = await fetch(url, { headers, cache: "no-store" });
-		if (!response.ok) return; // 404: no keyframe yet; the next round asks again
+		if (!response.ok) {
+			entry.thumbAt = -Infinity; // 404: no keyframe yet; the next poll asks again
+			return;
+		}
 		const blob = await response.blob();
 		const old = entry.thumbUrl;
 		entry.thumbUrl = URL.createObjectURL(blob);
 		entry.img.src = entry.thumbUrl;
 		if (old) URL.revokeObjectURL(old);
 	} catch (err) {
+		entry.thumbAt = -Infinity;
 		console.debug("thumbnail", err);
 	} finally {
 		entry.loading = false;

@@ -37,11 +37,14 @@ class FakeSrtSession:
     meter: Usage = field(default_factory=Usage)
     link: LinkFigures = field(default_factory=LinkFigures)
     kicked: bool = False
+    link_reads: int = 0
+    """calls of `link_stats` (libsrt's statistics in the real session: what costs)"""
 
     def usage(self) -> Usage:
         return self.meter.copy()
 
     def link_stats(self) -> LinkFigures:
+        self.link_reads += 1
         return self.link
 
 
@@ -147,8 +150,9 @@ def world() -> World:
 
 @pytest.fixture
 async def http(world: World) -> AsyncIterator[HttpService]:
+    # No /metrics cache: the tests change counters between scrapes.
     async with await HttpService.bind(
-        "127.0.0.1", 0, world.sources, path_labels=True, rate_interval_s=0.05
+        "127.0.0.1", 0, world.sources, path_labels=True, rate_interval_s=0.05, metrics_cache_s=0
     ) as service:
         yield service
 
@@ -259,6 +263,47 @@ async def test_the_ledger_lag_gauge_appears_once_the_ledger_sets_its_hook(
     world.sources.ledger_lag_s = lambda: 2.5
     _, text = await get(http.port, "/metrics")
     assert counter(samples(text), "moqsrt_ledger_lag_seconds") == 2.5
+
+
+async def test_a_metrics_reading_is_served_again_within_the_cache_interval_only(
+    world: World,
+) -> None:
+    publish(world, "live/a", "pro", 1)
+    (session,) = world.srt.live
+    async with await HttpService.bind(
+        "127.0.0.1", 0, world.sources, path_labels=True, metrics_cache_s=0.5
+    ) as service:
+        first = await asyncio.gather(*(get(service.port, "/metrics") for _ in range(3)))
+        assert session.link_reads == 1  # three concurrent scrapes, one reading
+        publish(world, "live/b", "pro", 1)
+        _, again = await get(service.port, "/metrics")
+        assert {text for _, text in first} == {again}  # within 0.5 s: the same exposition
+        assert counter(samples(again), "moqsrt_live_broadcasts") == 1
+        assert session.link_reads == 1
+        await asyncio.sleep(0.55)
+        _, fresh = await get(service.port, "/metrics")
+    assert counter(samples(fresh), "moqsrt_live_broadcasts") == 2
+    assert session.link_reads == 2
+
+
+async def test_the_broadcasts_routes_read_no_libsrt_statistics_the_sessions_route_does(
+    world: World, http: HttpService
+) -> None:
+    publish(world, "live/a", "pro", 1)
+    world.srt.live[0].link = LinkFigures(rtt_ms=12.0)
+    world.srt.live.append(FakeSrtSession(session="v1", role="egress", live_path="live/a"))
+    for route in ("/api/v1/broadcasts", "/status.json", "/"):
+        status, text = await get(http.port, route)
+        assert status == 200
+        assert "pub-live-a" in text or route != "/api/v1/broadcasts"
+    assert [s.link_reads for s in world.srt.live] == [0, 0]
+    status, text = await get(http.port, "/api/v1/sessions")
+    assert status == 200
+    assert [s.link_reads for s in world.srt.live] == [1, 1]
+    assert {s["session"]: s["link"]["rtt_ms"] for s in json.loads(text)["live"]} == {
+        "pub-live-a": 12.0,
+        "v1": 0.0,
+    }
 
 
 async def test_broadcasts_list_catalog_tracks_publisher_viewers_and_bitrate(

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gateway.http.thumbnails import (
+    DEFAULT_REFRESH_S,
     THUMBNAIL_TIER,
     ThumbnailError,
     Thumbnails,
@@ -130,3 +131,77 @@ async def test_thumbnails_are_metered_internal_cached_and_bounded(
     finally:
         await thumbs.aclose()
     assert await thumbs.jpeg("live/a") is None
+
+
+async def test_a_new_keyframe_is_decoded_only_once_the_refresh_interval_passed(
+    broadcasts: list[BroadcastProducer],
+) -> None:
+    origin = Origin()
+    now = [0.0]
+    thumbs = Thumbnails(origin, refresh_s=15.0, clock=lambda: now[0])
+    data = (FIXTURES / "h264_aac.ts").read_bytes()
+    cut = 300_000 // 188 * 188  # ffprobe: keyframes at bytes 564, 137992, 291776, 455336, ...
+    broadcast = BroadcastProducer()
+    origin.publish("live/a", broadcast)
+    importer = TsImporter(broadcast)
+    _IMPORTERS.append(importer)
+    try:
+        importer.feed(data[:cut])
+        first = await thumbs.jpeg("live/a")
+        assert first is not None
+        before = latest_keyframe(broadcast)[1]
+        importer.feed(data[cut:])  # later keyframes: a newer latest group
+        assert latest_keyframe(broadcast)[1] != before
+        for _ in range(5):
+            now[0] += 2.9  # 14.5 s in all: within the interval
+            assert await thumbs.jpeg("live/a") == first
+        assert thumbs.decoded == 1
+        now[0] += 0.5  # 15 s after the first decode
+        second = await thumbs.jpeg("live/a")
+        assert thumbs.decoded == 2
+        assert second is not None
+        assert picture(second).shape == (180, 320)
+    finally:
+        await thumbs.aclose()
+
+
+def test_thumbnails_default_to_one_decode_per_15_s_at_most() -> None:
+    assert DEFAULT_REFRESH_S == 15.0
+    script = (Path(__file__).resolve().parents[3] / "gateway/http/static/page.js").read_text()
+    assert "const THUMBNAIL_MS = 15000;" in script  # the page asks no more often
+
+
+async def test_a_keyframe_not_yet_written_is_tried_again_at_the_next_ask(
+    broadcasts: list[BroadcastProducer],
+) -> None:
+    source = live(Origin(), "src", "h264_aac.ts")
+    broadcasts.append(source)
+    consumer = source.consume()
+    catalog_group = consumer.subscribe_track(CATALOG_TRACK).poll_group()
+    assert catalog_group is not None
+    catalog_json = catalog_group.read_ready()[-1]
+    (name,) = Catalog.from_json(catalog_json).video
+    _, keyframe = latest_keyframe(source)
+
+    origin = Origin()
+    broadcast = BroadcastProducer()
+    origin.publish("live/late", broadcast)
+    cat = broadcast.create_track(CATALOG_TRACK)
+    cat_group = cat.append_group()
+    cat_group.write_frame(catalog_json)
+    cat_group.finish()
+    video = broadcast.create_track(name)
+    group = video.append_group()  # opened, its keyframe not written yet
+    now = [0.0]
+    thumbs = Thumbnails(origin, refresh_s=15.0, clock=lambda: now[0])
+    try:
+        assert await thumbs.jpeg("live/late") is None  # waited KEYFRAME_WAIT_S for it
+        group.write_frame(keyframe)
+        now[0] += 2.0  # well within the refresh interval: there is no picture yet to keep
+        jpeg = await thumbs.jpeg("live/late")
+        assert jpeg is not None
+        assert picture(jpeg).shape == (180, 320)
+        assert thumbs.decoded == 1
+    finally:
+        await thumbs.aclose()
+        broadcast.finish()
