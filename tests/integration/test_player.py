@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -26,6 +27,9 @@ from gateway.moq.record import MoqSessionRecord
 from tests.integration.conftest import FIXTURE, HOST, Procs, ffmpeg_publish_argv, run_gateway
 from tests.integration.moq_helpers import run_moq
 from tests.media import expected_counts
+
+# Chromium decoding video takes a core: never two browser tests (or other CPU-heavy ones) at once.
+pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
 PATH = "live/cam1"
 CHROMIUM = "/usr/bin/chromium"

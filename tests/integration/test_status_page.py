@@ -29,6 +29,7 @@ from pathlib import Path
 import aiohttp
 import av
 import numpy as np
+import pytest
 from playwright.async_api import async_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,6 +38,9 @@ from model import BroadcastProducer, Origin, StatsHandle
 from mux import TsImporter
 from tests.integration.conftest import FIXTURE, HOST, ROOT, Procs, ffmpeg_pull_argv, srt_url
 from tests.integration.test_player import CANVAS_JS
+
+# Chromium decoding video takes a core: never two browser tests (or other CPU-heavy ones) at once.
+pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
