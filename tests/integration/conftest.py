@@ -27,6 +27,17 @@ from model import Origin, PublisherPolicy, StatsHandle
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "fixtures" / "h264_aac.ts"
 HOST = "127.0.0.1"
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium (package `chromium`), driven by playwright for the browser tests."""
+# Never --disable-quic: WebTransport is QUIC. The rest keeps Chromium off the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 async def poll_until(

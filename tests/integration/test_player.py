@@ -24,7 +24,15 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.http.webassets import DEFAULT_WEB_ROOT, PLAYER_SCRIPT, add_web_routes, player_html
 from gateway.moq.record import MoqSessionRecord
-from tests.integration.conftest import FIXTURE, HOST, Procs, ffmpeg_publish_argv, run_gateway
+from tests.integration.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FIXTURE,
+    HOST,
+    Procs,
+    ffmpeg_publish_argv,
+    run_gateway,
+)
 from tests.integration.moq_helpers import run_moq
 from tests.media import expected_counts
 
@@ -32,16 +40,6 @@ from tests.media import expected_counts
 pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
 PATH = "live/cam1"
-CHROMIUM = "/usr/bin/chromium"
-# Never --disable-quic: WebTransport is QUIC.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # The player's state (web/src/player.js) and the canvas read back: a copy drawn into a fresh 2D
 # canvas (so it does not matter which context the player renders with), then the mean and

@@ -36,21 +36,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.http import GatewaySources, HttpService
 from model import BroadcastProducer, Origin, StatsHandle
 from mux import TsImporter
-from tests.integration.conftest import FIXTURE, HOST, ROOT, Procs, ffmpeg_pull_argv, srt_url
+from tests.integration.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FIXTURE,
+    HOST,
+    ROOT,
+    Procs,
+    ffmpeg_pull_argv,
+    srt_url,
+)
 from tests.integration.test_player import CANVAS_JS
 
 # Chromium decoding video takes a core: never two browser tests (or other CPU-heavy ones) at once.
 pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 NAME = "live/<b>cam</b>"  # a stream name is user input: the page must show it, not render it
 PUBLISH = f"#!::r={NAME},m=publish"
 REQUEST = f"#!::r={NAME},m=request"
