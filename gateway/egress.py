@@ -172,7 +172,8 @@ class Sender:
     #: the socket state before each read and ends on a broken one, leaving what libsrt holds
     #: unread), and a loaded one reads late. With 0.25 s the close reached the README's
     #: GStreamer recorder 0.25-0.30 s after the tail's play time (its srtsrc log, 19 loaded
-    #: runs), and loaded runs left it 25,944 TS bytes (~0.3 s) short of its bill. The
+    #: runs; it read at most 0.11 s late there); a recorder made to read late (identity
+    #: sleep-time) wrote up to 97 kB less than its bill with 0.25 s, 44 kB with 1 s. The
     #: default `drain_timeout_s` (2 s) holds it with latencies up to ~0.9 s; past that, the
     #: slack shrinks to what the timeout leaves, down to `DRAIN_MIN_SLACK_S` (then a timeout
     #: bills nothing of the tail: dropped). No margin covers a reader slower than real time.
