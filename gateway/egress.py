@@ -166,6 +166,23 @@ class Sender:
     #: sees gone it knows gone only by then, and the receiver's deadline is ~half a latency.
     LOSSY_CHECK_US: Final = 10_000
 
+    #: What the end-of-session drain waits past the tail's play time at the receiver (s)
+    #: before confirming it: the viewer's application must have read the tail by the time our
+    #: close reaches it, since a client may stop reading then (GStreamer 1.22's srtsrc checks
+    #: the socket state before each read and ends on a broken one, leaving what libsrt holds
+    #: unread), and a loaded one reads late. With 0.25 s the close reached the README's
+    #: GStreamer recorder 0.25-0.30 s after the tail's play time (its srtsrc log, 19 loaded
+    #: runs; it read at most 0.11 s late there); a recorder made to read late (identity
+    #: sleep-time) wrote up to 97 kB less than its bill with 0.25 s, 44 kB with 1 s. The
+    #: default `drain_timeout_s` (2 s) holds it with latencies up to ~0.9 s; past that, the
+    #: slack shrinks to what the timeout leaves, down to `DRAIN_MIN_SLACK_S` (then a timeout
+    #: bills nothing of the tail: dropped). No margin covers a reader slower than real time.
+    DRAIN_READ_SLACK_S: Final = 1.0
+
+    #: The least the drain waits past the tail's play time (s): the rule before
+    #: `DRAIN_READ_SLACK_S`, kept for latencies the drain timeout leaves no more room for.
+    DRAIN_MIN_SLACK_S: Final = 0.25
+
     #: Cap on units awaiting confirmation, enforced on each check. libsrt's send buffer bounds
     #: them already (a unit holds at least one payload, and only two check intervals' worth
     #: may have left the buffer unsettled); past the cap the oldest are counted dropped (bill
@@ -495,20 +512,28 @@ class Sender:
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded by `timeout_s`) until the viewer has the tail: libsrt's send buffer is
         acknowledged, then one latency more (the negotiated one, when the viewer asked for more
-        than ours), since the receiver holds packets for their TSBPD play time and drops what
-        it still holds when our close reaches it. When it gets there, the units still pending
-        are confirmed delivered (billed) or dropped."""
+        than ours) and `DRAIN_READ_SLACK_S`, since the receiver holds packets for their TSBPD
+        play time and its application must have read them before our close reaches it: a
+        client may stop reading at the close with data still in its buffer (GStreamer's
+        srtsrc checks the socket state before each read). When it gets there, the units still
+        pending are confirmed delivered (billed) or dropped; a timeout first leaves them to
+        `settle()` (dropped)."""
         with contextlib.suppress(TimeoutError, SrtError):
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(timeout_s) as scope:
                 # libsrt offers no event for "send buffer empty": poll it, bounded.
                 while self._conn.send_buffer_bytes() > 0 and not self._conn.ended:  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
                 empty_us = srt_now_us()
                 if not self._conn.ended:
                     # The receiver plays out with the negotiated latency, which a viewer asking
-                    # for more than ours raises; a loaded receiver plays out late, hence the margin.
+                    # for more than ours raises; its application then reads, late when loaded.
+                    # A slack the timeout cannot hold shrinks, down to the minimum, so that
+                    # a long latency still gets its tail confirmed.
                     peer_s = self._conn.peer_latency_ms() / 1000
-                    await asyncio.sleep(max(self._watch.latency_s, peer_s) + 0.25)
+                    play_s = max(self._watch.latency_s, peer_s)
+                    left_s = (scope.when() or 0.0) - asyncio.get_running_loop().time()
+                    slack_s = min(self.DRAIN_READ_SLACK_S, left_s - play_s - 0.05)
+                    await asyncio.sleep(play_s + max(slack_s, self.DRAIN_MIN_SLACK_S))
                     if not self._conn.ended:
                         self._confirm_drained(empty_us)
 
