@@ -35,7 +35,8 @@ outside that slack its figures and the viewers' libsrt receive drops: a receiver
 too late to play and acknowledges past them, so the gateway's bill counts them delivered.
 
 Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
-seconds per publisher, default 30: a round holds two scrapes and two thumbnails a broadcast),
+seconds per publisher, default 24, the whole input: a round holds two scrapes and two
+thumbnails a broadcast),
 MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 12 minutes in all), MOQSRT_OPBENCH_CONFIGS
 (default "off,on,stress"; "off" first, each other one is held against it; also ledger, http,
 http1).
@@ -86,7 +87,7 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 
 
 SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
-SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "30"))
+SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "24"))  # all of bench_gateway's input
 REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "3"))
 #: `moqsrt` from this checkout: the venv's console script imports the package it was installed
 #: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
