@@ -2,7 +2,7 @@
 
 The relay shape of bench_gateway (its helpers, imported: the cached ~8.5 Mbit/s 720p30 input,
 `ffmpeg -re -c copy` publishers, one viewer process of Python SRT callers on one UDP port that
-only counts bytes), run through `moqsrt serve` in two configurations:
+only counts bytes), run through `moqsrt serve` in these configurations:
 
 - `off`: `--ledger off --http off` (and `--moq off`, as in both);
 - `on`, what issue 11 means by on: the usage ledger in SQLite in a temporary directory at its
@@ -18,7 +18,7 @@ only counts bytes), run through `moqsrt serve` in two configurations:
   `http`, the page and Prometheus alone, `http1`, the 1 s poll alone.
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
-the two configurations run one after the other (off, on, off, on, ...), so that drift on the
+the configurations run one after the other (off, on, stress, off, ...), so that drift on the
 shared machine hits both; the verdict per shape is the median over rounds of the per-round
 ratio `on / off` of the gateway's CPU seconds per delivered GB (1e9 bytes the viewers
 received). CPU is user + sys of the `moqsrt serve` process (all threads: the ledger's and the
