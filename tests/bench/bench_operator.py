@@ -19,7 +19,7 @@ only counts bytes), run through `moqsrt serve` in these configurations:
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
 the configurations run one after the other (off, on, stress, off, ...), so that drift on the
-shared machine hits both; the verdict per shape is the median over rounds of the per-round
+shared machine hits all; the verdict per shape is the median over rounds of the per-round
 ratio `on / off` of the gateway's CPU seconds per delivered GB (1e9 bytes the viewers
 received). CPU is user + sys of the `moqsrt serve` process (all threads: the ledger's and the
 metrics formatting's included), from /proc/PID/stat, from the publishers' start to the end of
