@@ -2,26 +2,24 @@
 
 The relay shape of bench_gateway (its helpers, imported: the cached ~8.5 Mbit/s 720p30 input,
 `ffmpeg -re -c copy` publishers, one viewer process of Python SRT callers on one UDP port that
-only counts bytes), run through `moqsrt serve` in two configurations:
+only counts bytes), run through `moqsrt serve` in these configurations:
 
 - `off`: `--ledger off --http off` (and `--moq off`, as in both);
-- `on`: the usage ledger in SQLite in a temporary directory, flushed every second
-  (`--ledger-interval 1000`), and the HTTP listener on loopback, with a poller in this process
-  that every second GETs `/metrics`, `/api/v1/broadcasts` and `/` (the status page), and each
-  listed broadcast's thumbnail (the broadcast's own `thumbnail` URL when its JSON has one, else
-  `/api/v1/broadcasts/{path}/thumbnail.jpg`): a Prometheus and an open status page, each on
-  a kept-alive connection as those clients do. Each route's answers are counted by status (a
-  404 from a route not served yet counts as such);
-- for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,on,ledger,http): `ledger`, the ledger alone, and
-  `http`, the polled HTTP listener alone;
-- `on15` (and `http15`): as `on` (`http`), with the poller scraping every 15 s, Prometheus's
-  default interval, instead of every second; its first scrape 2 s after the publishers start
-  (once their broadcasts are listed). A run delivers for ~10 s, so it holds one scrape: one
-  per ~10 s, more than one per 15 s (an upper bound).
+- `on`, what issue 11 means by on: the usage ledger in SQLite in a temporary directory at its
+  default interval (1 s), and the HTTP listener on loopback with, in this process, a Prometheus
+  scraping `/metrics` every 15 s (its default; first 2 s after the publishers start) and a
+  browser with the status page open: `/` once, then `/status.json` every 2 s and each listed
+  broadcast's thumbnail every 15 s (again at the next poll after a 404), the page's own cadence
+  (`page.js`). Each client keeps its connection alive, as those clients do. Each route's
+  answers are counted by status;
+- `stress`: the ledger, and every second `/metrics`, `/`, `/api/v1/broadcasts` and each
+  listed broadcast's thumbnail (a far heavier surface than any real client: printed beside);
+- for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,ledger,http,http1): `ledger`, the ledger alone,
+  `http`, the page and Prometheus alone, `http1`, the 1 s poll alone.
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
-the two configurations run one after the other (off, on, off, on, ...), so that drift on the
-shared machine hits both; the verdict per shape is the median over rounds of the per-round
+the configurations run one after the other (off, on, stress, off, ...), so that drift on the
+shared machine hits all; the verdict per shape is the median over rounds of the per-round
 ratio `on / off` of the gateway's CPU seconds per delivered GB (1e9 bytes the viewers
 received). CPU is user + sys of the `moqsrt serve` process (all threads: the ledger's and the
 metrics formatting's included), from /proc/PID/stat, from the publishers' start to the end of
@@ -37,9 +35,11 @@ outside that slack its figures and the viewers' libsrt receive drops: a receiver
 too late to play and acknowledges past them, so the gateway's bill counts them delivered.
 
 Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
-seconds per publisher, default 8), MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 3 minutes in
-all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against it;
-also ledger, http, on15, http15).
+seconds per publisher, default 24, the whole input: a round holds two scrapes and two
+thumbnails a broadcast),
+MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 12 minutes in all), MOQSRT_OPBENCH_CONFIGS
+(default "off,on,stress"; "off" first, each other one is held against it; also ledger, http,
+http1).
 """
 
 # No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
@@ -87,16 +87,26 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 
 
 SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
-SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "8"))
+SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "24"))  # all of bench_gateway's input
 REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "3"))
 #: `moqsrt` from this checkout: the venv's console script imports the package it was installed
 #: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
 #: children's working directory) imports this one.
 GATEWAY = (PYTHON, "-m", "gateway.cli")
 POLL_S = 1.0
+"""`stress`: seconds between polls of everything"""
+SCRAPE_S = 15.0
+"""`on`: seconds between Prometheus scrapes (its default interval)"""
+PAGE_POLL_S = 2.0
+"""`on`: seconds between the status page's `/status.json` polls (page.js POLL_MS)"""
+THUMBNAIL_S = 15.0
+"""`on`: seconds between a card's thumbnail asks (page.js THUMBNAIL_MS)"""
 GOAL = 1.03
-#: off, on, and for a breakdown: ledger (the ledger alone), http (the polled HTTP listener alone)
-CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on").split(","))
+#: off, on, stress, and for a breakdown: ledger (the ledger alone), http (the page and
+#: Prometheus alone), http1 (the 1 s poll alone)
+CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on,stress").split(","))
+_WITH_LEDGER = ("on", "stress", "ledger")
+_WITH_HTTP = {"on": "page", "http": "page", "stress": "stress", "http1": "stress"}
 
 
 def free_tcp_port() -> int:
@@ -114,39 +124,59 @@ def _tcp_open(port: int) -> bool:
 
 
 class Poller(threading.Thread):
-    """Scrapes the gateway's HTTP surface every `POLL_S` seconds until `stop()`; counts each
-    route's answers by status (0: no answer) in `counts[(route, status)]`.
+    """Asks the gateway's HTTP surface as its clients do until `stop()`; counts each route's
+    answers by status (0: no answer) in `counts[(route, status)]`.
 
-    Like the clients it stands for, it keeps its connections open (HTTP/1.1 keep-alive): one
-    for the Prometheus scrape of `/metrics`, one for the browser showing the page, its JSON
-    and thumbnails. A connection that fails is opened again on its next request.
+    `mode` "page" (the `on` configuration): a Prometheus scraping `/metrics` every
+    `SCRAPE_S` (first at `first_s`), and a browser with the status page open: `/` once, then
+    `/status.json` every `PAGE_POLL_S`, each listed broadcast's thumbnail when not asked for
+    `THUMBNAIL_S` (asked again at the next poll after a 404), as `page.js` does. `mode` "stress"
+    (the `stress` configuration): every `POLL_S`, `/metrics`, `/`, `/api/v1/broadcasts` and
+    each listed broadcast's thumbnail. Like the clients it stands for, it keeps its
+    connections open (HTTP/1.1 keep-alive): one for Prometheus, one for the browser. A
+    connection that fails is opened again on its next request.
     """
 
-    def __init__(self, port: int, interval_s: float = POLL_S, first_s: float = 0.0) -> None:
+    def __init__(self, port: int, mode: str, first_s: float = 2.0) -> None:
         super().__init__(name="poller", daemon=True)
         self.port = port
-        self.interval_s = interval_s
+        self.mode = mode
         self.first_s = first_s
         self.counts: Counter[tuple[str, int]] = Counter()
         self.bytes = 0
         self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._thumb_at: dict[str, float] = {}
         self._halt = threading.Event()
 
     def stop(self) -> None:
-        """Stop polling, wait for the scrape in progress, close the connections."""
+        """Stop polling, wait for the request in progress, close the connections."""
         self._halt.set()
         self.join(10)
         for conn in self._conns.values():
             conn.close()
 
     def run(self) -> None:
-        self._halt.wait(self.first_s)
-        while not self._halt.is_set():
-            started = time.monotonic()
-            self._scrape()
-            self._halt.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+        if self.mode == "stress":
+            while not self._halt.is_set():
+                started = time.monotonic()
+                self._scrape()
+                self._halt.wait(max(0.0, POLL_S - (time.monotonic() - started)))
+            return
+        start = time.monotonic()
+        self._get("browser", "page", "/")
+        due = {"metrics": start + self.first_s, "status": start + PAGE_POLL_S}
+        while True:
+            what, at = min(due.items(), key=lambda item: item[1])
+            if self._halt.wait(max(0.0, at - time.monotonic())):
+                return
+            if what == "metrics":
+                self._get("prometheus", "metrics", "/metrics")
+                due[what] = at + SCRAPE_S
+            else:
+                self._page_poll()
+                due[what] = time.monotonic() + PAGE_POLL_S  # page.js: setTimeout after each
 
-    def _get(self, client: str, route: str, url: str) -> bytes:
+    def _get(self, client: str, route: str, url: str) -> tuple[int, bytes]:
         status, body = 0, b""
         conn = self._conns.get(client)
         if conn is None:
@@ -160,17 +190,33 @@ class Poller(threading.Thread):
             del self._conns[client]
         self.counts[(route, status)] += 1
         self.bytes += len(body)
-        return body
+        return status, body
+
+    @staticmethod
+    def _listed(body: bytes) -> list[dict[str, Any]]:
+        try:
+            listed: list[dict[str, Any]] = json.loads(body)["broadcasts"] if body else []
+        except (ValueError, KeyError, TypeError):
+            listed = []
+        return listed
+
+    def _page_poll(self) -> None:
+        _, body = self._get("browser", "status", "/status.json")
+        for item in self._listed(body):
+            url = _thumbnail_url(item)
+            now = time.monotonic()
+            if now - self._thumb_at.get(url, -1e9) < THUMBNAIL_S:
+                continue
+            self._thumb_at[url] = now
+            status, _ = self._get("browser", "thumbnail", url)
+            if status != 200:
+                self._thumb_at[url] = -1e9
 
     def _scrape(self) -> None:
         self._get("prometheus", "metrics", "/metrics")
         self._get("browser", "page", "/")
-        body = self._get("browser", "broadcasts", "/api/v1/broadcasts")
-        try:
-            listed = json.loads(body)["broadcasts"] if body else []
-        except (ValueError, KeyError, TypeError):
-            listed = []
-        for item in listed:
+        _, body = self._get("browser", "broadcasts", "/api/v1/broadcasts")
+        for item in self._listed(body):
             self._get("browser", "thumbnail", _thumbnail_url(item))
 
 
@@ -289,12 +335,12 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
     port = free_udp_port()
     argv = [*GATEWAY, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
     argv += ["--var-dir", str(tmp / "var")]
-    with_ledger = config in ("on", "ledger", "on15")
-    with_http = config in ("on", "http", "on15", "http15")
-    poll_s, first_s = (15.0, 2.0) if config.endswith("15") else (POLL_S, 0.0)
+    with_ledger = config in _WITH_LEDGER
+    mode = _WITH_HTTP.get(config)
+    with_http = mode is not None
     http_port = free_tcp_port() if with_http else 0
-    if with_ledger:
-        argv += ["--ledger", str(ledger), "--ledger-interval", "1000"]
+    if with_ledger:  # at its default interval
+        argv += ["--ledger", str(ledger)]
     else:
         argv += ["--ledger", "off"]
     argv += ["--http", f"{HOST}:{http_port}" if with_http else "off"]
@@ -314,7 +360,8 @@ def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
             argv = ffmpeg_publish(src, SECONDS, [url])
             publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
         if with_http:  # after the last fork: Popen's preexec_fn and threads do not mix
-            poller = Poller(http_port, poll_s, first_s)
+            assert mode is not None
+            poller = Poller(http_port, mode)
             poller.start()
         wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
         with contextlib.suppress(RuntimeError):  # bounded, as in bench_gateway
@@ -375,7 +422,9 @@ def print_report(runs: list[Run]) -> None:
     """The per-run table, the per-shape ratios and the ledger checks."""
     print(
         f"{SECONDS:g} s of ~8.5 Mbit/s per publisher; off = --ledger off --http off; on = "
-        f"ledger (SQLite, 1 s) + HTTP polled every {POLL_S:g} s (on15, http15: every 15 s)"
+        f"ledger (SQLite, default interval) + /metrics every {SCRAPE_S:g} s + a status page "
+        f"open (/status.json every {PAGE_POLL_S:g} s, thumbnails every {THUMBNAIL_S:g} s); "
+        f"stress = ledger + everything polled every {POLL_S:g} s"
     )
     print(
         f"{'shape':>5} {'config':>6} {'round':>5} {'viewers':>7} {'delivered MB':>12} "
@@ -415,7 +464,7 @@ def print_report(runs: list[Run]) -> None:
             added_sys = statistics.median((b.sys_s - a.sys_s) / b.wall_s * 1000 for a, b in pairs)
             listed = ", ".join(f"{x:.3f}" for x in ratios)
             goal = ""
-            if config in ("on", "on15"):
+            if config == "on":
                 goal = f"; goal < {GOAL}: {'met' if median < GOAL else 'NOT met'}"
             print(
                 f"{name} {config}/off: CPU s per delivered GB, median off {off:.2f}, {config} "

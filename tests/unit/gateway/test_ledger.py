@@ -13,7 +13,9 @@ import pytest
 
 from gateway.ledger import Ledger
 from gateway.ledger_db import (
+    LIFECYCLE,
     SCHEMA_VERSION,
+    USAGE,
     IntervalRow,
     LedgerError,
     LedgerReader,
@@ -165,6 +167,32 @@ def test_writing_a_batch_twice_is_harmless(tmp_path: Path) -> None:
     assert write_batch(conn, [row], [srow]) == 0
     assert conn.execute("SELECT COUNT(*), SUM(frames) FROM records").fetchone() == (2, 8)
     conn.close()
+
+
+def test_an_interval_record_keeps_its_totals_whole_in_its_detail(tmp_path: Path) -> None:
+    # Full totals (each flush's case, formatted directly) and partial or odd ones (encoded).
+    full = {name: 10**15 + i for i, name in enumerate((*USAGE, *LIFECYCLE))}
+    cases: list[dict[str, Any]] = [full, {"frames": 4}, {**full, "frames": 2.5}]
+    rows = [
+        IntervalRow(
+            node="n",
+            run="r",
+            interval=i,
+            path="p",
+            tier="t",
+            role="egress",
+            start_at=0.0,
+            end_at=1.0,
+            counts={"frames": 1},
+            totals=totals,
+        )
+        for i, totals in enumerate(cases)
+    ]
+    conn = connect(tmp_path / "l.sqlite3")
+    write_batch(conn, rows, [])
+    conn.close()
+    with LedgerReader(tmp_path / "l.sqlite3") as reader:
+        assert [dict(r.detail) for r in reader.read_since(0)] == cases
 
 
 async def test_a_failed_write_keeps_everything_for_the_next_flush(tmp_path: Path) -> None:
