@@ -537,8 +537,14 @@ class IoCore:
             sock.close()
             return
         self._own(sock, weakref.ref(conn))
-        self._entries[sock.handle] = _ConnEntry(sock, conn, state.options, discard)
+        accepted = _ConnEntry(sock, conn, state.options, discard)
+        self._entries[sock.handle] = accepted
         events.append((listener._feed_accepted, conn))
+        if sock.state() != SockStatus.SRTS_CONNECTED:
+            # libsrt raises no epoll event for a socket that broke before it was added (a caller
+            # that hung up right after its handshake): read it now, so the break is seen and the
+            # session ends instead of waiting for a shutdown.
+            self._read(accepted, events)
 
     def _connected(self, entry: _ConnectingEntry, events: list[_Event]) -> None:
         status = entry.sock.state()

@@ -309,6 +309,47 @@ async def test_clean_close_is_eof_for_the_peer(no_leaks: object) -> None:
         listener.close()
 
 
+HANGUP_CALLERS = """
+import sys
+from gateway.srt import lib
+from gateway.srt.addresses import pack_sockaddr
+from gateway.srt.sockets import SrtSocket
+lib.load(); lib.startup()
+for _ in range(int(sys.argv[2])):
+    sock = SrtSocket.create()
+    sock.connect(pack_sockaddr("127.0.0.1", int(sys.argv[1])))
+    sock.close()
+lib.cleanup()
+"""
+
+
+async def test_callers_that_hang_up_right_after_the_handshake_end_their_connections(
+    no_leaks: object,
+) -> None:
+    # A caller whose SHUTDOWN arrives before the I/O thread accepted and polled its socket:
+    # libsrt raises no epoll event for a socket already broken when it is added, so without
+    # a read at accept such a connection never ended (a session held until shutdown).
+    callers = 12
+    async with SrtReactor() as reactor:
+        listener = await reactor.listen("127.0.0.1", 0, None, accept_all)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HANGUP_CALLERS, str(listener.port), str(callers), cwd=str(ROOT)
+        )
+        try:
+            accepted = [await asyncio.wait_for(listener.accept(), 10) for _ in range(callers)]
+        finally:
+            assert await asyncio.wait_for(child.wait(), 20) == 0
+        async with asyncio.timeout(4):  # well before libsrt's ~5 s idle timeout
+            for conn in accepted:
+                while await conn.recv_batch():
+                    pass
+                await conn.wait_closed()
+        assert all(conn.ended for conn in accepted)
+        for conn in accepted:
+            conn.close()
+        await listener.aclose()
+
+
 KILLED_CALLER = """
 import sys, time
 from gateway.srt import lib
