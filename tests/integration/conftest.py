@@ -182,16 +182,25 @@ def ffmpeg_publish_argv(
 
 
 def ffmpeg_pull_argv(
-    port: int, stream_id: str, out: Path, *, silence_s: float = 4.0, **params: str | int
+    port: int,
+    stream_id: str,
+    out: Path,
+    *,
+    silence_s: float = 4.0,
+    loglevel: str = "error",
+    input_options: Sequence[str] = (),
+    **params: str | int,
 ) -> list[str]:
-    """ffmpeg reading a broadcast into a TS file (stream copy); gives up after `silence_s`."""
+    """ffmpeg reading a broadcast into a TS file (stream copy); gives up after `silence_s`.
+    `input_options` go before `-i` (options ffmpeg's SRT input ignores inside the URL)."""
     return [
         "ffmpeg",
         "-hide_banner",
         "-nostdin",
         "-loglevel",
-        "error",
+        loglevel,
         "-y",
+        *input_options,
         "-i",
         srt_url(port, stream_id, timeout=int(silence_s * 1_000_000), **params),
         "-map",

@@ -28,7 +28,6 @@ from tests.integration.conftest import (
     ffmpeg_publish_argv,
     ffmpeg_pull_argv,
     poll_until,
-    srt_url,
 )
 from tests.integration.test_srt_embedding import send_file
 
@@ -131,25 +130,13 @@ async def test_a_viewer_whose_receiver_drops_late_packets_is_billed_no_more_than
     async with gateway() as gw:
         reader = procs.start(
             "late-pull",
-            [
-                "ffmpeg",
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "verbose",  # for the input's "Statistics: N bytes read" at the end
-                "-y",
-                "-recv_buffer_size",
-                "3000",
-                "-i",
-                srt_url(gw.port, "#!::r=live/late,m=request", timeout=4_000_000),
-                "-map",
-                "0",
-                "-c",
-                "copy",
-                "-f",
-                "mpegts",
-                str(out),
-            ],
+            ffmpeg_pull_argv(
+                gw.port,
+                "#!::r=live/late,m=request",
+                out,
+                loglevel="verbose",  # for the input's "Statistics: N bytes read" at the end
+                input_options=["-recv_buffer_size", "3000"],
+            ),
         )
         await poll_until(lambda: gw.server.sessions == 1, 10)
         publisher = procs.start("publish", ffmpeg_publish_argv(gw.port, "#!::r=live/late"))
