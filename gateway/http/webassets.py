@@ -12,13 +12,11 @@
 `data-url` is the MoQ listener as `http://`: the player fetches the certificate's hash from
 `/certificate.sha256` on that port (`gateway.moq.fingerprint`), then dials `https://` by
 WebTransport. `add_web_routes(app, root)` adds the route; a bundle that was not built answers
-404 and logs `web.not_built` (once per file) saying how to build it. `player_html(url, name)`
-writes one placeholder (escaped); `PLAYER_SCRIPT` is the script tag, once per page.
+404 and logs `web.not_built` (once per file) saying how to build it.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from pathlib import Path
 from typing import Final
@@ -26,14 +24,10 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-__all__ = ["DEFAULT_WEB_ROOT", "PLAYER_SCRIPT", "add_web_routes", "player_html"]
+__all__ = ["DEFAULT_WEB_ROOT", "add_web_routes"]
 
 DEFAULT_WEB_ROOT: Final = Path(__file__).resolve().parents[2] / "web" / "dist"
 """Where `make deps` puts the bundle in a source checkout (`web/dist`)."""
-
-PLAYER_SCRIPT: Final = '<script type="module" src="/web/player.js"></script>'
-"""The tag that loads the player; it mounts every placeholder in the page (and
-`window.moqMountPlayers()` mounts those added later)."""
 
 _CONTENT_TYPES: Final = {".js": "text/javascript", ".map": "application/json"}
 # One plain file name: no directories, no dot files, nothing to climb out of the root with.
@@ -69,13 +63,3 @@ def add_web_routes(app: web.Application, root: Path = DEFAULT_WEB_ROOT) -> None:
         )
 
     app.router.add_get("/web/{file}", asset)
-
-
-def player_html(url: str, name: str) -> str:
-    """A `div.moq-player` placeholder playing broadcast `name` from the MoQ listener at `url`
-    (`http://HOST:PORT/` for a self-signed listener, `https://...` for a CA-issued one), with
-    both attribute values HTML-escaped."""
-    return (
-        f'<div class="moq-player" data-url="{html.escape(url, quote=True)}" '
-        f'data-name="{html.escape(name, quote=True)}"></div>'
-    )

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from gateway.http.webassets import DEFAULT_WEB_ROOT, PLAYER_SCRIPT, add_web_routes, player_html
+from gateway.http.webassets import DEFAULT_WEB_ROOT, add_web_routes
 from gateway.moq.record import MoqSessionRecord
 from tests.integration.conftest import (
     CHROMIUM,
@@ -78,7 +78,8 @@ async def serve_page(moq_port: int) -> AsyncIterator[str]:
     127.0.0.1 (another origin than the MoQ listener, as the status page is)."""
     html = (
         "<!doctype html><html><head><meta charset='utf-8'><title>player</title></head><body>"
-        f"{player_html(f'http://{HOST}:{moq_port}/', PATH)}{PLAYER_SCRIPT}</body></html>"
+        f'<div class="moq-player" data-url="http://{HOST}:{moq_port}/" data-name="{PATH}"></div>'
+        '<script type="module" src="/web/player.js"></script></body></html>'
     )
 
     async def page(request: web.Request) -> web.Response:
