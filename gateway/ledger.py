@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from operator import attrgetter, sub
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
@@ -42,6 +43,7 @@ from gateway.ledger_db import (
     LedgerRecord,
     SessionRow,
 )
+from gateway.threadname import name_this_thread
 from model import StatsHandle
 
 __all__ = [
@@ -145,7 +147,11 @@ class Ledger:
         file is not a usable ledger, `ValueError` for a non-positive interval."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moqsrt-ledger")
+        executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="moqsrt-ledger",
+            initializer=partial(name_this_thread, "moqsrt-ledger"),
+        )
         path = Path(path)
         try:
             conn = await asyncio.get_running_loop().run_in_executor(

@@ -25,12 +25,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Literal
 
 import av
 import structlog
 
 from gateway.http.sources import INTERNAL_TIER, read_catalog
+from gateway.threadname import name_this_thread
 from model import (
     BroadcastConsumer,
     ModelError,
@@ -183,7 +185,11 @@ class Thumbnails:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moqsrt-thumbnail")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="moqsrt-thumbnail",
+            initializer=partial(name_this_thread, "moqsrt-thumb"),
+        )
         self._closed = False
         self.decoded = 0
         """Keyframes decoded so far (for tests and curiosity)."""

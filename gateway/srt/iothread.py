@@ -39,6 +39,7 @@ from gateway.srt.lib import EpollOpt, SockOpt, SockStatus, SrtErrno
 from gateway.srt.listener import ListenerState
 from gateway.srt.sockets import SrtSocket
 from gateway.srt.values import LinkStats, SrtOptions
+from gateway.threadname import name_this_thread
 
 __all__ = ["IoCore"]
 
@@ -318,6 +319,7 @@ class IoCore:
     # -- the thread
 
     def _run(self) -> None:
+        name_this_thread(f"srt-io-{self._eid}")
         try:
             self._serve()
         except BaseException:  # noqa: BLE001 - log it; the shutdown below must still run
