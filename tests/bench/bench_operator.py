@@ -56,7 +56,9 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,7 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 
 SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
 SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "24"))  # all of bench_gateway's input
-REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "3"))
+REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "4"))
 #: `moqsrt` from this checkout: the venv's console script imports the package it was installed
 #: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
 #: children's working directory) imports this one.
@@ -265,6 +267,8 @@ class Run:
     polls: Counter[tuple[str, int]] = field(default_factory=Counter)
     ledger: Reconciled | None = None
     errors: list[str] = field(default_factory=list)
+    threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds per thread name over the window (`thread_cpu`)"""
 
     @property
     def cpu_per_gb(self) -> float:
@@ -315,6 +319,23 @@ def reconcile(ledger: Path, per_viewer: dict[str, int]) -> Reconciled:
     return out
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of `pid`, summed by kernel name (`loop` for the main
+    thread, where the event loop runs; libsrt and the gateway name theirs)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    head, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            fields = rest.split()
+            name = "loop" if tid == str(pid) else head.partition("(")[2]
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def _sys_s(proc: Proc) -> float:
     """System CPU seconds of a running child so far (0 once it ended)."""
     try:
@@ -324,76 +345,126 @@ def _sys_s(proc: Proc) -> float:
         return 0.0
 
 
-def run_once(config: str, shape: tuple[int, int], src: Path, tmp: Path) -> Run:
-    """One `moqsrt serve` run of `shape` (publishers, viewers each) in `config` (`CONFIGS`)."""
-    pubs, views = shape
-    result = Run(shape=shape, config=config, round=0)
-    procs = Procs(tmp)
-    procs.tmp.mkdir(parents=True, exist_ok=True)
+@dataclass
+class _Gateway:
+    """One `moqsrt serve` of a paired run, with its own ports, files and viewer process."""
+
+    config: str
+    tmp: Path
+    port: int
+    http_port: int
+    proc: Proc
+    viewer: Proc | None = None
     poller: Poller | None = None
-    ledger = tmp / "ledger.sqlite3"
+    cpu0: float = 0.0
+    sys0: float = 0.0
+    threads0: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ledger(self) -> Path:
+        """The ledger file (for configurations with a ledger)."""
+        return self.tmp / "ledger.sqlite3"
+
+    @property
+    def mode(self) -> str | None:
+        """The poller's mode, None without HTTP."""
+        return _WITH_HTTP.get(self.config)
+
+
+def _start_gateway(procs: Procs, config: str, tmp: Path) -> _Gateway:
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_udp_port()
+    http_port = free_tcp_port() if config in _WITH_HTTP else 0
     argv = [*GATEWAY, "serve", "--srt", f"{HOST}:{port}", "--log-format", "json", "--moq", "off"]
     argv += ["--var-dir", str(tmp / "var")]
-    with_ledger = config in _WITH_LEDGER
-    mode = _WITH_HTTP.get(config)
-    with_http = mode is not None
-    http_port = free_tcp_port() if with_http else 0
-    if with_ledger:  # at its default interval
-        argv += ["--ledger", str(ledger)]
-    else:
-        argv += ["--ledger", "off"]
-    argv += ["--http", f"{HOST}:{http_port}" if with_http else "off"]
+    # The ledger at its default interval, or none.
+    argv += ["--ledger", str(tmp / "ledger.sqlite3") if config in _WITH_LEDGER else "off"]
+    argv += ["--http", f"{HOST}:{http_port}" if http_port else "off"]
+    proc = procs.start(f"moqsrt-{config}", argv)
+    return _Gateway(config=config, tmp=tmp, port=port, http_port=http_port, proc=proc)
+
+
+def run_group(configs: Sequence[str], shape: tuple[int, int], src: Path, tmp: Path) -> list[Run]:
+    """One paired run of `shape` (publishers, viewers each): a `moqsrt serve` per configuration
+    (`CONFIGS`), all at once, fed by the same publishers (one ffmpeg per stream, tee'd to every
+    gateway) and each read by its own viewer process; every gateway's CPU is taken over the
+    same window. Running them side by side is what makes the ratio measurable on a shared
+    machine: whatever else runs there slows them alike, where one after the other a round's
+    ratio moved by 10-40 %."""
+    pubs, views = shape
+    procs = Procs(tmp)
+    procs.tmp.mkdir(parents=True, exist_ok=True)
+    gateways: list[_Gateway] = []
+    results = {config: Run(shape=shape, config=config, round=0) for config in configs}
     try:
-        gateway = procs.start("moqsrt", argv)
-        wait_for(lambda: udp_bound(port), 15, "moqsrt to listen")
-        if with_http:
-            wait_for(lambda: _tcp_open(http_port), 15, "moqsrt's HTTP listener")
+        for config in configs:
+            gateways.append(_start_gateway(procs, config, tmp / config))
+        for gw in gateways:
+            wait_for(partial(udp_bound, gw.port), 15, f"moqsrt {gw.config} to listen")
+            if gw.http_port:
+                wait_for(partial(_tcp_open, gw.http_port), 15, "moqsrt's HTTP listener")
         sids = [f"#!::r=bench/s{p},m=request" for p in range(pubs) for _ in range(views)]
-        viewer = procs.start("viewers", viewer_argv(SECONDS + 40, connect=port, sids=sids))
-        wait_for(lambda: _ready(viewer), 15, "the viewer process")
-        publishers: list[Proc] = []
-        cpu0, sys0 = gateway.cpu_s(), _sys_s(gateway)
+        for gw in gateways:
+            argv = viewer_argv(SECONDS + 40, connect=gw.port, sids=sids)
+            gw.viewer = procs.start(f"viewers-{gw.config}", argv)
+        for gw in gateways:
+            assert gw.viewer is not None
+            wait_for(partial(_ready, gw.viewer), 15, "the viewer process")
+        for gw in gateways:
+            gw.cpu0, gw.sys0 = gw.proc.cpu_s(), _sys_s(gw.proc)
+            gw.threads0 = thread_cpu(gw.proc.pid)
         started = time.monotonic()
+        publishers: list[Proc] = []
         for p in range(pubs):
-            url = srt_url(port, streamid=f"#!::r=bench/s{p},m=publish", linger=2)
-            argv = ffmpeg_publish(src, SECONDS, [url])
+            sid = f"#!::r=bench/s{p},m=publish"
+            urls = [srt_url(gw.port, streamid=sid, linger=2) for gw in gateways]
+            argv = ffmpeg_publish(src, SECONDS, urls)
             publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
-        if with_http:  # after the last fork: Popen's preexec_fn and threads do not mix
-            assert mode is not None
-            poller = Poller(http_port, mode)
-            poller.start()
+        for gw in gateways:  # after the last fork: Popen's preexec_fn and threads do not mix
+            if gw.mode is not None:
+                gw.poller = Poller(gw.http_port, gw.mode)
+                gw.poller.start()
         wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
         with contextlib.suppress(RuntimeError):  # bounded, as in bench_gateway
-            wait_for(lambda: viewer.reap(), 8, "viewers to end")
-        result.cpu_s = gateway.cpu_s() - cpu0
-        result.sys_s = _sys_s(gateway) - sys0
-        result.wall_s = time.monotonic() - started
-        if poller is not None:
-            poller.stop()
-            result.polls = poller.counts
-        viewer.stop()
-        lines = viewer.out.read_text().splitlines()
-        report = json.loads(lines[-1]) if len(lines) > 1 else {"bytes": {}, "errors": []}
-        per_viewer: dict[str, int] = report["bytes"]
-        result.viewers = len(per_viewer)
-        result.delivered = sum(per_viewer.values())
-        result.errors += list(report.get("errors", []))[:3]
-        result.recv_drops = int(report.get("dropped", 0))
-        if result.viewers < pubs * views:
-            result.errors.append(f"only {result.viewers} viewers connected")
-        for pub in publishers:
-            if pub.status not in (0, None):
-                result.errors.append(f"{pub.name} exit {pub.status}: {pub.tail(200)}")
-        gateway.stop(grace_s=15.0)  # SIGINT: sessions end, then the ledger's final flush
-        if gateway.status != 0:
-            result.errors.append(f"moqsrt exit {gateway.status}: {gateway.tail(300)}")
-        if with_ledger:
-            result.ledger = reconcile(ledger, per_viewer)
-        return result
+            wait_for(lambda: all(gw.viewer.reap() for gw in gateways if gw.viewer), 8, "viewers")
+        for gw in gateways:
+            result = results[gw.config]
+            result.cpu_s = gw.proc.cpu_s() - gw.cpu0
+            result.sys_s = _sys_s(gw.proc) - gw.sys0
+            result.wall_s = time.monotonic() - started
+            result.threads = {
+                name: cpu - gw.threads0.get(name, 0.0)
+                for name, cpu in thread_cpu(gw.proc.pid).items()
+            }
+        for gw in gateways:
+            result = results[gw.config]
+            if gw.poller is not None:
+                gw.poller.stop()
+                result.polls = gw.poller.counts
+            assert gw.viewer is not None
+            gw.viewer.stop()
+            lines = gw.viewer.out.read_text().splitlines()
+            report = json.loads(lines[-1]) if len(lines) > 1 else {"bytes": {}, "errors": []}
+            per_viewer: dict[str, int] = report["bytes"]
+            result.viewers = len(per_viewer)
+            result.delivered = sum(per_viewer.values())
+            result.errors += list(report.get("errors", []))[:3]
+            result.recv_drops = int(report.get("dropped", 0))
+            if result.viewers < pubs * views:
+                result.errors.append(f"only {result.viewers} viewers connected")
+            for pub in publishers:
+                if pub.status not in (0, None):
+                    result.errors.append(f"{pub.name} exit {pub.status}: {pub.tail(200)}")
+            gw.proc.stop(grace_s=15.0)  # SIGINT: sessions end, then the ledger's final flush
+            if gw.proc.status != 0:
+                result.errors.append(f"moqsrt exit {gw.proc.status}: {gw.proc.tail(300)}")
+            if gw.config in _WITH_LEDGER:
+                result.ledger = reconcile(gw.ledger, per_viewer)
+        return [results[config] for config in configs]
     finally:
-        if poller is not None and poller.is_alive():
-            poller.stop()
+        for gw in gateways:
+            if gw.poller is not None and gw.poller.is_alive():
+                gw.poller.stop()
         procs.stop_all()
 
 
@@ -472,12 +543,39 @@ def print_report(runs: list[Run]) -> None:
                 f"added CPU: median {added:.1f} ms per second of delivery ({added_sys:.1f} in "
                 "the kernel)"
             )
+    print()
+    print_threads(runs)
     checked = [r.ledger for r in runs if r.ledger is not None]
     good = sum(1 for x in checked if x.ok)
     print(
         f"ledger vs viewers (billed TS <= received <= billed + skipped + dropped, per path): "
         f"{good}/{len(checked)} runs ok"
     )
+
+
+def print_threads(runs: list[Run]) -> None:
+    """Per shape, each thread's CPU in ms per second of delivery, median over rounds, per
+    configuration and as the difference from `off` (where an added cost lands)."""
+    for shape in SHAPES:
+        name = f"{shape[0]}x{shape[1]}"
+        per: dict[str, dict[str, list[float]]] = {}
+        for r in runs:
+            if r.shape != shape or not r.delivered or not r.wall_s:
+                continue
+            for thread, cpu in r.threads.items():
+                per.setdefault(thread, {}).setdefault(r.config, []).append(cpu / r.wall_s * 1e3)
+        print(f"{name} per thread, ms of CPU per second of delivery (median of rounds):")
+        for thread in sorted(per, key=lambda t: -max(map(statistics.median, per[t].values()))):
+            cells = []
+            base = statistics.median(per[thread].get("off", [0.0]))
+            for config in CONFIGS:
+                values = per[thread].get(config)
+                if not values:
+                    continue
+                med = statistics.median(values)
+                added = f" ({med - base:+.1f})" if config != "off" else ""
+                cells.append(f"{config} {med:.1f}{added}")
+            print(f"  {thread:>16}: " + ", ".join(cells))
 
 
 def main() -> None:
@@ -492,17 +590,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_operator.") as tmpdir:
         tmp = Path(tmpdir)
         for round_ in range(1, REPEAT + 1):
+            # Rotate which gateway starts (and is tee'd to) first, round by round.
+            shift = (round_ - 1) % len(CONFIGS)
+            order = CONFIGS[shift:] + CONFIGS[:shift]
             for shape in SHAPES:
-                for config in CONFIGS:
-                    name = f"{shape[0]}x{shape[1]}"
-                    print(f"{name} {config}, round {round_} of {REPEAT} ...", flush=True)
-                    where = tmp / f"r{round_}-{name}-{config}"
-                    try:
-                        result = run_once(config, shape, src, where)
-                    except Exception as exc:  # noqa: BLE001  (report it and go on)
-                        result = Run(shape=shape, config=config, round=0, errors=[repr(exc)[:300]])
+                name = f"{shape[0]}x{shape[1]}"
+                print(f"{name} {'+'.join(order)}, round {round_} of {REPEAT} ...", flush=True)
+                where = tmp / f"r{round_}-{name}"
+                try:
+                    group = run_group(order, shape, src, where)
+                except Exception as exc:  # noqa: BLE001  (report it and go on)
+                    group = [
+                        Run(shape=shape, config=c, round=0, errors=[repr(exc)[:300]]) for c in order
+                    ]
+                for result in group:
                     result.round = round_
-                    runs.append(result)
+                runs += group
     print()
     print_report(runs)
 
