@@ -41,7 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.http import page
 from gateway.http.metrics import LiveReading, metrics_registry
 from gateway.http.sources import GatewaySources
-from gateway.http.thumbnails import Thumbnails
+from gateway.http.thumbnails import DEFAULT_REFRESH_S, Thumbnails
 
 __all__ = [
     "DEFAULT_USAGE_LIMIT",
@@ -136,25 +136,32 @@ class HttpService:
         path_labels: bool = False,
         rate_interval_s: float = RATE_INTERVAL_S,
         public_page: bool = False,
-        thumbnails: bool = True,
+        thumbnail_interval_s: float = DEFAULT_REFRESH_S,
         metrics_cache_s: float = METRICS_CACHE_S,
         setup: Callable[[web.Application], None] | None = None,
     ) -> HttpService:
         """Listen on TCP `host:port` (port 0 picks one: `port`) and serve `sources`.
 
-        `token`: the bearer token every request must carry (None or `""`: none; only allowed
-        on a loopback `host`). `path_labels`: label metrics per broadcast path. `public_page`:
-        the status page needs no token. `thumbnails`: decode keyframes for the page (else the
-        thumbnail route answers 404). `metrics_cache_s`: how long a `/metrics` answer is served
-        again (0: every scrape reads afresh). `setup` may add routes (e.g. the player
-        bundle's) before the listener starts. Raises `TokenRequired` for a non-loopback `host`
-        without a token, `OSError` when the address cannot be bound.
+        `token`: the bearer token every request must carry (None or `""`: none; only allowed on a
+        loopback `host`). `path_labels`: label metrics per broadcast path. `public_page`: the status
+        page needs no token. `thumbnail_interval_s`: a broadcast's thumbnail is made (a keyframe
+        decoded) at most this often, and the page is told to ask no more often; 0: none are made,
+        the thumbnail route answers 404 and the page asks none. `metrics_cache_s`: how long a
+        `/metrics` answer is served again (0: every scrape reads afresh). `setup` may add routes
+        (e.g. the player bundle's) before the listener starts. Raises `TokenRequired` for a
+        non-loopback `host` without a token, `OSError` when the address cannot be bound.
         """
         token = token or None
         cls.check_token(host, token)
         rates: dict[str, deque[tuple[float, int]]] = {}
         app = web.Application(middlewares=[_auth_middleware(token, public_page)] if token else [])
-        thumbs = Thumbnails(sources.origin, sources.stats) if thumbnails else None
+        if not thumbnail_interval_s >= 0:
+            raise ValueError(f"thumbnail_interval_s must be >= 0, got {thumbnail_interval_s}")
+        thumbs = (
+            Thumbnails(sources.origin, sources.stats, refresh_s=thumbnail_interval_s)
+            if thumbnail_interval_s > 0
+            else None
+        )
         routes = _Routes(sources, path_labels, rates, thumbs, host, metrics_cache_s)
         app.router.add_get("/", routes.index)
         app.router.add_get("/status.json", routes.status)
@@ -323,7 +330,8 @@ class _Routes:
     def _status(self, host: str) -> dict[str, Any]:
         broadcasts = self._sources.broadcasts(_bitrates(self._rates))
         moq = page.moq_url(host, self._sources.moq_port)
-        return page.status_view(broadcasts, moq=moq, now=time.time())
+        interval = 0.0 if self._thumbnails is None else self._thumbnails.refresh_s
+        return page.status_view(broadcasts, moq=moq, now=time.time(), thumbnail_interval_s=interval)
 
     async def index(self, request: web.Request) -> web.Response:
         host = page.browser_host(request.host, self._fallback_host)
@@ -355,8 +363,9 @@ class _Routes:
         )
 
     async def thumbnail(self, request: web.Request) -> web.Response:
-        path = request.match_info["path"]
-        jpeg = None if self._thumbnails is None else await self._thumbnails.jpeg(path)
+        if self._thumbnails is None:
+            return _json_error(404, "no thumbnail: thumbnails are off on this gateway")
+        jpeg = await self._thumbnails.jpeg(request.match_info["path"])
         if jpeg is None:
             return _json_error(
                 404, "no thumbnail: the broadcast is not live or has no keyframe yet"

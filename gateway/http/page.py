@@ -1,15 +1,17 @@
 """The status page at `/`: what it shows, who may see it, and how it is rendered.
 
 The HTML, CSS and JavaScript are package data (`gateway/http/static/`). `render_index` fills
-`index.html` with this server's publishing instructions (SRT port and latency, the host the
-browser used) and the first status (as JSON in a `<script type="application/json">`), every
-value escaped; `page.js` draws the broadcasts from it, then polls `/status.json` every two
-seconds. Stream names are user input: the script only ever puts them in text nodes and
-attributes, never in markup.
+`index.html` with this server's publishing instructions (SRT port and latency, the host the browser
+used) and the first status (as JSON in a `<script type="application/json">`), every value escaped;
+`page.js` draws the broadcasts from it, then polls `/status.json` every two seconds while the tab is
+visible. Stream names are user input: the script only ever puts them in text nodes and attributes,
+never in markup.
 
 `status_view` is that JSON: the API's broadcasts (`GatewaySources.broadcasts`) without who
-publishes (session id, peer address, user), plus the codecs, picture size, a thumbnail URL and
-the MoQ URL an in-browser player dials.
+publishes (session id, peer address, user), plus the codecs, picture size, a thumbnail URL,
+the MoQ URL an in-browser player dials, and `thumbnail_interval_s`, the server's thumbnail
+interval (`http_thumbnail_interval_s`; 0: off): the page asks a broadcast's thumbnail no more
+often than that, and none while its tab is hidden (nor `/status.json`).
 
 Who may see it (`page_allowed`): with no token configured, anyone who reaches the listener
 (which is then loopback-only); with one, the page, `/status.json` and thumbnails need it, as
@@ -164,12 +166,19 @@ def _media(catalog: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def status_view(
-    broadcasts: Sequence[Mapping[str, Any]], *, moq: str | None, now: float
+    broadcasts: Sequence[Mapping[str, Any]],
+    *,
+    moq: str | None,
+    now: float,
+    thumbnail_interval_s: float,
 ) -> dict[str, Any]:
     """The page's JSON (`/status.json` and the first render): for each broadcast of the API's
     list, its path, codecs, picture size, bit rate, viewers per protocol, usage so far, how
-    long it has been published and its thumbnail URL; `moq` is the players' URL; `now` (Unix
-    seconds) is when it was read. Nothing about who publishes."""
+    long it has been published and its thumbnail URL (None when thumbnails are off); `moq` is
+    the players' URL; `now` (Unix seconds) is when it was read; `thumbnail_interval_s` is how
+    often the server makes a broadcast's thumbnail at most, so how often the page asks for one
+    (0: thumbnails are off, the page asks none). Nothing about who publishes."""
+    thumbnails = thumbnail_interval_s > 0
     out = []
     for b in broadcasts:
         publisher = b.get("publisher") or {}
@@ -183,10 +192,15 @@ def status_view(
                 "egress": b.get("egress"),
                 "protocol": publisher.get("protocol"),
                 "duration_s": publisher.get("duration_s"),
-                "thumbnail": thumbnail_url(b["path"]),
+                "thumbnail": thumbnail_url(b["path"]) if thumbnails else None,
             }
         )
-    return {"broadcasts": out, "moq_url": moq, "time": now}
+    return {
+        "broadcasts": out,
+        "moq_url": moq,
+        "time": now,
+        "thumbnail_interval_s": thumbnail_interval_s if thumbnails else 0,
+    }
 
 
 def static_file(name: str) -> tuple[bytes, str] | None:

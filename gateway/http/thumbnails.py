@@ -1,13 +1,13 @@
 """Thumbnails of live broadcasts for the status page: the latest keyframe, as a small JPEG.
 
 `Thumbnails(origin, stats)` reads a broadcast's first video track (by the catalog) under tier
-`internal` (`THUMBNAIL_TIER`: metered apart, never a customer's viewer), takes the first frame
-of the track's latest group (a keyframe: video groups open on one), and decodes, scales to
-`width` pixels wide and encodes it as JPEG with PyAV on its own worker thread, never on the
-event loop. Nothing is decoded unless a client asks: an answer is cached per broadcast for
-`refresh_s` (and reused after that while the latest group has not changed), so a broadcast
-costs at most one decode per `refresh_s` (~12-15 ms of CPU for a 720p keyframe of an 8 Mbit/s
-stream, almost all of it the H.264 decode) however often it is asked; at most `max_entries`
+`internal` (`THUMBNAIL_TIER`: metered apart, never a customer's viewer), takes the first frame of
+the track's latest group (a keyframe: video groups open on one), and decodes, scales to `width`
+pixels wide and encodes it as JPEG with PyAV on its own worker thread, never on the event loop.
+Nothing is decoded unless a client asks: an answer is cached per broadcast for `refresh_s` (and
+reused after that while the latest group has not changed), so a broadcast costs at most one decode
+per `refresh_s` (7-13 ms of CPU for a 720p keyframe, almost all of it the H.264 decode; by default
+30 s, the `http_thumbnail_interval_s` setting) however often it is asked; at most `max_entries`
 broadcasts are kept, the least recently asked dropped first, and one decode runs at a time, so
 memory and CPU stay bounded whatever clients ask.
 
@@ -62,9 +62,10 @@ THUMBNAIL_VIEWER: Final = "thumbnails"
 """The viewer id of the thumbnail reader (one distinct viewer per path in the internal tier)."""
 DEFAULT_WIDTH: Final = 320
 """Thumbnail width in pixels (the height keeps the picture's display aspect ratio)."""
-DEFAULT_REFRESH_S: Final = 15.0
-"""A broadcast's thumbnail is made again at most this often (seconds): a status page's picture
-needs no more, and each decode costs the gateway ~15 ms of CPU at 720p."""
+DEFAULT_REFRESH_S: Final = 30.0
+"""A broadcast's thumbnail is made again at most this often (seconds; the default of the
+`http_thumbnail_interval_s` setting): a status page's picture needs no more, and each decode
+costs the gateway 7-13 ms of CPU at 720p, ~0.3 ms/s per broadcast at 30 s."""
 DEFAULT_MAX_ENTRIES: Final = 64
 """Broadcasts whose thumbnail is cached at most."""
 KEYFRAME_WAIT_S: Final = 1.0
@@ -175,8 +176,8 @@ class Thumbnails:
         max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_entries < 1 or width < 2:
-            raise ValueError("max_entries must be >= 1 and width >= 2")
+        if max_entries < 1 or width < 2 or not refresh_s > 0:
+            raise ValueError("max_entries must be >= 1, width >= 2 and refresh_s > 0")
         self._origin = origin
         self._stats = stats
         self._width = width
@@ -193,6 +194,11 @@ class Thumbnails:
         self._closed = False
         self.decoded = 0
         """Keyframes decoded so far (for tests and curiosity)."""
+
+    @property
+    def refresh_s(self) -> float:
+        """Seconds between two thumbnails of a broadcast at least (what the page is told)."""
+        return self._refresh_s
 
     async def jpeg(self, path: str) -> bytes | None:
         """The JPEG thumbnail of the broadcast live at `path`, or None when it is not live (or

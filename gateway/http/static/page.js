@@ -1,10 +1,10 @@
 // moqsrt's status page: draws the live broadcasts from the JSON the server put in the page,
 // then polls /status.json every two seconds and updates them in place (a broadcast's card, and
 // its player, are kept while it stays live). Stream names are user input: they only ever go
-// into text nodes and attributes, never into markup.
+// into text nodes and attributes, never into markup. A hidden tab asks the server nothing (no
+// poll, no thumbnail) and polls at once when it is shown again.
 
 const POLL_MS = 2000;
-const THUMBNAIL_MS = 15000; // the server makes one at most every 15 s (DEFAULT_REFRESH_S)
 const TOKEN_KEY = "moqsrt-token";
 
 const config = JSON.parse(document.getElementById("moqsrt-config").textContent);
@@ -79,9 +79,19 @@ function newCard(b) {
 	return { card, fields, img, thumbAt: -Infinity, thumbUrl: null, loading: false };
 }
 
+// How often to ask a broadcast's thumbnail (ms): as often as the server makes one at most
+// (its http_thumbnail_interval_s, in every status); 0: thumbnails are off.
+function thumbnailMs() {
+	const s = status.thumbnail_interval_s;
+	return typeof s === "number" && s > 0 ? s * 1000 : 0;
+}
+
 async function refreshThumbnail(entry, url) {
+	const interval = thumbnailMs();
+	entry.img.hidden = !url || !interval;
+	if (entry.img.hidden) return;
 	// A hidden tab asks for none: the server decodes a keyframe only when a thumbnail is asked.
-	if (document.hidden || entry.loading || performance.now() - entry.thumbAt < THUMBNAIL_MS) return;
+	if (document.hidden || entry.loading || performance.now() - entry.thumbAt < interval) return;
 	entry.loading = true;
 	entry.thumbAt = performance.now();
 	try {
@@ -152,7 +162,19 @@ function showState(text, error) {
 	state.classList.toggle("error", Boolean(error));
 }
 
+let pollTimer = null;
+let polling = false;
+
+function schedulePoll() {
+	clearTimeout(pollTimer);
+	pollTimer = setTimeout(poll, POLL_MS);
+}
+
 async function poll() {
+	pollTimer = null;
+	// A hidden tab polls nothing; visibilitychange polls again when it is shown.
+	if (document.hidden || polling) return;
+	polling = true;
 	try {
 		const response = await fetch("/status.json", { headers, cache: "no-store" });
 		if (response.status === 401) {
@@ -166,9 +188,20 @@ async function poll() {
 	} catch (err) {
 		showState(`Cannot reach the server (${err.message}); retrying`, true);
 	} finally {
-		setTimeout(poll, POLL_MS);
+		polling = false;
+		if (!document.hidden) schedulePoll();
 	}
 }
+
+document.addEventListener("visibilitychange", () => {
+	if (document.hidden) {
+		clearTimeout(pollTimer);
+		pollTimer = null;
+	} else if (!polling) {
+		clearTimeout(pollTimer);
+		poll();
+	}
+});
 
 // The publishing instructions follow the path typed in.
 const pathInput = document.getElementById("stream-path");
@@ -187,4 +220,4 @@ pathInput.addEventListener("input", () => {
 
 render();
 showState(`Updated ${new Date().toLocaleTimeString()}`, false);
-setTimeout(poll, POLL_MS);
+schedulePoll();

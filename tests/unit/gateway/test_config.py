@@ -76,6 +76,11 @@ def test_off_disables_a_listener() -> None:
         ("log_level", "loud", "debug, info"),
         ("prefix", "live/../etc", "'..'"),
         ("request_timeout_s", "nan", "finite"),
+        ("http_thumbnail_interval_s", "-1", "0 (off) or 1 to 86400 seconds"),
+        ("http_thumbnail_interval_s", "0.5", "0 (off) or 1 to 86400 seconds"),
+        ("http_thumbnail_interval_s", "inf", "0 (off) or 1 to 86400 seconds"),
+        ("http_thumbnail_interval_s", "nan", "0 (off) or 1 to 86400 seconds"),
+        ("http_thumbnail_interval_s", "soon", "expected a number of seconds"),
         ("node", "", "1 to 255"),
         ("srt", "bad host:9000", "not a host name"),
         ("latencyms", "100", "unknown setting"),
@@ -86,6 +91,29 @@ def test_bad_values_name_the_key_and_the_reason(key: str, value: str, fragment: 
         load_config(None, {key: value}, environ={})
     assert info.value.key == key
     assert fragment in str(info.value)
+
+
+def test_the_thumbnail_interval_defaults_to_30_s_and_0_turns_thumbnails_off(
+    tmp_path: Path,
+) -> None:
+    assert GatewayConfig().http_thumbnail_interval_s == 30.0
+    assert load_config(None, {}, environ={}).http_thumbnail_interval_s == 30.0
+    for flag, seconds in (("0", 0.0), ("off", 0.0), ("5", 5.0), ("2.5", 2.5), ("86400", 86400)):
+        assert load_config(None, {"http_thumbnail_interval_s": flag}).http_thumbnail_interval_s == (
+            seconds
+        )
+    file = tmp_path / "c.toml"
+    for toml, seconds in (("0", 0.0), ("45", 45.0), ("7.5", 7.5), ('"off"', 0.0)):
+        file.write_text(f"http_thumbnail_interval_s = {toml}\n")
+        assert load_config(file).http_thumbnail_interval_s == seconds
+    file.write_text("http_thumbnail_interval_s = 60\n")  # a flag beats the file
+    assert load_config(file, {"http_thumbnail_interval_s": "0"}).http_thumbnail_interval_s == 0
+    for toml in ("true", "-30", '"soon"', "[30]"):
+        file.write_text(f"http_thumbnail_interval_s = {toml}\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(file)
+        assert info.value.key == "http_thumbnail_interval_s"
+        assert str(info.value).startswith("http_thumbnail_interval_s: ")
 
 
 def test_a_broken_toml_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
@@ -196,6 +224,7 @@ _VALID = {
     "http_token": ("http-token-0123456789", '"http-token-0123456789"'),
     "metrics_path_labels": ("on", "true"),
     "http_public_page": ("on", "true"),
+    "http_thumbnail_interval_s": ("5", "5"),
     "ledger": ("usage.db", '"usage.db"'),
     "ledger_interval_ms": ("250", "250"),
     "webhook_url": ("https://billing.example/hook", '"https://billing.example/hook"'),

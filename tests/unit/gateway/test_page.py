@@ -113,7 +113,7 @@ def test_the_page_rule_token_header_query_and_public_page() -> None:
 
 def test_names_and_hosts_cannot_inject_markup_into_the_page() -> None:
     broadcasts = [{"path": EVIL, "catalog": None, "viewers": {"srt": 1, "moq": 0}}]
-    status = status_view(broadcasts, moq=moq_url("gw", 4443), now=1.0)
+    status = status_view(broadcasts, moq=moq_url("gw", 4443), now=1.0, thumbnail_interval_s=30)
     info = PageInfo(srt_port=9000, latency_ms=120, encrypted=True, moq_port=4443)
     page = render_index(info, host='gw"><b>', status=status)
     assert "<script>alert" not in page
@@ -165,6 +165,9 @@ async def test_the_page_names_this_servers_ports_and_the_browsers_host(
         data = json.loads(body)
         assert data["moq_url"] == "http://[::1]:4567/"
         assert data["broadcasts"][0]["thumbnail"] == "/api/v1/broadcasts/live/a/thumbnail.jpg"
+        # The page is told how often the server makes a thumbnail: the default, 30 s.
+        assert data["thumbnail_interval_s"] == 30
+        assert config_json(page)["status"]["thumbnail_interval_s"] == 30  # type: ignore[index]
         # Who publishes or watches is the API's business, not the page's.
         for secret in ("pub-live-a", "10.9.8.7", "127.0.0.1:40000", '"peer"', '"session"'):
             assert secret not in body.decode(), secret
@@ -246,6 +249,68 @@ async def test_the_thumbnail_route_serves_a_jpeg_of_a_live_fixture_even_with_an_
             assert internal.sessions_closed == 1
     finally:
         importer.finish()
+
+
+async def test_the_page_is_told_the_configured_thumbnail_interval(page_world: World) -> None:
+    publish(page_world, "live/a", "pro", 3)
+    async with await HttpService.bind(
+        "127.0.0.1", 0, page_world.sources, thumbnail_interval_s=5
+    ) as http:
+        assert http.thumbnails is not None
+        assert http.thumbnails.refresh_s == 5
+        embedded = config_json((await fetch(http.port, "/"))[2].decode())["status"]
+        assert embedded["thumbnail_interval_s"] == 5  # type: ignore[index]
+        data = json.loads((await fetch(http.port, "/status.json"))[2])
+        assert data["thumbnail_interval_s"] == 5
+        assert data["broadcasts"][0]["thumbnail"] == thumbnail_url("live/a")
+    with pytest.raises(ValueError, match="thumbnail_interval_s"):
+        await HttpService.bind("127.0.0.1", 0, page_world.sources, thumbnail_interval_s=-1)
+
+
+async def test_thumbnails_off_decode_nothing_answer_404_and_the_page_is_told_0(
+    page_world: World,
+) -> None:
+    path = "live/off"
+    broadcast = BroadcastProducer()
+    page_world.origin.publish(path, broadcast)
+    importer = TsImporter(broadcast)  # a decodable keyframe is there to be taken
+    importer.feed((FIXTURES / "h264_aac.ts").read_bytes())
+    try:
+        async with await HttpService.bind(
+            "127.0.0.1", 0, page_world.sources, thumbnail_interval_s=0
+        ) as http:
+            assert http.thumbnails is None  # no cache, no decoder thread
+            status, kind, body = await fetch(http.port, thumbnail_url(path))
+            assert (status, kind) == (404, "application/json")
+            assert "thumbnails are off" in json.loads(body)["error"]
+            data = json.loads((await fetch(http.port, "/status.json"))[2])
+            assert data["thumbnail_interval_s"] == 0
+            (listed,) = data["broadcasts"]
+            assert listed["path"] == path
+            assert listed["thumbnail"] is None  # the page shows and asks none
+            embedded = config_json((await fetch(http.port, "/"))[2].decode())["status"]
+            assert embedded["thumbnail_interval_s"] == 0  # type: ignore[index]
+            assert embedded["broadcasts"][0]["thumbnail"] is None  # type: ignore[index]
+            # Nothing read the broadcast for a thumbnail: no internal egress at all.
+            assert [e for e in page_world.stats.snapshot() if e.role == "egress"] == []
+    finally:
+        importer.finish()
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 30.0), ("0", 0.0), ("off", 0.0), ("7", 7)])
+async def test_serve_hands_the_thumbnail_setting_to_the_http_service(
+    page_world: World, given: str | None, expected: float
+) -> None:
+    from gateway.serve import _bind_http
+
+    overrides = {"http": "127.0.0.1:0", "http_thumbnail_interval_s": given}
+    config = load_config(None, overrides, environ={})
+    http = await _bind_http(config, page_world.sources)
+    async with http:
+        refresh = 0.0 if http.thumbnails is None else http.thumbnails.refresh_s
+        assert refresh == expected
+        data = json.loads((await fetch(http.port, "/status.json"))[2])
+        assert data["thumbnail_interval_s"] == expected
 
 
 def test_http_public_page_is_a_validated_setting(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.http.thumbnails import (
     DEFAULT_REFRESH_S,
     THUMBNAIL_TIER,
@@ -165,10 +166,44 @@ async def test_a_new_keyframe_is_decoded_only_once_the_refresh_interval_passed(
         await thumbs.aclose()
 
 
-def test_thumbnails_default_to_one_decode_per_15_s_at_most() -> None:
-    assert DEFAULT_REFRESH_S == 15.0
+def test_thumbnails_default_to_one_decode_per_30_s_at_most_as_the_setting_does() -> None:
+    assert DEFAULT_REFRESH_S == 30.0
+    assert GatewayConfig().http_thumbnail_interval_s == DEFAULT_REFRESH_S
+    assert Thumbnails(Origin()).refresh_s == 30.0
+    assert Thumbnails(Origin(), refresh_s=5.0).refresh_s == 5.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="refresh_s"):
+            Thumbnails(Origin(), refresh_s=bad)
+    # The page asks as often as the server says (no interval of its own).
     script = (Path(__file__).resolve().parents[3] / "gateway/http/static/page.js").read_text()
-    assert "const THUMBNAIL_MS = 15000;" in script  # the page asks no more often
+    assert "THUMBNAIL_MS" not in script
+    assert "status.thumbnail_interval_s" in script
+
+
+async def test_by_default_a_second_keyframe_waits_30_s(
+    broadcasts: list[BroadcastProducer],
+) -> None:
+    origin = Origin()
+    now = [0.0]
+    thumbs = Thumbnails(origin, clock=lambda: now[0])
+    data = (FIXTURES / "h264_aac.ts").read_bytes()
+    cut = 300_000 // 188 * 188  # ffprobe: keyframes at bytes 564, 137992, 291776, 455336, ...
+    broadcast = BroadcastProducer()
+    origin.publish("live/a", broadcast)
+    importer = TsImporter(broadcast)
+    _IMPORTERS.append(importer)
+    try:
+        importer.feed(data[:cut])
+        assert await thumbs.jpeg("live/a") is not None
+        importer.feed(data[cut:])  # a newer latest group
+        now[0] = 29.9  # what the 15 s default allowed
+        await thumbs.jpeg("live/a")
+        assert thumbs.decoded == 1
+        now[0] = 30.0
+        await thumbs.jpeg("live/a")
+        assert thumbs.decoded == 2
+    finally:
+        await thumbs.aclose()
 
 
 async def test_a_keyframe_not_yet_written_is_tried_again_at_the_next_ask(
