@@ -9,7 +9,9 @@ served by `serve` at /web/player.js, plays the broadcast over WebTransport from 
 MoQ port (its rendered-frame counter grows, its canvas holds a 640x360 picture); the page
 refreshes by itself (an SRT viewer joining shows up without a reload); the thumbnail reader is
 metered in tier `internal` only, and reads one keyframe per thumbnail served, the page asking
-for one at most every 15 s.
+for one at most every `--http-thumbnail-interval` (5 s here, to keep the test short). A hidden
+tab asks nothing (neither `/status.json` nor thumbnails) and polls at once when shown again;
+with the interval 0 the page shows no thumbnail and asks none.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import av
@@ -51,6 +54,7 @@ from tests.integration.test_player import CANVAS_JS
 # Chromium decoding video takes a core: never two browser tests (or other CPU-heavy ones) at once.
 pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
+THUMBNAIL_S = 5.0  # --http-thumbnail-interval of the served gateway (its default is 30 s)
 NAME = "live/<b>cam</b>"  # a stream name is user input: the page must show it, not render it
 PUBLISH = f"#!::r={NAME},m=publish"
 REQUEST = f"#!::r={NAME},m=request"
@@ -70,7 +74,8 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def moqsrt_serve(tmp: Path) -> AsyncIterator[Served]:
-    """`moqsrt serve` on 127.0.0.1 with SRT, MoQ and HTTP on ports from 0; stopped by SIGTERM."""
+    """`moqsrt serve` on 127.0.0.1 with SRT, MoQ and HTTP on ports from 0, a thumbnail at most
+    every `THUMBNAIL_S`; stopped by SIGTERM."""
     argv = [
         sys.executable,
         "-m",
@@ -78,6 +83,7 @@ async def moqsrt_serve(tmp: Path) -> AsyncIterator[Served]:
         "serve",
         *("--srt", f"{HOST}:0", "--moq", f"{HOST}:0", "--http", f"{HOST}:0"),
         *("--var-dir", str(tmp / "var"), "--log-format", "json"),
+        *("--http-thumbnail-interval", str(THUMBNAIL_S)),
     ]
     with (tmp / "serve.stderr").open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
@@ -163,9 +169,9 @@ _PIXELS_JS = """(img) => {
 async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_refreshes(
     procs: Procs, tmp_path: Path
 ) -> None:
-    async with asyncio.timeout(55), moqsrt_serve(tmp_path) as served:
+    async with asyncio.timeout(70), moqsrt_serve(tmp_path) as served:
         assert served.page_url == f"http://{HOST}:{served.http_port}/"
-        procs.start("publish", looped_publish_argv(served.srt_port), limit_s=60)
+        procs.start("publish", looped_publish_argv(served.srt_port), limit_s=75)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
@@ -260,17 +266,20 @@ async def test_the_status_page_lists_a_live_broadcast_with_its_thumbnail_and_ref
                 assert "SRT 1" in await viewers.inner_text()
                 assert await page.evaluate("window.__notReloaded") is True
                 assert int(await page.evaluate("document.body.dataset.updates")) > updates
+                # A second picture, THUMBNAIL_S later, so that the spacing checked below is seen.
+                await until(lambda: sum(s == 200 for _, s in thumbnails) >= 2, THUMBNAIL_S + 10)
                 assert not [e for e in page_errors if "/static/page.js" in e], page_errors
             finally:
                 await browser.close()
         # The thumbnails were read by the gateway itself, metered apart from any customer.
         assert await internal_egress_bytes(served.http_port) > 0
-        # The page asked for a thumbnail at most every 15 s once it had one (the server makes
-        # one at most that often), and the gateway read one keyframe per thumbnail served.
+        # The page asked for a thumbnail at most every THUMBNAIL_S once it had one (what the
+        # server told it: the server makes one at most that often), and the gateway read one
+        # keyframe per thumbnail served. (0.3 s: the answers' arrival jitters, not the asks.)
         served_at = [t for t, status in thumbnails if status == 200]
-        assert served_at
-        assert served_at[0] - opened < 10.0, thumbnails  # asked at once, not after 15 s
-        assert all(b - a >= 14.0 for a, b in itertools.pairwise(served_at)), thumbnails
+        assert len(served_at) >= 2, thumbnails
+        assert served_at[0] - opened < 10.0, thumbnails  # asked at once, not after an interval
+        assert all(b - a >= THUMBNAIL_S - 0.3 for a, b in itertools.pairwise(served_at)), thumbnails
         keyframes = await internal_egress_bytes(served.http_port, "moqsrt_groups_total")
         assert 1 <= keyframes <= len(served_at)
 
@@ -323,5 +332,107 @@ async def test_a_page_opened_with_its_token_sends_it_as_a_header_and_drops_it_fr
                 assert page_errors == []  # no script of this page threw
             finally:
                 await browser.close()
+    finally:
+        importer.finish()
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) until `predicate()`, which the page's events make true."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110  (set by playwright callbacks: no event)
+            await asyncio.sleep(0.05)
+
+
+# Emulates the browser hiding or showing the tab: what page.js reads and the event it listens to.
+_VISIBILITY_JS = """(hidden) => {
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+    Object.defineProperty(document, "visibilityState", {
+        configurable: true, get: () => (hidden ? "hidden" : "visible"),
+    });
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+async def test_a_hidden_page_asks_nothing_and_with_thumbnails_off_it_shows_and_asks_none(
+    tmp_path: Path,
+) -> None:
+    origin, stats = Origin(), StatsHandle("test-node")
+    broadcast = BroadcastProducer()
+    origin.publish("live/quiet", broadcast)
+    importer = TsImporter(broadcast)  # the fixture, whole: its last group stays the latest
+    importer.feed(FIXTURE.read_bytes())
+    sources = GatewaySources(origin, stats)
+    asked: list[tuple[float, str]] = []  # (monotonic s, path) of each request the page made
+
+    def record(url: str) -> None:
+        path = urlsplit(url).path
+        if path == "/status.json" or path.endswith("/thumbnail.jpg"):
+            asked.append((time.monotonic(), path))
+
+    try:
+        async with asyncio.timeout(60), async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                # Thumbnails every 2 s: a hidden tab asks neither them nor the status.
+                async with await HttpService.bind(HOST, 0, sources, thumbnail_interval_s=2) as http:
+                    page = await browser.new_page()
+                    page_errors: list[str] = []
+                    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                    page.on("request", lambda r: record(r.url))
+                    await page.goto(f"http://{HOST}:{http.port}/", timeout=15_000)
+                    await page.wait_for_function(
+                        "() => { const i = document.querySelector('article.broadcast img.thumb');"
+                        " return i && !i.hidden && i.complete && i.naturalWidth === 320; }",
+                        timeout=15_000,
+                    )
+                    await page.wait_for_function(
+                        "() => Number(document.body.dataset.updates) >= 2", timeout=15_000
+                    )
+                    await page.evaluate(_VISIBILITY_JS, True)
+                    hidden_at = time.monotonic()
+                    await asyncio.sleep(7.0)  # three polls and three thumbnail intervals
+                    # (a request already on its way when the tab hid may still be answered)
+                    assert [a for a in asked if a[0] > hidden_at + 0.5] == [], asked
+                    shown_at = time.monotonic()
+                    await page.evaluate(_VISIBILITY_JS, False)
+                    await until(
+                        lambda: any(t > shown_at for t, p in asked if p == "/status.json"), 5
+                    )
+                    polled = min(t for t, p in asked if p == "/status.json" and t > shown_at)
+                    assert polled - shown_at < 1.0  # at once, not a 2 s poll later
+                    # The thumbnail's interval passed while hidden: it is asked again too.
+                    await until(
+                        lambda: any(t > shown_at for t, p in asked if p.endswith(".jpg")), 5
+                    )
+                    assert page_errors == []
+                    await page.close()
+
+                # Thumbnails off: the page hides the image and asks for none, polls go on.
+                asked.clear()
+                async with await HttpService.bind(HOST, 0, sources, thumbnail_interval_s=0) as http:
+                    page = await browser.new_page()
+                    page_errors = []
+                    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+                    page.on("request", lambda r: record(r.url))
+                    await page.goto(f"http://{HOST}:{http.port}/", timeout=15_000)
+                    await page.wait_for_function(
+                        "() => Number(document.body.dataset.updates) >= 3", timeout=15_000
+                    )
+                    card = page.locator("article.broadcast")
+                    assert await card.locator(".name").inner_text() == "live/quiet"
+                    assert not await card.locator("img.thumb").is_visible()
+                    assert await card.locator("img.thumb").get_attribute("src") is None
+                    paths = [p for _, p in asked]
+                    assert paths.count("/status.json") >= 2, paths
+                    assert not [p for p in paths if p.endswith("/thumbnail.jpg")], paths
+                    assert page_errors == []
+            finally:
+                await browser.close()
+        # Thumbnails off read nothing more: the only internal reader was the first gateway's.
+        (internal,) = [e for e in stats.snapshot() if e.role == "egress"]
+        assert internal.tier == "internal"
+        assert internal.sessions == 1
     finally:
         importer.finish()
