@@ -1,29 +1,37 @@
 """What metering and recording cost: the SRT relay with the ledger, metrics and page on vs off.
 
-The relay shape of bench_gateway (its helpers, imported: the cached ~8.5 Mbit/s 720p30 input,
-`ffmpeg -re -c copy` publishers, one viewer process of Python SRT callers on one UDP port that
-only counts bytes), run through `moqsrt serve` in these configurations:
+The relay shape of bench_gateway (its helpers, imported: `ffmpeg -re -c copy` publishers, one
+viewer process of Python SRT callers per gateway on one UDP port that only counts bytes), with
+its own cached input (~8.5 Mbit/s 720p30, 60 s, so that a round is mostly steady state), run
+through `moqsrt serve` in these configurations:
 
-- `off`: `--ledger off --http off` (and `--moq off`, as in both);
+- `off`: `--ledger off --http off` (and `--moq off`, as in all);
 - `on`, what issue 11 means by on: the usage ledger in SQLite in a temporary directory at its
   default interval (1 s), and the HTTP listener on loopback with, in this process, a Prometheus
   scraping `/metrics` every 15 s (its default; first 2 s after the publishers start) and a
   browser with the status page open: `/` once, then `/status.json` every 2 s and each listed
-  broadcast's thumbnail every 15 s (again at the next poll after a 404), the page's own cadence
-  (`page.js`). Each client keeps its connection alive, as those clients do. Each route's
-  answers are counted by status;
-- `stress`: the ledger, and every second `/metrics`, `/`, `/api/v1/broadcasts` and each
-  listed broadcast's thumbnail (a far heavier surface than any real client: printed beside);
-- for a breakdown (MOQSRT_OPBENCH_CONFIGS=off,ledger,http,http1): `ledger`, the ledger alone,
+  broadcast's thumbnail at the interval the server gives the page (again at the next poll
+  after a 404), the page's own cadence (`page.js`). Each client keeps its connection alive, as
+  those clients do. Each route's answers are counted by status;
+- `stress` (not run by default): the ledger, and every second `/metrics`, `/`,
+  `/api/v1/broadcasts` and each listed broadcast's thumbnail (a far heavier surface than any
+  real client);
+- for a breakdown (e.g. MOQSRT_OPBENCH_CONFIGS=off,ledger,http): `ledger`, the ledger alone,
   `http`, the page and Prometheus alone, `http1`, the 1 s poll alone.
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
-the configurations run one after the other (off, on, stress, off, ...), so that drift on the
-shared machine hits all; the verdict per shape is the median over rounds of the per-round
-ratio `on / off` of the gateway's CPU seconds per delivered GB (1e9 bytes the viewers
-received). CPU is user + sys of the `moqsrt serve` process (all threads: the ledger's and the
-metrics formatting's included), from /proc/PID/stat, from the publishers' start to the end of
-delivery (start-up and the final flush at exit are outside, alike). Goal (issue 11): < 1.03.
+every configuration runs at the same time, side by side: one gateway each, all fed by the same
+publishers (one ffmpeg per stream, tee'd to every gateway, the order rotated each round) and
+each read by its own viewer process, so that whatever else the shared machine does hits them
+alike (run one after the other, a round's ratio moved by 10-40 %; side by side by ~5 %). The
+verdict per shape is the median over rounds of the per-round ratio `on / off` of the
+gateway's CPU seconds per delivered GB (1e9 bytes the viewers received). CPU is user + sys of
+the `moqsrt serve` process (all threads: the ledger's and the thumbnails' included), from
+/proc/PID/stat, from the publishers' start to the end of delivery (start-up and the final
+flush at exit are outside, alike); it is also printed per thread (the kernel's thread names:
+`loop` is the event loop, `srt-io-N` the SRT reactor, `SRT:*` libsrt's, `moqsrt-*` the
+gateway's workers), the difference from `off` showing where an added cost lands. Goal
+(issue 11): < 1.03.
 
 Every run with the ledger also reconciles it with the viewers: once the gateway has exited
 (SIGINT: every session ends, then a final flush), the SQLite file must pass
@@ -35,11 +43,10 @@ outside that slack its figures and the viewers' libsrt receive drops: a receiver
 too late to play and acknowledges past them, so the gateway's bill counts them delivered.
 
 Environment knobs: MOQSRT_OPBENCH_SHAPES (default "1x1,4x4"), MOQSRT_OPBENCH_SECONDS (media
-seconds per publisher, default 24, the whole input: a round holds two scrapes and two
-thumbnails a broadcast),
-MOQSRT_OPBENCH_REPEAT (rounds, default 3; about 12 minutes in all), MOQSRT_OPBENCH_CONFIGS
-(default "off,on,stress"; "off" first, each other one is held against it; also ledger, http,
-http1).
+seconds per publisher, default 60, the whole input), MOQSRT_OPBENCH_REPEAT (rounds, default
+4, an even number so that each configuration is tee'd to first as often; about 10 minutes in
+all), MOQSRT_OPBENCH_CONFIGS (default "off,on"; "off" first, each other one is held against
+it; also stress, ledger, http, http1).
 """
 
 # No `from __future__ import annotations`: see bench_gateway (dataclasses and run.py).
@@ -72,12 +79,12 @@ from tests.bench.bench_gateway import (
     _ready,
     ffmpeg_publish,
     free_udp_port,
-    input_file,
     srt_url,
     udp_bound,
     viewer_argv,
     wait_for,
 )
+from tests.bench.bench_import import make_test_stream
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -89,7 +96,9 @@ def _shapes(text: str) -> list[tuple[int, int]]:
 
 
 SHAPES = _shapes(os.environ.get("MOQSRT_OPBENCH_SHAPES", "1x1,4x4"))
-SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", "24"))  # all of bench_gateway's input
+INPUT_S = 60
+"""Seconds of the bench's own input (`operator_input`)"""
+SECONDS = float(os.environ.get("MOQSRT_OPBENCH_SECONDS", str(INPUT_S)))
 REPEAT = int(os.environ.get("MOQSRT_OPBENCH_REPEAT", "4"))
 #: `moqsrt` from this checkout: the venv's console script imports the package it was installed
 #: from (an editable install of another checkout, possibly), `python -m` from ROOT (the
@@ -101,14 +110,19 @@ SCRAPE_S = 15.0
 """`on`: seconds between Prometheus scrapes (its default interval)"""
 PAGE_POLL_S = 2.0
 """`on`: seconds between the status page's `/status.json` polls (page.js POLL_MS)"""
-THUMBNAIL_S = 15.0
-"""`on`: seconds between a card's thumbnail asks (page.js THUMBNAIL_MS)"""
 GOAL = 1.03
 #: off, on, stress, and for a breakdown: ledger (the ledger alone), http (the page and
 #: Prometheus alone), http1 (the 1 s poll alone)
-CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on,stress").split(","))
+CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on").split(","))
 _WITH_LEDGER = ("on", "stress", "ledger")
 _WITH_HTTP = {"on": "page", "http": "page", "stress": "stress", "http1": "stress"}
+
+
+def operator_input() -> Path:
+    """The cached input (~8.5 Mbit/s 720p30 H.264 + AAC, `INPUT_S` seconds), generated on
+    first use (about 20 s)."""
+    path = ROOT / "fixtures" / "big" / f"op_8m_{INPUT_S}s.ts"
+    return make_test_stream(path, size="1280x720", seconds=INPUT_S, video_bps="8M", timeout_s=300)
 
 
 def free_tcp_port() -> int:
@@ -132,7 +146,8 @@ class Poller(threading.Thread):
     `mode` "page" (the `on` configuration): a Prometheus scraping `/metrics` every
     `SCRAPE_S` (first at `first_s`), and a browser with the status page open: `/` once, then
     `/status.json` every `PAGE_POLL_S`, each listed broadcast's thumbnail when not asked for
-    `THUMBNAIL_S` (asked again at the next poll after a 404), as `page.js` does. `mode` "stress"
+    `thumbnail_interval_s` of the last `/status.json` (none when 0 or when the broadcast has no
+    thumbnail URL; asked again at the next poll after a 404), as `page.js` does. `mode` "stress"
     (the `stress` configuration): every `POLL_S`, `/metrics`, `/`, `/api/v1/broadcasts` and
     each listed broadcast's thumbnail. Like the clients it stands for, it keeps its
     connections open (HTTP/1.1 keep-alive): one for Prometheus, one for the browser. A
@@ -148,6 +163,8 @@ class Poller(threading.Thread):
         self.bytes = 0
         self._conns: dict[str, http.client.HTTPConnection] = {}
         self._thumb_at: dict[str, float] = {}
+        self.thumbnail_s = 0.0
+        """The thumbnail interval the gateway last told the page (0: off)"""
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -204,10 +221,17 @@ class Poller(threading.Thread):
 
     def _page_poll(self) -> None:
         _, body = self._get("browser", "status", "/status.json")
+        try:
+            every = float(json.loads(body).get("thumbnail_interval_s") or 0) if body else 0.0
+        except (ValueError, AttributeError, TypeError):
+            every = 0.0
+        self.thumbnail_s = every
         for item in self._listed(body):
-            url = _thumbnail_url(item)
+            url = item.get("thumbnail")
             now = time.monotonic()
-            if now - self._thumb_at.get(url, -1e9) < THUMBNAIL_S:
+            if not every or not isinstance(url, str):
+                continue
+            if now - self._thumb_at.get(url, -1e9) < every:
                 continue
             self._thumb_at[url] = now
             status, _ = self._get("browser", "thumbnail", url)
@@ -219,14 +243,8 @@ class Poller(threading.Thread):
         self._get("browser", "page", "/")
         _, body = self._get("browser", "broadcasts", "/api/v1/broadcasts")
         for item in self._listed(body):
-            self._get("browser", "thumbnail", _thumbnail_url(item))
-
-
-def _thumbnail_url(item: dict[str, Any]) -> str:
-    for key, value in item.items():
-        if "thumbnail" in key and isinstance(value, str) and value.startswith("/"):
-            return value
-    return f"/api/v1/broadcasts/{urllib.parse.quote(str(item['path']))}/thumbnail.jpg"
+            url = f"/api/v1/broadcasts/{urllib.parse.quote(str(item['path']))}/thumbnail.jpg"
+            self._get("browser", "thumbnail", url)
 
 
 @dataclass
@@ -268,6 +286,8 @@ class Run:
     ledger: Reconciled | None = None
     errors: list[str] = field(default_factory=list)
     threads: dict[str, float] = field(default_factory=dict)
+    thumbnail_s: float = 0.0
+    """the thumbnail interval the gateway told the page (0: off or no page)"""
     """CPU seconds per thread name over the window (`thread_cpu`)"""
 
     @property
@@ -441,6 +461,7 @@ def run_group(configs: Sequence[str], shape: tuple[int, int], src: Path, tmp: Pa
             if gw.poller is not None:
                 gw.poller.stop()
                 result.polls = gw.poller.counts
+                result.thumbnail_s = gw.poller.thumbnail_s
             assert gw.viewer is not None
             gw.viewer.stop()
             lines = gw.viewer.out.read_text().splitlines()
@@ -491,11 +512,18 @@ def _ledger(rec: Reconciled | None) -> str:
 
 def print_report(runs: list[Run]) -> None:
     """The per-run table, the per-shape ratios and the ledger checks."""
+    told = sorted({r.thumbnail_s for r in runs if r.config == "on"})
+    thumb = ", ".join(f"every {t:g} s" if t else "none" for t in told) or "-"
     print(
         f"{SECONDS:g} s of ~8.5 Mbit/s per publisher; off = --ledger off --http off; on = "
         f"ledger (SQLite, default interval) + /metrics every {SCRAPE_S:g} s + a status page "
-        f"open (/status.json every {PAGE_POLL_S:g} s, thumbnails every {THUMBNAIL_S:g} s); "
-        f"stress = ledger + everything polled every {POLL_S:g} s"
+        f"open (/status.json every {PAGE_POLL_S:g} s, thumbnails as often as the gateway "
+        f"tells the page: {thumb})"
+        + (
+            f"; stress = ledger + everything polled every {POLL_S:g} s"
+            if "stress" in CONFIGS
+            else ""
+        )
     )
     print(
         f"{'shape':>5} {'config':>6} {'round':>5} {'viewers':>7} {'delivered MB':>12} "
@@ -565,7 +593,8 @@ def print_threads(runs: list[Run]) -> None:
             for thread, cpu in r.threads.items():
                 per.setdefault(thread, {}).setdefault(r.config, []).append(cpu / r.wall_s * 1e3)
         print(f"{name} per thread, ms of CPU per second of delivery (median of rounds):")
-        for thread in sorted(per, key=lambda t: -max(map(statistics.median, per[t].values()))):
+        busiest = {t: max(map(statistics.median, per[t].values())) for t in per}
+        for thread in sorted((t for t in per if busiest[t] >= 0.05), key=lambda t: -busiest[t]):
             cells = []
             base = statistics.median(per[thread].get("off", [0.0]))
             for config in CONFIGS:
@@ -585,7 +614,7 @@ def main() -> None:
             print(f"skipped: {tool} not found (Debian packages ffmpeg, coreutils)")
             return
     sys.path.insert(0, str(ROOT))
-    src = input_file()
+    src = operator_input()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench_operator.") as tmpdir:
         tmp = Path(tmpdir)
