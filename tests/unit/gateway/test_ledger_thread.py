@@ -114,7 +114,7 @@ async def test_on_demand_flushes_racing_periodic_ones_write_each_delta_once(
                 guard.meter.bytes += step
                 expected[key] += step % 3
             if step % 2:
-                assert await asyncio.gather(ledger.flush(), ledger.flush()) == [True, True]
+                assert list(await asyncio.gather(ledger.flush(), ledger.flush())) == [True, True]
             else:
                 await asyncio.sleep(0.001)
         assert ledger.flushes > 20
