@@ -202,3 +202,32 @@ async def test_a_file_that_cannot_be_opened_is_a_ledger_error_and_leaves_no_thre
             break
         await asyncio.sleep(0.01)
     assert threading.active_count() == before
+
+
+async def test_periodic_flushes_keep_their_schedule_whatever_a_flush_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write takes 60 % of the interval: sleeping an interval after each flush would make
+    # ~0.62 flushes per interval, a monotonic schedule makes one.
+    interval, work = 0.05, 0.03
+    write_rows = ledger_db.write_rows
+    writes: list[float] = []
+
+    def slow(conn: sqlite3.Connection, rows: Any) -> int:
+        writes.append(time.monotonic())
+        time.sleep(work)
+        return write_rows(conn, rows)
+
+    monkeypatch.setattr(ledger_db, "write_rows", slow)
+    stats = StatsHandle("gw-1")
+    async with await Ledger.open(tmp_path / "l.sqlite3", stats, interval_s=interval) as ledger:
+        guard = stats.broadcast("live/a").ingress()
+        ledger.start()
+        started = time.monotonic()
+        while time.monotonic() - started < 1.5:
+            guard.meter.frames += 1
+            await asyncio.sleep(0.005)
+        ledger.stop()
+        guard.close()
+    assert len(writes) > 12
+    assert (writes[12] - writes[0]) / 12 == pytest.approx(interval, rel=0.15), writes
