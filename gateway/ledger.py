@@ -300,7 +300,10 @@ class Ledger:
 
     def _notify(self) -> None:
         for callback in self._listeners:
-            callback()
+            try:
+                callback()
+            except Exception:  # noqa: BLE001  (one broken listener must not starve the others)
+                _log.exception("ledger.listener_failed", listener=repr(callback))
 
     def _flush_in_thread(self) -> bool:
         """Snapshot, compute the deltas and write them with the pending session records; on
