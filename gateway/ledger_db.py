@@ -16,6 +16,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,11 +35,14 @@ __all__ = [
     "Totals",
     "connect",
     "get_cursor",
+    "interval_params",
     "read_sessions",
     "read_since",
     "read_totals",
+    "session_params",
     "set_cursor",
     "write_batch",
+    "write_rows",
 ]
 
 SCHEMA_VERSION = 1
@@ -278,6 +282,8 @@ _NO_LIFECYCLE = (0,) * len(LIFECYCLE)
 _SORTED_COUNTERS = tuple(sorted(_COUNTERS))
 # What `_encode_interval` makes of the usual totals (every counter, ints), as a format string.
 _TOTALS_FORMAT = '{"totals": {' + ", ".join(f'"{name}": %d' for name in _SORTED_COUNTERS) + "}}"
+# Picks a `_COUNTERS`-ordered tuple's values in `_SORTED_COUNTERS` order (for `_TOTALS_FORMAT`).
+_sorted_totals = itemgetter(*(_COUNTERS.index(name) for name in _SORTED_COUNTERS))
 
 
 def _interval_detail(totals: Mapping[str, int]) -> str:
@@ -289,6 +295,74 @@ def _interval_detail(totals: Mapping[str, int]) -> str:
         except KeyError:
             pass
     return _encode_interval({"totals": dict(totals)})
+
+
+def interval_params(
+    node: str,
+    run: str,
+    interval: int,
+    path: str,
+    tier: str,
+    role: str,
+    start_at: float,
+    end_at: float,
+    counts: Sequence[int],
+    totals: Sequence[int],
+) -> tuple[Any, ...]:
+    """The `write_rows` parameters of one interval record, built without an `IntervalRow`:
+    `counts` (deltas) and `totals` (cumulative) are ints in `USAGE + LIFECYCLE` order."""
+    return (
+        "interval",
+        node,
+        run,
+        interval,
+        None,
+        path,
+        tier,
+        role,
+        start_at,
+        end_at,
+        *counts,
+        _TOTALS_FORMAT % _sorted_totals(totals),
+    )
+
+
+def session_params(s: SessionRow) -> tuple[Any, ...]:
+    """The `write_rows` parameters of one session record."""
+    return (
+        "session",
+        s.node,
+        s.run,
+        None,
+        s.session,
+        s.path,
+        s.tier,
+        s.role,
+        s.start_at,
+        s.end_at,
+        s.groups,
+        s.frames,
+        s.bytes,
+        *_NO_LIFECYCLE,
+        _encode_session({"record": dict(s.record)}),
+    )
+
+
+def write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Write records given as parameter tuples (`interval_params`, `session_params`) in one
+    transaction; return how many were new. Same guarantees as `write_batch`."""
+    if not rows:
+        return 0
+    before = conn.total_changes
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return conn.total_changes - before
 
 
 def write_batch(
@@ -318,38 +392,8 @@ def write_batch(
                 _interval_detail(iv.totals),
             )
         )
-    for s in sessions:
-        rows.append(
-            (
-                "session",
-                s.node,
-                s.run,
-                None,
-                s.session,
-                s.path,
-                s.tier,
-                s.role,
-                s.start_at,
-                s.end_at,
-                s.groups,
-                s.frames,
-                s.bytes,
-                *_NO_LIFECYCLE,
-                _encode_session({"record": dict(s.record)}),
-            )
-        )
-    if not rows:
-        return 0
-    before = conn.total_changes
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return conn.total_changes - before
+    rows.extend(map(session_params, sessions))
+    return write_rows(conn, rows)
 
 
 _SELECT = (

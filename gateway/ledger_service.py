@@ -1,10 +1,11 @@
 """The ledger and webhook as `moqsrt serve` runs them, around the servers' sessions.
 
 `usage_ledger(config, stats)` is an async context manager that opens the configured `Ledger`,
-runs its flush loop and the `WebhookSink` as tasks, and yields the `Ledger` (None with the
-ledger off), whose `record_session` the servers take as a session sink. `serve` enters it once
-the SRT listener is bound, and leaves it after the SRT and MoQ servers have ended every session
-(SIGTERM/SIGINT), so that on exit it stops the webhook, then flushes their records a last time.
+starts its periodic flushes (on the ledger's own thread), runs the `WebhookSink` as a task and
+yields the `Ledger` (None with the ledger off), whose `record_session` the servers take as a
+session sink. `serve` enters it once the SRT listener is bound, and leaves it after the SRT and
+MoQ servers have ended every session (SIGTERM/SIGINT), so that on exit it stops the webhook,
+then flushes their records a last time.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ async def usage_ledger(config: GatewayConfig, stats: StatsHandle) -> AsyncIterat
     tasks: list[asyncio.Task[None]] = []
     webhook: WebhookSink | None = None
     try:
-        tasks.append(asyncio.create_task(ledger.run(), name="ledger-flush"))
+        ledger.start()
         if config.webhook_url is not None and config.webhook_secret:
             webhook = WebhookSink(ledger, config.webhook_url, config.webhook_secret.encode())
             _log.info("webhook.sending", url=redact_url(config.webhook_url))
@@ -53,7 +54,7 @@ async def usage_ledger(config: GatewayConfig, stats: StatsHandle) -> AsyncIterat
         if webhook is not None:
             # Let a request in flight finish, so that its cursor is stored (no resend).
             await webhook.stop()
-            await asyncio.wait(tasks[1:], timeout=WEBHOOK_STOP_S)
+            await asyncio.wait(tasks, timeout=WEBHOOK_STOP_S)
         for task in tasks:
             task.cancel()
         for result in await asyncio.gather(*tasks, return_exceptions=True):
