@@ -370,6 +370,7 @@ async def _serve(config: GatewayConfig, srt_config: ServerConfig) -> None:
         sources.add_srt(server)
         sources.srt_port = server.port
         sources.srt_latency_ms = config.latency_ms
+        sources.prefix = server.prefix
         sources.srt_encrypted = config.passphrase is not None
         sources.authorized = bool(config.users) or config.auth_http_url is not None
         if ledger is not None:

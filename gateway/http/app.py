@@ -255,8 +255,10 @@ _TOKEN_PAGE: Final = (
     " (the <code>http_token</code> setting or <code>MOQSRT_HTTP_TOKEN</code>).</p>"
 )
 # The page's own answers: never cached (it may carry a token in its address), no referrer
-# (its address may hold `?token=`), no sniffing, no framing.
+# (its address may hold `?token=`), no sniffing, no framing, and a Content-Security-Policy
+# (the page itself gets the one that lets it and its player run: `page.content_security_policy`).
 _PAGE_HEADERS: Final = {
+    "Content-Security-Policy": page.PLAIN_CSP,
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -342,9 +344,12 @@ class _Routes:
             encrypted=sources.srt_encrypted,
             moq_port=sources.moq_port,
             authorized=sources.authorized,
+            prefix=sources.prefix,
         )
         body = page.render_index(info, host=host, status=self._status(host))
-        return web.Response(text=body, content_type="text/html", headers=_PAGE_HEADERS)
+        csp = page.content_security_policy(host, sources.moq_port)
+        headers = {**_PAGE_HEADERS, "Content-Security-Policy": csp}
+        return web.Response(text=body, content_type="text/html", headers=headers)
 
     async def status(self, request: web.Request) -> web.Response:
         host = page.browser_host(request.host, self._fallback_host)

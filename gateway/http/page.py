@@ -43,6 +43,7 @@ __all__ = [
     "STATIC_FILES",
     "PageInfo",
     "browser_host",
+    "content_security_policy",
     "is_page_path",
     "moq_url",
     "page_allowed",
@@ -61,6 +62,9 @@ ASSET_PREFIXES: Final = ("/static/", "/web/")
 """URL prefixes of the page's code (its own and the MoQ player bundle): never behind the token."""
 THUMBNAIL_SUFFIX: Final = "/thumbnail.jpg"
 BROADCASTS_PREFIX: Final = "/api/v1/broadcasts/"
+DEFAULT_RESOURCE: Final = "live/test"
+"""The path the publishing instructions name until another is typed in, without a prefix; under
+one, its last segment (prefix `live`: the broadcast `live/test`, not `live/live/test`)."""
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\.?")
 
@@ -70,13 +74,16 @@ class PageInfo:
     """What the page says about this server: `srt_port` (None: no SRT instructions),
     `latency_ms` (the SRT latency offered), `encrypted` (publishers need a passphrase),
     `moq_port` (the MoQ UDP port the players dial; None: no players), `authorized` (callers
-    must name themselves: a users table or an authorization hook is configured)."""
+    must name themselves: a users table or an authorization hook is configured), `prefix`
+    (the SRT server's path prefix, normalized, `""`: none: a stream id names the path under
+    it, so `r=live/test` publishes the broadcast listed as `PREFIX/live/test`)."""
 
     srt_port: int | None
     latency_ms: int
     encrypted: bool
     moq_port: int | None
     authorized: bool = False
+    prefix: str = ""
 
 
 def is_page_path(path: str) -> bool:
@@ -136,6 +143,44 @@ def moq_url(host: str, moq_port: int | None) -> str | None:
     """The URL an in-browser player dials: `http://HOST:PORT/` (plain http: the player fetches
     the certificate's hash there, then dials https/WebTransport); None without MoQ."""
     return None if moq_port is None else f"http://{host}:{moq_port}/"
+
+
+PLAIN_CSP: Final = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+"""The Content-Security-Policy of the page's answers that run nothing (`/status.json`, the
+token page): nothing may load, nothing may frame them."""
+
+
+def content_security_policy(host: str, moq_port: int | None) -> str:
+    """The page's Content-Security-Policy for a browser that reached it as `host` (from
+    `browser_host`), allowing what the page and its player need and nothing else.
+
+    Scripts and style sheets only from this server (no inline script runs: the embedded
+    status is `type="application/json"`; no inline style), plus `blob:` scripts: the player
+    (@moq/watch) loads its audio worklet from a blob URL it makes. Images from this server and
+    `blob:` (the thumbnails the page fetches). Connections to this server (`/status.json`,
+    thumbnails) and, with MoQ (`moq_port`), to the MoQ endpoint the player dials at the same
+    host: `http://` for the certificate's hash, `https://` for WebTransport, `ws://` for the
+    WebSocket it falls back on when WebTransport is slow to connect. No workers, frames,
+    plugins, fonts, media elements or forms; no `<base>`; never framed. An IPv6 `host` cannot
+    be named in a policy: any host on the MoQ port is allowed then."""
+    connect = ["'self'"]
+    if moq_port is not None:
+        moq_host = "*" if host.startswith("[") else host
+        connect += [f"{scheme}://{moq_host}:{moq_port}" for scheme in ("http", "https", "ws")]
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self' blob:",
+            "style-src 'self'",
+            "img-src 'self' blob:",
+            f"connect-src {' '.join(connect)}",
+            "worker-src 'none'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 def thumbnail_url(path: str) -> str:
@@ -229,14 +274,19 @@ def _script_json(value: object) -> str:
 
 def render_index(info: PageInfo, *, host: str, status: Mapping[str, Any]) -> str:
     """The page's HTML for a browser that reached this server as `host` (from
-    `browser_host`), with the first `status` (from `status_view`). Every value is escaped."""
+    `browser_host`), with the first `status` (from `status_view`). Every value is escaped.
+
+    The instructions publish `DEFAULT_RESOURCE` (the path field's default; `test` under a
+    prefix): the stream id's `r=` names it as is, the server puts it under its `prefix`, and
+    the page says the broadcast is listed (and played) as `PREFIX/test`."""
     template = _index_template()
     latency_us = info.latency_ms * 1000
     secret = "&passphrase=YOUR_PASSPHRASE&pbkeylen=16" if info.encrypted else ""
+    resource = DEFAULT_RESOURCE.rpartition("/")[2] if info.prefix else DEFAULT_RESOURCE
     if info.srt_port is not None:
         base = f"srt://{host}:{info.srt_port}"
-        publish = f"{base}?streamid=#!::r=live/test,m=publish&latency={latency_us}{secret}"
-        play = f"{base}?streamid=#!::r=live/test,m=request&latency={latency_us}{secret}"
+        publish = f"{base}?streamid=#!::r={resource},m=publish&latency={latency_us}{secret}"
+        play = f"{base}?streamid=#!::r={resource},m=request&latency={latency_us}{secret}"
     else:
         publish = play = "(SRT is not served)"
     config = {
@@ -244,8 +294,13 @@ def render_index(info: PageInfo, *, host: str, status: Mapping[str, Any]) -> str
         "srt": None if info.srt_port is None else {"host": host, "port": info.srt_port},
         "latency_us": latency_us,
         "encrypted": info.encrypted,
+        "prefix": info.prefix,
+        "resource": resource,
     }
     values = {
+        "resource": resource,
+        "path_prefix": f"{info.prefix}/" if info.prefix else "",
+        "listed_path": f"{info.prefix}/{resource}" if info.prefix else resource,
         "publish_url": publish,
         "play_url": play,
         "host": host,
@@ -261,7 +316,7 @@ def render_index(info: PageInfo, *, host: str, status: Mapping[str, Any]) -> str
                 ),
                 (
                     "This server checks who publishes and watches: add your user and secret "
-                    "to the stream id (#!::r=live/test,u=USER,s=SECRET,m=publish).",
+                    f"to the stream id (#!::r={resource},u=USER,s=SECRET,m=publish).",
                     info.authorized,
                 ),
             )

@@ -83,6 +83,7 @@ class MoqServerLike(Protocol):
 
     def sessions(self) -> list[MoqSessionInfo]: ...
     def kick(self, session: str) -> bool: ...
+    def ingress_bytes(self) -> dict[str, int]: ...
 
 
 class RecordLike(Protocol):
@@ -200,6 +201,9 @@ class GatewaySources:
         self.authorized: bool = False
         """Whether callers must name themselves (users table or authorization hook): the
         instructions then say where the credentials go."""
+        self.prefix: str = ""
+        """The SRT server's path prefix (normalized, `""`: none): a publisher's stream id names
+        the path under it, so the publishing instructions leave it out of `r=`."""
         self.moq_port: int | None = None
         """The MoQ listener's UDP port, for the page's in-browser players (None: MoQ is off)."""
         self._recent: deque[dict[str, Any]] = deque(maxlen=max(0, recent_max))
@@ -342,15 +346,19 @@ class GatewaySources:
         return out
 
     def ingress_bytes(self) -> dict[str, int]:
-        """Payload bytes each live SRT publisher's meter counted so far, per path: what the
-        bit-rate sampler reads once a second. O(publishers); no stats snapshot (whose cost
-        grows with every path ever seen) and no lock."""
+        """Payload bytes each live publisher's meter counted so far, per path, whether it
+        publishes over SRT or MoQ: what the bit-rate sampler reads once a second. O(SRT
+        sessions + live MoQ publishes); no stats snapshot (whose cost grows with every path
+        ever seen) and no lock."""
         out: dict[str, int] = {}
         for server in self.srt:
             for request in server.requests():
                 path = request.live_path
                 if request.role == "ingress" and path:
                     out[path] = out.get(path, 0) + request.usage().bytes
+        for moq in self.moq:
+            for path, nbytes in moq.ingress_bytes().items():
+                out[path] = out.get(path, 0) + nbytes
         return out
 
 

@@ -47,6 +47,7 @@ from gateway.moq.record import (
     PublishUsage,
     emit_moq_session,
 )
+from gateway.moq.subscriber import Ingest, OpenBroadcast
 from gateway.moq.transport import Admission, MoqConnection
 from gateway.moq.webtransport import ConnectRequest
 from gateway.moq.wire import SessionCode, Version
@@ -145,6 +146,8 @@ class MoqServer:
         self._backlog_cap = backlog_cap_bytes
         self._stats: StatsHandle | None = None
         self._viewers: dict[MoqConnection, _Viewer] = {}
+        # The broadcasts peers publish now: (path, ingress meter), each until it ends.
+        self._ingests: dict[object, tuple[str, Usage]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self._certificate: Certificate | None = None
@@ -253,6 +256,34 @@ class MoqServer:
         assert transport is not None
         return int(transport.get_extra_info("sockname")[1])
 
+    def ingress_bytes(self) -> dict[str, int]:
+        """Payload bytes each broadcast peers publish now counted so far, per path (what the
+        status page's bit-rate sampler reads every second). O(live publishes)."""
+        out: dict[str, int] = {}
+        for path, meter in self._ingests.values():
+            out[path] = out.get(path, 0) + meter.bytes
+        return out
+
+    def _tracked(self, open_broadcast: OpenBroadcast) -> OpenBroadcast:
+        """`open_broadcast` whose broadcasts count in `ingress_bytes` until released."""
+
+        def opened(path: str) -> Ingest | None:
+            ingest = open_broadcast(path)
+            meter = ingest.broadcast.meter if ingest is not None else None
+            if ingest is None or meter is None:
+                return ingest
+            key = object()
+            self._ingests[key] = (path, meter)
+            release = ingest.release
+
+            def released() -> None:
+                self._ingests.pop(key, None)
+                release()
+
+            return Ingest(broadcast=ingest.broadcast, release=released)
+
+        return opened
+
     def sessions(self) -> list[MoqSessionInfo]:
         """The admitted live sessions, now."""
         out = []
@@ -340,13 +371,15 @@ class MoqServer:
             backlog_cap_bytes=self._backlog_cap,
             track_wait_s=self._track_wait_s,
             ingest=(
-                ingest_into(
-                    self.origin,
-                    self._stats,
-                    tier=decision.publish_tier or decision.tier,
-                    root=normalize_path(decision.publish_root),
-                    session=viewer.session,
-                    on_ended=viewer.publishes.append,
+                self._tracked(
+                    ingest_into(
+                        self.origin,
+                        self._stats,
+                        tier=decision.publish_tier or decision.tier,
+                        root=normalize_path(decision.publish_root),
+                        session=viewer.session,
+                        on_ended=viewer.publishes.append,
+                    )
                 )
                 if decision.publish
                 else None

@@ -203,8 +203,10 @@ document.addEventListener("visibilitychange", () => {
 	}
 });
 
-// The publishing instructions follow the path typed in.
+// The publishing instructions follow the path typed in: the stream id names it as typed (the
+// server puts it under its prefix), the broadcast is listed as PREFIX/PATH.
 const pathInput = document.getElementById("stream-path");
+const resource = config.resource;
 const commands = [
 	document.getElementById("ffmpeg-command"),
 	document.getElementById("obs-server"),
@@ -212,10 +214,12 @@ const commands = [
 ];
 const originals = commands.map((c) => c.textContent);
 pathInput.addEventListener("input", () => {
-	const path = pathInput.value.trim() || "live/test";
+	const path = pathInput.value.trim().replace(/^\/+|\/+$/g, "") || resource;
 	commands.forEach((c, i) => {
-		c.textContent = originals[i].replaceAll("r=live/test,", `r=${path},`);
+		c.textContent = originals[i].replaceAll(`r=${resource},`, `r=${path},`);
 	});
+	document.getElementById("stream-resource").textContent = path;
+	document.getElementById("listed-path").textContent = config.prefix ? `${config.prefix}/${path}` : path;
 });
 
 render();

@@ -68,9 +68,16 @@ class FakeSrtServer:
 class FakeMoqServer:
     live: list[MoqSessionInfo] = field(default_factory=list)
     kicked: list[str] = field(default_factory=list)
+    publishing: dict[str, Usage] = field(default_factory=dict)
+    """path -> ingress meter of a broadcast a MoQ peer publishes now"""
+    session_reads: int = 0
 
     def sessions(self) -> list[MoqSessionInfo]:
+        self.session_reads += 1
         return list(self.live)
+
+    def ingress_bytes(self) -> dict[str, int]:
+        return {path: meter.bytes for path, meter in self.publishing.items()}
 
     def kick(self, session: str) -> bool:
         if any(s.session == session for s in self.live):
@@ -304,6 +311,45 @@ async def test_the_broadcasts_routes_read_no_libsrt_statistics_the_sessions_rout
         "pub-live-a": 12.0,
         "v1": 0.0,
     }
+
+
+async def test_a_broadcast_published_over_moq_gets_a_bit_rate(
+    world: World, http: HttpService
+) -> None:
+    # Published as a MoQ peer's is: an ingress meter the MoQ server reports, no SRT session.
+    guard = world.stats.broadcast("live/m", "default").ingress()
+    broadcast = BroadcastProducer().with_meter(guard.meter)
+    world.origin.publish("live/m", broadcast)
+    world.moq.publishing["live/m"] = guard.meter
+    group = broadcast.create_track("0.avc3").append_group()
+    world.keep += [guard, broadcast, group]
+    written = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def write_5_kb_every_10_ms() -> None:
+        nonlocal written
+        while True:
+            group.write_frame(b"x" * 5_000)
+            written += 5_000
+            await asyncio.sleep(0.01)
+
+    writer = asyncio.create_task(write_5_kb_every_10_ms())
+    try:
+        await asyncio.sleep(0.4)
+        status, text = await get(http.port, "/api/v1/broadcasts")
+        elapsed = loop.time() - started
+    finally:
+        writer.cancel()
+    assert status == 200
+    (listed,) = json.loads(text)["broadcasts"]
+    assert listed["path"] == "live/m"
+    # What was written over the time it took, measured here, not by the gateway: the
+    # sampler's window is a part of that time, so allow for the writer's jitter.
+    assert listed["bitrate_bps"] is not None
+    assert 0.3 * 8 * written / elapsed <= listed["bitrate_bps"] <= 4_000_000 * 1.3
+    # The sampler reads the MoQ server's publishes, never its whole session list.
+    assert world.moq.session_reads <= 1  # the /api/v1/broadcasts answer's own reading
 
 
 async def test_broadcasts_list_catalog_tracks_publisher_viewers_and_bitrate(

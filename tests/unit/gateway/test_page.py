@@ -10,6 +10,7 @@ import html
 import io
 import json
 import re
+from importlib import resources
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,7 @@ from gateway.http.page import (
     thumbnail_url,
 )
 from gateway.serve import status_page_url
+from gateway.streamid import normalize_prefix, parse_stream_id
 from model import BroadcastProducer
 from mux import TsImporter
 from tests.unit.gateway.test_http import FakeSrtSession, World, publish
@@ -129,6 +131,120 @@ def test_names_and_hosts_cannot_inject_markup_into_the_page() -> None:
     page = render_index(info, host="gw", status=status)
     assert "u=USER,s=SECRET" in page  # so does one that checks who publishes
     assert "YOUR_PASSPHRASE" not in page
+
+
+def shown(page: str, element_id: str) -> str:
+    """The text of the element `element_id` of the rendered page (no markup inside)."""
+    match = re.search(rf'<(\w+) id="{element_id}"[^>]*>([^<]*)</\1>', page)
+    assert match is not None, element_id
+    return html.unescape(match.group(2))
+
+
+@pytest.mark.parametrize(
+    ("configured", "prefix", "resource"),
+    [("", "", "live/test"), ("/acme/live/", "acme/live", "test"), ("live", "live", "test")],
+)
+async def test_the_instructions_publish_what_the_page_says_under_the_servers_prefix(
+    page_world: World, configured: str, prefix: str, resource: str
+) -> None:
+    # What serve does with the SRT server's (normalized) prefix.
+    page_world.sources.prefix = normalize_prefix(configured)
+    async with await HttpService.bind("127.0.0.1", 0, page_world.sources) as http:
+        page = (await fetch(http.port, "/", host="gw.example:8080"))[2].decode()
+    listed = shown(page, "listed-path")
+    assert listed == (f"{prefix}/{resource}" if prefix else resource)
+    assert shown(page, "path-prefix") == (f"{prefix}/" if prefix else "")
+    assert f'<input id="stream-path" value="{resource}"' in page
+    assert config_json(page)["prefix"] == prefix
+    for element, mode in (("ffmpeg-command", "publish"), ("obs-server", "publish")):
+        url = re.search(r"srt://gw\.example:9123\?streamid=([^&']*)", shown(page, element))
+        assert url is not None, element
+        # What the SRT server makes of that stream id under its prefix is the listed path.
+        request = parse_stream_id(url.group(1), configured)
+        assert (request.mode, request.path) == (mode, listed)
+    url = re.search(r"streamid=([^&']*)", shown(page, "play-command"))
+    assert url is not None
+    request = parse_stream_id(url.group(1), configured)
+    assert (request.mode, request.path) == ("request", listed)
+
+
+async def headers_of(port: int, path: str, host: str) -> tuple[int, dict[str, str]]:
+    async with (
+        asyncio.timeout(10),
+        aiohttp.ClientSession() as client,
+        client.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}) as response,
+    ):
+        return response.status, dict(response.headers)
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for part in policy.split(";"):
+        name, *values = part.split()
+        assert name not in out, name
+        out[name] = values
+    return out
+
+
+async def test_the_page_has_a_content_security_policy_for_itself_and_its_moq_endpoint(
+    page_world: World,
+) -> None:
+    async with await HttpService.bind("127.0.0.1", 0, page_world.sources) as http:
+        status, headers = await headers_of(http.port, "/", "gw.example:8080")
+        assert status == 200
+        policy = directives(headers["Content-Security-Policy"])
+        assert policy == {
+            "default-src": ["'none'"],
+            "script-src": ["'self'", "blob:"],  # the player's audio worklet is a blob URL
+            "style-src": ["'self'"],
+            "img-src": ["'self'", "blob:"],
+            "connect-src": [
+                "'self'",
+                "http://gw.example:4567",  # the certificate hash, at the MoQ port
+                "https://gw.example:4567",  # WebTransport
+                "ws://gw.example:4567",  # the player's WebSocket fallback
+            ],
+            "worker-src": ["'none'"],
+            "object-src": ["'none'"],
+            "base-uri": ["'none'"],
+            "form-action": ["'none'"],
+            "frame-ancestors": ["'none'"],
+        }
+        assert headers["X-Frame-Options"] == "DENY"
+        # An IPv6 literal cannot be named in a policy: the MoQ port on any host.
+        _, headers = await headers_of(http.port, "/", "[::1]:8080")
+        assert directives(headers["Content-Security-Policy"])["connect-src"] == [
+            "'self'",
+            "http://*:4567",
+            "https://*:4567",
+            "ws://*:4567",
+        ]
+        # Without MoQ, the page connects to this server only.
+        page_world.sources.moq_port = None
+        _, headers = await headers_of(http.port, "/", "gw.example:8080")
+        assert directives(headers["Content-Security-Policy"])["connect-src"] == ["'self'"]
+        # What runs nothing may load nothing.
+        _, headers = await headers_of(http.port, "/status.json", "gw.example:8080")
+        assert directives(headers["Content-Security-Policy"])["default-src"] == ["'none'"]
+    async with await HttpService.bind("127.0.0.1", 0, page_world.sources, token=TOKEN) as http:
+        status, headers = await headers_of(http.port, "/", "gw.example:8080")
+        assert status == 401  # the token page
+        policy = directives(headers["Content-Security-Policy"])
+        assert policy["default-src"] == policy["frame-ancestors"] == ["'none'"]
+    # The page runs no inline script and has no inline style, which the policy would block.
+    index = static_index()
+    assert "style=" not in index
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", index, re.S)
+    assert scripts == [
+        (' id="moqsrt-config" type="application/json"', "$config_json"),  # data, never run
+        (' type="module" src="/static/page.js"', ""),
+        (' type="module" src="/web/player.js"', ""),
+    ]
+    assert not re.search(r"\son[a-z]+=", index)  # no event handler attributes
+
+
+def static_index() -> str:
+    return (resources.files("gateway.http") / "static" / "index.html").read_text()
 
 
 async def test_the_page_names_this_servers_ports_and_the_browsers_host(
