@@ -17,7 +17,9 @@ through `moqsrt serve` in these configurations:
   `/api/v1/broadcasts` and each listed broadcast's thumbnail (a far heavier surface than any
   real client);
 - for a breakdown (e.g. MOQSRT_OPBENCH_CONFIGS=off,ledger,http): `ledger`, the ledger alone,
-  `http`, the page and Prometheus alone, `http1`, the 1 s poll alone.
+  `http`, the page and Prometheus alone, `http1`, the 1 s poll alone;
+- `twin`: a second `off`, to calibrate (MOQSRT_OPBENCH_CONFIGS=off,twin): what running side by
+  side and the tee's order do by themselves.
 
 Shapes: P publishers x V viewers per publisher, 1x1 and 4x4 by default. Per shape and round
 every configuration runs at the same time, side by side: one gateway each, all fed by the same
@@ -112,7 +114,8 @@ PAGE_POLL_S = 2.0
 """`on`: seconds between the status page's `/status.json` polls (page.js POLL_MS)"""
 GOAL = 1.03
 #: off, on, stress, and for a breakdown: ledger (the ledger alone), http (the page and
-#: Prometheus alone), http1 (the 1 s poll alone)
+#: Prometheus alone), http1 (the 1 s poll alone); twin (a second `off`: what running side by
+#: side does by itself)
 CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on").split(","))
 _WITH_LEDGER = ("on", "stress", "ledger")
 _WITH_HTTP = {"on": "page", "http": "page", "stress": "stress", "http1": "stress"}
