@@ -9,6 +9,7 @@ per-frame state: every figure is read from the servers and `StatsHandle.snapshot
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -154,7 +155,10 @@ class LiveSession:
 def read_catalog(origin: Origin, path: str) -> Catalog | None:
     """The latest catalog of the broadcast live at `path`, or None (not live, no catalog yet,
     or one that does not parse). Reads through an unmetered consumer: the gateway's own look
-    is never billed. Never asks a dynamic track handler for a track it has not produced."""
+    is never billed. Never asks a dynamic track handler for a track it has not produced.
+
+    The same catalog bytes give the same `Catalog` object (parsed once, `CATALOG_CACHE`
+    entries kept): callers share it, so they read it and never change it."""
     consumer = origin.get(path)
     if consumer is None or CATALOG_TRACK not in consumer.track_names():
         return None
@@ -162,8 +166,18 @@ def read_catalog(origin: Origin, path: str) -> Catalog | None:
     frames = group.read_ready() if group is not None else []
     if not frames:
         return None
+    return _parse_catalog(bytes(frames[-1]))
+
+
+CATALOG_CACHE = 256
+"""Distinct catalogs `read_catalog` keeps parsed (a catalog changes only when a broadcast's
+tracks do; the status page, the API and thumbnails read every live one every poll)."""
+
+
+@functools.lru_cache(maxsize=CATALOG_CACHE)
+def _parse_catalog(data: bytes) -> Catalog | None:
     try:
-        return Catalog.from_json(frames[-1])
+        return Catalog.from_json(data)
     except MalformedCatalog:
         return None
 

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ConfigError, load_config
-from gateway.http import GatewaySources, HttpService, TokenRequired, is_loopback
+from gateway.http import GatewaySources, HttpService, TokenRequired, is_loopback, read_catalog
 from gateway.http.app import http_token
 from gateway.moq.server import MoqSessionInfo
 from gateway.session import LinkFigures, SessionRecord
@@ -578,3 +578,27 @@ def test_serve_refuses_a_public_http_address_without_a_token(
     err = capsys.readouterr().err
     assert err.startswith("moqsrt serve: http_token: ")
     assert len(err.splitlines()) == 1
+
+
+def test_read_catalog_parses_each_catalog_once_and_follows_a_new_one(world: World) -> None:
+    publish(world, "live/a", "pro", 1)
+    first = read_catalog(world.origin, "live/a")
+    assert first is not None
+    assert first.track_names() == catalog().track_names()
+    assert read_catalog(world.origin, "live/a") is first  # the same bytes: parsed once
+    # A new catalog group (the audio track gone) is read, parsed, and replaces the old answer.
+    changed = Catalog(video=dict(catalog().video), audio={})
+    cat = next(t for t in world.keep if getattr(t, "name", None) == CATALOG_TRACK)
+    group = cat.append_group()  # type: ignore[attr-defined]
+    group.write_frame(changed.to_json())
+    group.finish()
+    second = read_catalog(world.origin, "live/a")
+    assert second is not None
+    assert second is not first
+    assert second.track_names() == changed.track_names() != first.track_names()
+    # A catalog that does not parse reads as None, also when asked again.
+    group = cat.append_group()  # type: ignore[attr-defined]
+    group.write_frame(b"{not json")
+    group.finish()
+    assert read_catalog(world.origin, "live/a") is None
+    assert read_catalog(world.origin, "live/a") is None
