@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import structlog
 
-from gateway.auth import AuthHook
+from gateway.auth import AuthDecision, AuthHook
 from gateway.authconfig import ConfiguredAuth, HttpAuth
 from gateway.config import (
     PASSPHRASE_ENV,
@@ -54,6 +54,7 @@ from gateway.server import Server
 from gateway.server_config import ServerConfig
 from gateway.session import SessionSink
 from gateway.srt import SrtError, SrtOptions, set_libsrt_log_level
+from gateway.streamid import StreamRequest, normalize_prefix
 from model import Origin, PublisherPolicy, StatsHandle
 
 _log = structlog.get_logger("moqsrt.serve")
@@ -281,6 +282,22 @@ def moq_auth(hook: AuthHook, prefix: str) -> Callable[[ConnectRequest], Awaitabl
     return bounded
 
 
+async def _admit_everyone(request: StreamRequest, peer: tuple[str, int]) -> AuthDecision:
+    """An `AuthHook` that accepts every caller (tier `default`): with no authorization configured
+    but a prefix, `moq_auth` of it still scopes MoQ connections under the prefix."""
+    return AuthDecision()
+
+
+def _moq_hook(
+    srt_auth: AuthHook | None, prefix: str
+) -> Callable[[ConnectRequest], Awaitable[MoqAuthDecision]] | None:
+    """The MoQ listener's hook: `moq_auth` of the SRT hook, or of one admitting everyone when only
+    a prefix is configured (so MoQ paths go under it as SRT ones do); None with neither."""
+    if srt_auth is None and not normalize_prefix(prefix):
+        return None
+    return moq_auth(srt_auth if srt_auth is not None else _admit_everyone, prefix)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -455,14 +472,13 @@ async def _serve_moq(
             raise ConfigError("var_dir", f"cannot keep the MoQ certificate: {exc}") from None
         self_signed = True
     # The SRT authorization hook (when the configuration has one) decides MoQ callers too.
-    srt_auth = srt_config.auth
     try:
         moq_server = await MoqServer.bind(
             config.moq,
             certificate=certificate,
             origin=origin,
             node=config.node,
-            auth=moq_auth(srt_auth, config.prefix) if srt_auth else None,
+            auth=_moq_hook(srt_config.auth, config.prefix),
             sinks=(sources.record_session, *sinks),
         )
     except OSError as exc:

@@ -18,6 +18,12 @@ import pytest
 import structlog
 
 from gateway import cli
+from gateway.auth import AuthDecision
+from gateway.moq.server import MoqAuthDecision
+from gateway.moq.webtransport import ConnectRequest
+from gateway.moq.wire import Version
+from gateway.serve import _moq_hook
+from gateway.streamid import StreamRequest
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET_SHORT = "tiny-pw"
@@ -222,3 +228,42 @@ def test_a_subcommand_imports_only_its_own_module() -> None:
         timeout=30,
     )
     assert all(name in top.stdout for name in ("serve", "probe", "usage")), top.stdout
+
+
+def _moq_connect(path: str) -> ConnectRequest:
+    return ConnectRequest(
+        transport="webtransport", version=Version.LITE_03, path=path, query={}, peer="127.0.0.1:5"
+    )
+
+
+async def test_with_a_prefix_and_no_authorization_moq_connections_are_scoped_to_it() -> None:
+    # No prefix, no hook: the listener keeps its built-in accept-all decision (no hook at all).
+    assert _moq_hook(None, "") is None
+    assert _moq_hook(None, "/") is None
+    # A prefix alone: every connection is admitted, seeing and publishing only under it.
+    hook = _moq_hook(None, "/acme/")
+    assert hook is not None
+    scoped = MoqAuthDecision(root="acme/cam1", publish_root="acme/cam1", publish_tier="default")
+    assert await hook(_moq_connect("cam1")) == scoped
+    assert await hook(_moq_connect("")) == MoqAuthDecision(
+        root="acme", publish_root="acme", publish_tier="default"
+    )
+
+
+async def test_a_configured_hook_decides_moq_connections_under_the_prefix() -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def refuse_publishers(request: StreamRequest, peer: tuple[str, int]) -> AuthDecision:
+        asked.append((request.mode, request.path))
+        return AuthDecision(accept=not request.is_publish, tier="gold")
+
+    hook = _moq_hook(refuse_publishers, "acme")
+    assert hook is not None
+    decision = await hook(_moq_connect("cam1"))
+    assert (decision.tier, decision.root, decision.read, decision.publish) == (
+        "gold",
+        "acme/cam1",
+        True,
+        False,
+    )
+    assert sorted(asked) == [("publish", "acme/cam1"), ("request", "acme/cam1")]
