@@ -9,7 +9,7 @@ through `moqsrt serve` in these configurations:
 - `on`, what issue 11 means by on: the usage ledger in SQLite in a temporary directory at its
   default interval (1 s), and the HTTP listener on loopback with, in this process, a Prometheus
   scraping `/metrics` every 15 s (its default; first 2 s after the publishers start) and a
-  browser with the status page open: `/` once, then `/status.json` every 2 s and each listed
+  browser with the status page open: `/` once, then `/status.json` every 5 s and each listed
   broadcast's thumbnail at the interval the server gives the page (again at the next poll
   after a 404), the page's own cadence (`page.js`). Each client keeps its connection alive, as
   those clients do. Each route's answers are counted by status;
@@ -110,7 +110,7 @@ POLL_S = 1.0
 """`stress`: seconds between polls of everything"""
 SCRAPE_S = 15.0
 """`on`: seconds between Prometheus scrapes (its default interval)"""
-PAGE_POLL_S = 2.0
+PAGE_POLL_S = 5.0
 """`on`: seconds between the status page's `/status.json` polls (page.js POLL_MS)"""
 GOAL = 1.03
 #: off, on, stress, and for a breakdown: ledger (the ledger alone), http (the page and
