@@ -17,7 +17,8 @@ through `moqsrt serve` in these configurations:
   `/api/v1/broadcasts` and each listed broadcast's thumbnail (a far heavier surface than any
   real client);
 - for a breakdown (e.g. MOQSRT_OPBENCH_CONFIGS=off,ledger,http): `ledger`, the ledger alone,
-  `http`, the page and Prometheus alone, `http1`, the 1 s poll alone;
+  `http`, the page and Prometheus alone, `http1`, the 1 s poll alone, `listen`, the HTTP
+  listener with nobody asking;
 - `twin`: a second `off`, to calibrate (MOQSRT_OPBENCH_CONFIGS=off,twin): what running side by
   side and the tee's order do by themselves.
 
@@ -114,11 +115,11 @@ PAGE_POLL_S = 5.0
 """`on`: seconds between the status page's `/status.json` polls (page.js POLL_MS)"""
 GOAL = 1.03
 #: off, on, stress, and for a breakdown: ledger (the ledger alone), http (the page and
-#: Prometheus alone), http1 (the 1 s poll alone); twin (a second `off`: what running side by
-#: side does by itself)
+#: Prometheus alone), http1 (the 1 s poll alone), listen (HTTP on, nobody asking); twin (a
+#: second `off`: what running side by side does by itself)
 CONFIGS = tuple(os.environ.get("MOQSRT_OPBENCH_CONFIGS", "off,on").split(","))
 _WITH_LEDGER = ("on", "stress", "ledger")
-_WITH_HTTP = {"on": "page", "http": "page", "stress": "stress", "http1": "stress"}
+_WITH_HTTP = {"on": "page", "http": "page", "stress": "stress", "http1": "stress", "listen": ""}
 
 
 def operator_input() -> Path:
@@ -444,7 +445,7 @@ def run_group(configs: Sequence[str], shape: tuple[int, int], src: Path, tmp: Pa
             argv = ffmpeg_publish(src, SECONDS, urls)
             publishers.append(procs.start(f"pub-s{p}", argv, bound_s=SECONDS + 20))
         for gw in gateways:  # after the last fork: Popen's preexec_fn and threads do not mix
-            if gw.mode is not None:
+            if gw.mode:
                 gw.poller = Poller(gw.http_port, gw.mode)
                 gw.poller.start()
         wait_for(lambda: all(pub.reap() for pub in publishers), SECONDS + 25, "publishers")
