@@ -98,7 +98,7 @@ class GatewayConfig:
     http_token: str | None = field(default=None, repr=False)
     metrics_path_labels: bool = False
     http_public_page: bool = False
-    http_thumbnail_interval_s: float = 30.0
+    http_thumbnail_interval_s: float = 60.0
     ledger: Path | None = Path("var") / "ledger.sqlite3"
     ledger_interval_ms: int = 1000
     webhook_url: str | None = None

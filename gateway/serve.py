@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http-thumbnail-interval",
         dest="http_thumbnail_interval_s",
         help="seconds between a broadcast's status page thumbnails, each a keyframe decode "
-        "(7-13 ms of CPU at 720p): default 30, 0 = no thumbnails",
+        "(7-13 ms of CPU at 720p): default 60, 0 = no thumbnails",
     )
     parser.add_argument(
         "--ledger", help="usage ledger file (SQLite; default var/ledger.sqlite3), or off"

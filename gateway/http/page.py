@@ -3,9 +3,9 @@
 The HTML, CSS and JavaScript are package data (`gateway/http/static/`). `render_index` fills
 `index.html` with this server's publishing instructions (SRT port and latency, the host the browser
 used) and the first status (as JSON in a `<script type="application/json">`), every value escaped;
-`page.js` draws the broadcasts from it, then polls `/status.json` every five seconds while the tab is
-visible. Stream names are user input: the script only ever puts them in text nodes and attributes,
-never in markup.
+`page.js` draws the broadcasts from it, then polls `/status.json` every five seconds while the tab
+is visible. Stream names are user input: the script only ever puts them in text nodes and
+attributes, never in markup.
 
 `status_view` is that JSON: the API's broadcasts (`GatewaySources.broadcasts`) without who
 publishes (session id, peer address, user), plus the codecs, picture size, a thumbnail URL,

@@ -7,7 +7,7 @@ pixels wide and encodes it as JPEG with PyAV on its own worker thread, never on 
 Nothing is decoded unless a client asks: an answer is cached per broadcast for `refresh_s` (and
 reused after that while the latest group has not changed), so a broadcast costs at most one decode
 per `refresh_s` (7-13 ms of CPU for a 720p keyframe, almost all of it the H.264 decode; by default
-30 s, the `http_thumbnail_interval_s` setting) however often it is asked; at most `max_entries`
+60 s, the `http_thumbnail_interval_s` setting) however often it is asked; at most `max_entries`
 broadcasts are kept, the least recently asked dropped first, and one decode runs at a time, so
 memory and CPU stay bounded whatever clients ask.
 
@@ -62,10 +62,11 @@ THUMBNAIL_VIEWER: Final = "thumbnails"
 """The viewer id of the thumbnail reader (one distinct viewer per path in the internal tier)."""
 DEFAULT_WIDTH: Final = 320
 """Thumbnail width in pixels (the height keeps the picture's display aspect ratio)."""
-DEFAULT_REFRESH_S: Final = 30.0
+DEFAULT_REFRESH_S: Final = 60.0
 """A broadcast's thumbnail is made again at most this often (seconds; the default of the
 `http_thumbnail_interval_s` setting): a status page's picture needs no more, and each decode
-costs the gateway 7-13 ms of CPU at 720p, ~0.3 ms/s per broadcast at 30 s."""
+costs the gateway 7-13 ms of CPU at 720p (15-20 ms in a busy gateway), ~0.3 ms/s per broadcast
+at 60 s: issue 11's budget for the whole operator surface at one viewer per stream is ~2 ms/s."""
 DEFAULT_MAX_ENTRIES: Final = 64
 """Broadcasts whose thumbnail is cached at most."""
 KEYFRAME_WAIT_S: Final = 1.0

@@ -63,7 +63,7 @@ from tests.integration.test_player import CANVAS_JS
 # Chromium decoding video takes a core: never two browser tests (or other CPU-heavy ones) at once.
 pytestmark = pytest.mark.xdist_group("cpu_heavy")
 
-THUMBNAIL_S = 5.0  # --http-thumbnail-interval of the served gateway (its default is 30 s)
+THUMBNAIL_S = 5.0  # --http-thumbnail-interval of the served gateway (its default is 60 s)
 NAME = "live/<b>cam</b>"  # a stream name is user input: the page must show it, not render it
 PREFIX = "acme"  # the main test's `--prefix`: stream ids name paths under it
 PUBLISH = f"#!::r={NAME},m=publish"

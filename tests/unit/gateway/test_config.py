@@ -96,8 +96,8 @@ def test_bad_values_name_the_key_and_the_reason(key: str, value: str, fragment: 
 def test_the_thumbnail_interval_defaults_to_30_s_and_0_turns_thumbnails_off(
     tmp_path: Path,
 ) -> None:
-    assert GatewayConfig().http_thumbnail_interval_s == 30.0
-    assert load_config(None, {}, environ={}).http_thumbnail_interval_s == 30.0
+    assert GatewayConfig().http_thumbnail_interval_s == 60.0
+    assert load_config(None, {}, environ={}).http_thumbnail_interval_s == 60.0
     for flag, seconds in (("0", 0.0), ("off", 0.0), ("5", 5.0), ("2.5", 2.5), ("86400", 86400)):
         assert load_config(None, {"http_thumbnail_interval_s": flag}).http_thumbnail_interval_s == (
             seconds

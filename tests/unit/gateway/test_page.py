@@ -281,9 +281,9 @@ async def test_the_page_names_this_servers_ports_and_the_browsers_host(
         data = json.loads(body)
         assert data["moq_url"] == "http://[::1]:4567/"
         assert data["broadcasts"][0]["thumbnail"] == "/api/v1/broadcasts/live/a/thumbnail.jpg"
-        # The page is told how often the server makes a thumbnail: the default, 30 s.
-        assert data["thumbnail_interval_s"] == 30
-        assert config_json(page)["status"]["thumbnail_interval_s"] == 30  # type: ignore[index]
+        # The page is told how often the server makes a thumbnail: the default, 60 s.
+        assert data["thumbnail_interval_s"] == 60
+        assert config_json(page)["status"]["thumbnail_interval_s"] == 60  # type: ignore[index]
         # Who publishes or watches is the API's business, not the page's.
         for secret in ("pub-live-a", "10.9.8.7", "127.0.0.1:40000", '"peer"', '"session"'):
             assert secret not in body.decode(), secret
@@ -413,7 +413,7 @@ async def test_thumbnails_off_decode_nothing_answer_404_and_the_page_is_told_0(
         importer.finish()
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, 30.0), ("0", 0.0), ("off", 0.0), ("7", 7)])
+@pytest.mark.parametrize(("given", "expected"), [(None, 60.0), ("0", 0.0), ("off", 0.0), ("7", 7)])
 async def test_serve_hands_the_thumbnail_setting_to_the_http_service(
     page_world: World, given: str | None, expected: float
 ) -> None:
