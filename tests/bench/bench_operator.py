@@ -583,10 +583,11 @@ def print_report(runs: list[Run]) -> None:
     print_threads(runs)
     checked = [r.ledger for r in runs if r.ledger is not None]
     good = sum(1 for x in checked if x.ok)
-    print(
-        f"ledger vs viewers (billed TS <= received <= billed + skipped + dropped, per path): "
-        f"{good}/{len(checked)} runs ok"
-    )
+    if checked:
+        print(
+            f"ledger vs viewers (billed TS <= received <= billed + skipped + dropped, per path): "
+            f"{good}/{len(checked)} runs ok"
+        )
 
 
 def print_threads(runs: list[Run]) -> None:
