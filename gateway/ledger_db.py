@@ -274,27 +274,15 @@ _INSERT = (
 )
 
 
-# One encoder each, made once: `json.dumps` with options builds a new encoder per call, which
+# One encoder, made once: `json.dumps` with options builds a new encoder per call, which
 # was a measurable share of a flush's Python time.
-_encode_interval = json.JSONEncoder(sort_keys=True).encode
 _encode_session = json.JSONEncoder(sort_keys=True, default=str).encode
 _NO_LIFECYCLE = (0,) * len(LIFECYCLE)
 _SORTED_COUNTERS = tuple(sorted(_COUNTERS))
-# What `_encode_interval` makes of the usual totals (every counter, ints), as a format string.
+# An interval's `detail`: its totals as JSON with sorted keys, as a format string.
 _TOTALS_FORMAT = '{"totals": {' + ", ".join(f'"{name}": %d' for name in _SORTED_COUNTERS) + "}}"
 # Picks a `_COUNTERS`-ordered tuple's values in `_SORTED_COUNTERS` order (for `_TOTALS_FORMAT`).
 _sorted_totals = itemgetter(*(_COUNTERS.index(name) for name in _SORTED_COUNTERS))
-
-
-def _interval_detail(totals: Mapping[str, int]) -> str:
-    """An interval's `detail` JSON (the same text `_encode_interval` makes), formatted
-    directly when `totals` holds exactly the counters as ints (every flush's case)."""
-    if len(totals) == len(_COUNTERS) and all(type(v) is int for v in totals.values()):
-        try:
-            return _TOTALS_FORMAT % tuple([totals[name] for name in _SORTED_COUNTERS])
-        except KeyError:
-            pass
-    return _encode_interval({"totals": dict(totals)})
 
 
 def interval_params(
@@ -368,30 +356,27 @@ def write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int
 def write_batch(
     conn: sqlite3.Connection, intervals: Iterable[IntervalRow], sessions: Iterable[SessionRow]
 ) -> int:
-    """Write interval and session records in one transaction; return how many were new.
+    """Write interval and session records in one transaction; return how many were new. A
+    counter missing from an `IntervalRow`'s `counts` or `totals` is written as 0.
 
     Records already present (same unique key) are ignored, so a batch may be written again.
     On any error the transaction is rolled back and the error propagates (nothing written).
     """
-    rows: list[tuple[Any, ...]] = []
-    for iv in intervals:
-        get = iv.counts.get
-        rows.append(
-            (
-                "interval",
-                iv.node,
-                iv.run,
-                iv.interval,
-                None,
-                iv.path,
-                iv.tier,
-                iv.role,
-                iv.start_at,
-                iv.end_at,
-                *[int(get(name, 0)) for name in _COUNTERS],
-                _interval_detail(iv.totals),
-            )
+    rows = [
+        interval_params(
+            iv.node,
+            iv.run,
+            iv.interval,
+            iv.path,
+            iv.tier,
+            iv.role,
+            iv.start_at,
+            iv.end_at,
+            [int(iv.counts.get(name, 0)) for name in _COUNTERS],
+            [int(iv.totals.get(name, 0)) for name in _COUNTERS],
         )
+        for iv in intervals
+    ]
     rows.extend(map(session_params, sessions))
     return write_rows(conn, rows)
 
